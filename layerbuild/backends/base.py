@@ -1,0 +1,37 @@
+"""What every build backend receives and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..lockfile import Lock
+from ..manifest import PackagePin
+from ..recipe import Recipe
+from ..runtimes import Target
+from ..uvdriver import IndexSettings
+
+
+@dataclass
+class BuildRequest:
+    recipe: Recipe
+    target: Target
+    work_dir: Path  # private scratch directory, removed after the build
+    index: IndexSettings
+    lock: Lock | None = None  # the committed lock, when there is a current one
+    image: str | None = None  # docker backend: the build image to use
+
+
+@dataclass
+class LayerTree:
+    """A built layer before zipping: root holds python/ (and lib/, bin/ when needed)."""
+
+    root: Path
+    packages: list[PackagePin]
+    backend: str
+    lock_text: str = ""  # the lock the build installed from (committed or freshly resolved)
+    notes: list[str] = field(default_factory=list)  # shown to the user, recorded in the manifest
+
+    @property
+    def site_packages(self) -> Path:
+        return self.root / "python"

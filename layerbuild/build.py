@@ -1,0 +1,216 @@
+"""Build orchestration: recipe target -> backend -> layer tree -> deterministic zip + manifest.
+
+Outputs are written atomically: the zip and manifest are written under temporary names in the
+output directory and renamed into place only when everything succeeded, so a failed or
+interrupted build never leaves a partial file and never touches an existing good one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from .backends import wheels
+from .backends.base import BuildRequest, LayerTree
+from .errors import BuildError, LockError, NeedsCompilingError
+from .layout import fix_records, remove_paths, write_deterministic_zip
+from .lockfile import Lock, parse_lock, requirements_digest
+from .manifest import Manifest, manifest_path_for
+from .recipe import Recipe
+from .runtimes import Target
+from .uvdriver import IndexSettings
+
+DEFAULT_OUT_DIR = Path("dist")
+# Always removed: uv's install lock file, and console scripts carry the build host's interpreter path in their shebang, and
+# python/bin is on no path Lambda searches.
+ALWAYS_EXCLUDED = ("python/bin", "python/.lock")
+
+Progress = Callable[[Target, str], None]
+
+# name -> callable(BuildRequest) -> LayerTree. The docker backend registers itself here.
+BACKENDS: dict[str, Callable[[BuildRequest], LayerTree]] = {"wheels": wheels.build}
+
+
+@dataclass
+class BuildOutcome:
+    target: Target
+    zip_path: Path
+    manifest_path: Path
+    manifest: Manifest
+    status: str = "built"  # built | cached
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target.slug,
+            "status": self.status,
+            "zip": str(self.zip_path),
+            "manifest": str(self.manifest_path),
+            "sha256": self.manifest.sha256,
+            "code_sha256": self.manifest.code_sha256,
+            "zipped_bytes": self.manifest.zipped_bytes,
+            "unzipped_bytes": self.manifest.unzipped_bytes,
+            "backend": self.manifest.backend,
+            "packages": {p.name: p.version for p in self.manifest.packages},
+            "notes": self.notes,
+        }
+
+
+def output_stem(recipe: Recipe, target: Target) -> str:
+    return f"{recipe.name}-{target.slug}"
+
+
+def committed_lock(recipe: Recipe, target: Target, index: IndexSettings) -> Lock | None:
+    """The lock committed beside the recipe, if any; a stale lock is an error, not a surprise."""
+    path = recipe.lock_path(target)
+    if not path.is_file():
+        return None
+    lock = parse_lock(path.read_text(encoding="utf-8"))
+    expected = requirements_digest(recipe.packages, index.index_url, index.extra_index_urls)
+    if lock.requirements_sha256 != expected:
+        raise LockError(
+            f"{path}: lock is stale (the recipe's packages or index changed since it was written); "
+            f"run 'layerbuild lock {recipe.name}' to update it"
+        )
+    return lock
+
+
+def finalize_tree(tree: LayerTree, recipe: Recipe) -> None:
+    """Prune the layer tree: always-excluded paths and the recipe's exclude globs."""
+    removed = remove_paths(tree.root, ALWAYS_EXCLUDED + tuple(recipe.exclude))
+    site_removed = {p[len("python/"):] for p in removed if p.startswith("python/")}
+    if tree.site_packages.is_dir():
+        fix_records(tree.site_packages, site_removed)
+    if recipe.exclude and removed:
+        tree.notes.append(f"exclude removed {len(removed)} files")
+
+
+def choose_backend(recipe: Recipe, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    if recipe.backend != "auto":
+        return recipe.backend
+    # System packages and copied libraries only exist inside a build image.
+    if recipe.system_packages or recipe.libs:
+        return "docker"
+    return "wheels"
+
+
+def run_backend(name: str, request: BuildRequest) -> LayerTree:
+    if name not in BACKENDS:
+        raise BuildError(f"backend {name!r} is not available; available: {', '.join(sorted(BACKENDS))}")
+    return BACKENDS[name](request)
+
+
+def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir: Path = DEFAULT_OUT_DIR,
+                 image: str | None = None, progress: Progress | None = None) -> BuildOutcome:  # fmt: skip
+    progress = progress or (lambda t, m: None)
+    index = IndexSettings.for_recipe(recipe)
+    lock = committed_lock(recipe, target, index)
+    chosen = choose_backend(recipe, backend)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = output_stem(recipe, target)
+    zip_path = out_dir / f"{stem}.zip"
+    manifest_path = manifest_path_for(zip_path)
+
+    work_dir = Path(tempfile.mkdtemp(prefix=f"layerbuild-{stem}-"))
+    tmp_zip = tmp_manifest = None
+    try:
+        request = BuildRequest(recipe=recipe, target=target, work_dir=work_dir, index=index, lock=lock, image=image)
+        progress(target, f"building with {chosen}" + (" from the committed lock" if lock else ""))
+        try:
+            tree = run_backend(chosen, request)
+        except NeedsCompilingError:
+            if backend != "auto" or recipe.backend != "auto" or "docker" not in BACKENDS:
+                raise
+            progress(target, "a requirement needs compiling: switching to the docker backend")
+            shutil.rmtree(work_dir)
+            work_dir.mkdir()
+            tree = run_backend("docker", request)
+
+        finalize_tree(tree, recipe)
+
+        fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".zip.tmp", dir=out_dir)
+        os.close(fd)
+        tmp_zip = Path(name)
+        summary = write_deterministic_zip(tree.root, tmp_zip)
+
+        manifest = Manifest(
+            name=recipe.name,
+            runtime=target.runtime.name,
+            python=target.python,
+            architecture=target.arch,
+            backend=tree.backend,
+            packages=tree.packages,
+            file_count=summary.file_count,
+            zipped_bytes=summary.zipped_bytes,
+            unzipped_bytes=summary.unzipped_bytes,
+            sha256=summary.sha256,
+            code_sha256=summary.code_sha256,
+            zip=zip_path.name,
+            description=recipe.description,
+            license=recipe.license,
+            compatible_runtimes=[target.runtime.name],
+            lock_sha256=_sha256_text(tree.lock_text) if tree.lock_text else None,
+            layerbuild_version=__version__,
+            extra={"notes": tree.notes} if tree.notes else {},
+        )
+        fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".json.tmp", dir=out_dir)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(manifest.to_json())
+        tmp_manifest = Path(name)
+        for tmp in (tmp_zip, tmp_manifest):
+            os.chmod(tmp, 0o644)
+        os.replace(tmp_zip, zip_path)
+        tmp_zip = None
+        os.replace(tmp_manifest, manifest_path)
+        tmp_manifest = None
+        progress(target, f"built {zip_path} ({summary.zipped_bytes:,} bytes zipped, {summary.unzipped_bytes:,} unzipped)")
+        return BuildOutcome(target, zip_path, manifest_path, manifest, "built", tree.notes)
+    finally:
+        for tmp in (tmp_zip, tmp_manifest):
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _sha256_text(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def build_recipe(recipe: Recipe, pythons=None, arches=None, backend: str = "auto", out_dir: Path = DEFAULT_OUT_DIR,
+                 image: str | None = None, progress: Progress | None = None) -> list[BuildOutcome]:  # fmt: skip
+    """Build every target of the recipe (or the narrowed matrix)."""
+    return [build_target(recipe, t, backend, out_dir, image, progress) for t in recipe.targets(pythons, arches)]
+
+
+def lock_recipe(recipe: Recipe, pythons=None, arches=None, progress: Progress | None = None) -> list[Path]:
+    """Resolve and write recipes/NAME.lock/<target>.txt for every target."""
+    progress = progress or (lambda t, m: None)
+    index = IndexSettings.for_recipe(recipe)
+    written = []
+    for target in recipe.targets(pythons, arches):
+        work_dir = Path(tempfile.mkdtemp(prefix=f"layerbuild-lock-{recipe.name}-"))
+        try:
+            request = BuildRequest(recipe=recipe, target=target, work_dir=work_dir, index=index)
+            lock = wheels.resolve_lock(request)
+            path = recipe.lock_path(target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{target.slug}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(lock.render(target))
+            os.chmod(name, 0o644)
+            os.replace(name, path)
+            progress(target, f"locked {len(lock.pins)} packages in {path}")
+            written.append(path)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    return written

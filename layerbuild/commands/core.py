@@ -1,0 +1,89 @@
+"""Core commands: targets, list, lock, build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..build import DEFAULT_OUT_DIR, build_recipe, lock_recipe
+from ..recipe import BACKENDS, list_recipe_names, load_recipe
+from ..runtimes import matrix_rows
+
+
+def _cli():
+    from .. import cli  # late: cli imports this module
+
+    return cli
+
+
+def _progress(json_output: bool):
+    def report(target, message):
+        click.echo(f"[{target.slug}] {message}", err=True)
+
+    return report
+
+
+@click.command("targets")
+@click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+def targets_cmd(json_output):
+    """Show the Lambda Python runtime matrix (OS, glibc, wheel tags, images)."""
+    rows = matrix_rows()
+    if json_output:
+        _cli().echo_json(rows)
+        return
+    table = []
+    for row in rows:
+        tags = row["platform_tags"]
+        table.append([row["runtime"], row["architecture"], row["os"], row["glibc"],
+                      row["status"] + (f" ({row['deprecation_date']})" if row["status"] == "deprecated" else ""),
+                      f"{tags[0]} .. {tags[-1]}", row["build_image"]])  # fmt: skip
+    _cli().print_table(table, ["RUNTIME", "ARCH", "OS", "GLIBC", "STATUS", "WHEEL TAGS", "BUILD IMAGE"])
+
+
+@click.command("list")
+@click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+def list_cmd(json_output):
+    """List the recipes in recipes/."""
+    recipes = [load_recipe(name) for name in list_recipe_names()]
+    if json_output:
+        _cli().echo_json([r.to_dict() for r in recipes])
+        return
+    _cli().print_table(
+        [[r.name, ", ".join(r.python), ", ".join(r.architectures), ", ".join(r.packages), r.description] for r in recipes],
+        ["NAME", "PYTHON", "ARCH", "PACKAGES", "DESCRIPTION"],
+    )
+
+
+@click.command("lock")
+@click.argument("recipe")
+@click.option("--python", "pythons", multiple=True, help="Only this Python version (repeatable).")
+@click.option("--arch", "arches", multiple=True, help="Only this architecture (repeatable).")
+def lock_cmd(recipe, pythons, arches):
+    """Pin RECIPE's requirements with hashes for each target (recipes/NAME.lock/)."""
+    loaded = load_recipe(recipe)
+    for path in lock_recipe(loaded, pythons or None, arches or None, progress=_progress(False)):
+        click.echo(str(path))
+
+
+@click.command("build")
+@click.argument("recipe")
+@click.option("--python", "pythons", multiple=True, help="Only this Python version (repeatable), e.g. 3.12.")
+@click.option("--arch", "arches", multiple=True, help="Only this architecture (repeatable): x86_64, arm64.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="wheels: no Docker; docker: compile in the Lambda build image; auto: wheels when possible.")
+@click.option("--image", default=None, help="Docker backend: build image to use instead of the default.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT_DIR,
+              show_default=True, help="Output directory.")  # fmt: skip
+@click.option("--json", "json_output", is_flag=True, help="Machine-readable results on stdout.")
+def build_cmd(recipe, pythons, arches, backend, image, out_dir, json_output):
+    """Build RECIPE (a name in recipes/ or a YAML path) into layer zips."""
+    loaded = load_recipe(recipe)
+    outcomes = build_recipe(loaded, pythons or None, arches or None, backend, out_dir, image, progress=_progress(json_output))
+    if json_output:
+        _cli().echo_json([o.to_dict() for o in outcomes])
+        return
+    for outcome in outcomes:
+        m = outcome.manifest
+        pkgs = ", ".join(f"{p.name}=={p.version}" for p in m.packages)
+        click.echo(f"{outcome.status}: {outcome.zip_path}  {m.zipped_bytes:,} bytes  sha256 {m.sha256[:16]}  [{pkgs}]")

@@ -1,0 +1,47 @@
+"""Exception types whose messages are shown to users as-is (one line, no traceback).
+
+Every module raises a subclass of LayerbuildError for anything a user can fix; the CLI catches
+them once, prints ``error: <message>`` and exits 1.
+"""
+
+
+class LayerbuildError(Exception):
+    """Base class: the message is a complete, user-facing sentence."""
+
+    exit_code = 1
+
+    def __init__(self, message: str):
+        # Messages must stay on one line whatever the cause text contained.
+        super().__init__(" ".join(str(message).split()))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class RecipeError(LayerbuildError):
+    """A recipe file is missing, unreadable or invalid."""
+
+
+class TargetError(LayerbuildError):
+    """An unknown Python version or architecture was asked for."""
+
+
+class ResolveError(LayerbuildError):
+    """Requirements could not be resolved or installed for a target."""
+
+
+class NeedsCompilingError(ResolveError):
+    """A requirement has no compatible wheel and is not pure Python: it needs compiling."""
+
+    def __init__(self, message: str, package: str):
+        super().__init__(message)
+        self.package = package
+
+
+class BuildError(LayerbuildError):
+    """A build step failed."""
+
+
+class LockError(LayerbuildError):
+    """A lock file is missing, stale or does not verify."""

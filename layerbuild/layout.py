@@ -1,0 +1,172 @@
+"""Layer tree layout and deterministic zips.
+
+A layer tree is a directory holding what Lambda extracts into /opt: `python/` (on sys.path), `lib/`
+(on LD_LIBRARY_PATH), `bin/` (on PATH). This module prunes the tree (excludes, console scripts
+with host shebangs) keeping each distribution's RECORD consistent, and writes the zip so that the
+same tree always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+# Zip timestamps cannot predate 1980; every entry gets this one so rebuilds are byte-identical.
+FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+FILE_MODE = 0o644
+EXEC_MODE = 0o755
+DIR_MODE = 0o755
+COMPRESS_LEVEL = 9
+
+
+@lru_cache(maxsize=256)
+def glob_regex(pattern: str) -> re.Pattern:
+    """Translate a layer glob: `*` and `?` stay within one path part, `**` spans parts.
+
+    A pattern without '/' matches a file or directory name at any depth (as in .gitignore).
+    A pattern matching a directory matches everything below it.
+    """
+    if "/" not in pattern.rstrip("/"):
+        pattern = "**/" + pattern
+    pattern = pattern.rstrip("/")
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("^" + "".join(out) + "(?:/.*)?$")
+
+
+def matches_any(relpath: str, patterns) -> bool:
+    return any(glob_regex(p).match(relpath) for p in patterns)
+
+
+def iter_tree(root: Path):
+    """Every file and directory below root as (relative posix path, absolute path), sorted."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        base = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            full = base / name
+            yield full.relative_to(root).as_posix(), full
+
+
+def remove_paths(layer_root: Path, patterns, keep_prefixes=()) -> list[str]:
+    """Delete files matching any pattern (relative to the layer root); return removed file paths."""
+    removed = []
+    for rel, full in list(iter_tree(layer_root)):
+        if not full.exists() and not full.is_symlink():
+            continue  # inside a directory already removed
+        if rel.startswith(tuple(keep_prefixes)) or not matches_any(rel, patterns):
+            continue
+        if full.is_dir() and not full.is_symlink():
+            removed.extend(f"{rel}/{r}" for r, f in iter_tree(full) if not f.is_dir())
+            shutil.rmtree(full)
+        else:
+            removed.append(rel)
+            full.unlink()
+    prune_empty_dirs(layer_root)
+    return removed
+
+
+def prune_empty_dirs(root: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        path = Path(dirpath)
+        if path != root and not any(path.iterdir()):
+            path.rmdir()
+
+
+def fix_records(site_packages: Path, removed: set[str]) -> None:
+    """Drop RECORD lines naming files that are no longer in site_packages.
+
+    `removed` holds paths relative to site_packages. RECORD paths are relative to it too, with
+    '../' for files installed elsewhere (scripts), which never ship in a layer.
+    """
+    for record in sorted(site_packages.glob("*.dist-info/RECORD")):
+        lines = record.read_text(encoding="utf-8").splitlines()
+        kept = []
+        for line in lines:
+            path = line.split(",", 1)[0]
+            if path in removed or path.startswith("../"):
+                continue
+            kept.append(line)
+        if kept != lines:
+            record.write_text("\n".join(kept) + "\n", encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class ZipInfoSummary:
+    path: Path
+    sha256: str
+    code_sha256: str
+    zipped_bytes: int
+    unzipped_bytes: int
+    file_count: int
+
+
+def _entry(name: str, mode: int, is_dir: bool) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name + ("/" if is_dir else ""), date_time=FIXED_DATE_TIME)
+    info.create_system = 3  # unix, so external_attr carries permissions everywhere
+    info.external_attr = ((stat.S_IFDIR if is_dir else stat.S_IFREG) | mode) << 16
+    if is_dir:
+        info.external_attr |= 0x10  # MS-DOS directory flag
+    info.compress_type = zipfile.ZIP_STORED if is_dir else zipfile.ZIP_DEFLATED
+    return info
+
+
+def write_deterministic_zip(layer_root: Path, dest: Path) -> ZipInfoSummary:
+    """Zip layer_root to dest: sorted entries, fixed timestamps, normalised permissions.
+
+    Symlinks are stored as the files they point to (Lambda's extraction follows them poorly).
+    Writes dest directly; callers write to a temporary name and rename.
+    """
+    unzipped = 0
+    count = 0
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as archive:
+        for rel, full in iter_tree(layer_root):
+            if full.is_dir():
+                archive.writestr(_entry(rel, DIR_MODE, True), b"")
+                continue
+            data = full.read_bytes()
+            executable = os.stat(full).st_mode & stat.S_IXUSR
+            archive.writestr(_entry(rel, EXEC_MODE if executable else FILE_MODE, False), data,
+                             compress_type=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL)
+            unzipped += len(data)
+            count += 1
+    digest = file_sha256(dest)
+    return ZipInfoSummary(
+        path=dest,
+        sha256=digest.hex(),
+        code_sha256=base64.b64encode(digest).decode("ascii"),
+        zipped_bytes=dest.stat().st_size,
+        unzipped_bytes=unzipped,
+        file_count=count,
+    )
+
+
+def file_sha256(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()

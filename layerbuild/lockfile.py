@@ -1,0 +1,77 @@
+"""Lock files: pinned requirements with hashes per target, in pip-tools' format.
+
+recipes/NAME.lock/python3.12-x86_64.txt. A header records what the lock was made from, so a
+build can tell a stale lock (the recipe's packages changed) from a current one. Pure logic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+from packaging.utils import canonicalize_name
+
+from . import __version__
+from .runtimes import Target
+
+_META = re.compile(r"^# layerbuild: ([a-z0-9_-]+)=(.*)$")
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
+
+
+def requirements_digest(packages, index_url: str, extra_index_urls=()) -> str:
+    """What a lock depends on: the requirement strings and where they come from."""
+    payload = json.dumps({"packages": sorted(packages), "index": index_url, "extra": sorted(extra_index_urls)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass
+class Lock:
+    target_slug: str
+    requirements_sha256: str
+    body: str  # the pip-tools formatted pins with --hash lines
+    sdist: list[str] = field(default_factory=list)
+    backend: str = "wheels"
+
+    @property
+    def pins(self) -> dict[str, str]:
+        """Canonical project name -> pinned version."""
+        pins = {}
+        for line in self.body.splitlines():
+            match = _PIN.match(line.strip())
+            if match:
+                pins[canonicalize_name(match.group(1))] = match.group(2)
+        return pins
+
+    def render(self, target: Target) -> str:
+        header = [
+            f"# Locked by layerbuild {__version__} for {target.runtime.name} {target.arch}"
+            f" (manylinux up to glibc {'%d.%d' % target.runtime.glibc}). Regenerate: layerbuild lock NAME",
+            f"# layerbuild: target={self.target_slug}",
+            f"# layerbuild: requirements-sha256={self.requirements_sha256}",
+            f"# layerbuild: backend={self.backend}",
+        ]
+        if self.sdist:
+            header.append(f"# layerbuild: sdist={','.join(sorted(self.sdist))}")
+        body = "\n".join(ln for ln in self.body.splitlines() if not ln.startswith("# layerbuild:"))
+        return "\n".join(header) + "\n" + body.strip("\n") + "\n"
+
+
+def parse_lock(text: str) -> Lock:
+    meta = {}
+    body = []
+    for line in text.splitlines():
+        match = _META.match(line)
+        if match:
+            meta[match.group(1)] = match.group(2).strip()
+        elif not line.startswith("# Locked by layerbuild"):
+            body.append(line)
+    sdist = [s for s in meta.get("sdist", "").split(",") if s]
+    return Lock(
+        target_slug=meta.get("target", ""),
+        requirements_sha256=meta.get("requirements-sha256", ""),
+        body="\n".join(body).strip("\n") + "\n",
+        sdist=sdist,
+        backend=meta.get("backend", "wheels"),
+    )

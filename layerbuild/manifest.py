@@ -1,0 +1,65 @@
+"""The manifest written beside every layer zip (dist/NAME-python3.12-x86_64.json)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import LayerbuildError
+
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class PackagePin:
+    name: str
+    version: str
+
+
+@dataclass
+class Manifest:
+    name: str
+    runtime: str  # python3.12
+    python: str  # 3.12
+    architecture: str  # x86_64 | arm64
+    backend: str  # wheels | docker
+    packages: list[PackagePin]
+    file_count: int
+    zipped_bytes: int
+    unzipped_bytes: int
+    sha256: str  # hex digest of the zip
+    code_sha256: str  # base64 of the digest, as Lambda reports CodeSha256
+    zip: str  # file name of the zip, beside this manifest
+    description: str = ""
+    license: str | None = None
+    compatible_runtimes: list[str] = field(default_factory=list)
+    lock_sha256: str | None = None
+    layerbuild_version: str = ""
+    manifest_version: int = MANIFEST_VERSION
+    # Free-form sections added by later stages (audit summary, bytecode, slimming...).
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Manifest":
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        values["packages"] = [PackagePin(**p) for p in data.get("packages", [])]
+        return cls(**values)
+
+
+def manifest_path_for(zip_path: Path) -> Path:
+    return zip_path.with_suffix(".json")
+
+
+def read_manifest(path: Path) -> Manifest:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return Manifest.from_dict(data)
+    except FileNotFoundError:
+        raise LayerbuildError(f"{path}: no manifest beside the zip (build it with layerbuild build, or pass --python and --arch)") from None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise LayerbuildError(f"{path}: not a valid layerbuild manifest: {exc}") from None

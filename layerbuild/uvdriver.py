@@ -1,0 +1,165 @@
+"""Cross-target resolution and installation with uv.
+
+uv resolves and installs for a *target* interpreter and platform (--python-version,
+--python-platform) rather than for the host, which is what a Lambda layer needs. Every call
+trusts the system CA store (--system-certs) for TLS-intercepting proxies.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import NeedsCompilingError, ResolveError
+from .index import DEFAULT_INDEX_URL, project_files, ships_platform_wheels
+from .runtimes import Target
+
+# The hint uv prints when a package has no usable wheel and builds are disabled for it.
+_WHEELS_REQUIRED = re.compile(r"Wheels are required for `([^`]+)`")
+_NO_WHEELS = re.compile(r"Because (?:all versions of )?([A-Za-z0-9._-]+)(?:[=<>!~]=?\S+)? has no usable wheels")
+MAX_SDIST_ROUNDS = 25
+
+
+def uv_binary() -> str:
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except Exception:
+        found = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+        if not found:
+            raise ResolveError("uv is not installed: run 'pip install uv' (or 'make install')") from None
+        return found
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    index_url: str = DEFAULT_INDEX_URL
+    extra_index_urls: tuple[str, ...] = ()
+
+    @classmethod
+    def for_recipe(cls, recipe) -> "IndexSettings":
+        # Recipe first, then the user's own settings, then PyPI.
+        url = (recipe.index_url or os.environ.get("LAYERBUILD_INDEX_URL") or os.environ.get("UV_INDEX_URL")
+               or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL)  # fmt: skip
+        return cls(url, tuple(recipe.extra_index_urls))
+
+    def args(self) -> list[str]:
+        out = ["--index-url", self.index_url]
+        for extra in self.extra_index_urls:
+            out += ["--extra-index-url", extra]
+        return out
+
+
+@dataclass
+class UvRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def uv_env() -> dict:
+    env = dict(os.environ)
+    env["UV_PYTHON_DOWNLOADS"] = "never"  # never fetch interpreters behind the user's back
+    env.setdefault("UV_HTTP_TIMEOUT", "60")
+    env["UV_NO_PROGRESS"] = "1"
+    # A build never hands AWS credentials to package build scripts.
+    for key in [k for k in env if k.startswith("AWS_")]:
+        del env[key]
+    return env
+
+
+def run_uv(args: list[str], cwd: Path | None = None, timeout: float = 1800) -> UvRun:
+    command = [uv_binary(), *args]
+    try:
+        proc = subprocess.run(command, cwd=cwd, env=uv_env(), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ResolveError(f"uv {args[0]} {args[1] if len(args) > 1 else ''} timed out after {timeout:.0f}s") from None
+    return UvRun(proc.returncode, proc.stdout, proc.stderr)
+
+
+def target_args(target: Target) -> list[str]:
+    return [
+        "--python-version", target.python,
+        "--python-platform", target.runtime.uv_platform(target.arch),
+        "--python", sys.executable,  # builds pure-Python sdists with the host interpreter
+        "--system-certs",
+        "--no-config",
+    ]  # fmt: skip
+
+
+def _first_error_line(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.strip().startswith("warning:")]
+    for line in lines:
+        if line.startswith(("error:", "×", "cause:", "╰─▶")) or "Because" in line:
+            return line.lstrip("×╰─▶ ").removeprefix("error: ")
+    return lines[-1] if lines else "uv failed without a message"
+
+
+@dataclass
+class LockResult:
+    text: str
+    sdist_packages: list[str] = field(default_factory=list)
+
+
+def needs_compiling_message(package: str, target: Target, detail: str = "") -> str:
+    glibc = "%d.%d" % target.runtime.glibc
+    return (
+        f"{package} has no wheel for {target.runtime.name} {target.arch} (glibc {glibc}) and is not pure Python, "
+        f"so it needs compiling{': ' + detail if detail else ''}; use --backend docker, "
+        f"or pin a version of {package} that ships manylinux wheels for this target"
+    )
+
+
+def compile_lock(requirements: list[str], target: Target, index: IndexSettings, work_dir: Path,
+                 extra_args: list[str] | None = None) -> LockResult:  # fmt: skip
+    """Resolve requirements for the target into pinned lines with hashes (pip-tools format).
+
+    Wheels only, so that the newest version *with a compatible wheel* wins; a project that ships
+    no wheel at all is allowed as a source distribution when it is pure Python.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    req_in = work_dir / "requirements.in"
+    req_in.write_text("\n".join(requirements) + "\n", encoding="utf-8")
+    out = work_dir / "requirements.lock"
+    sdists: list[str] = []
+    for _ in range(MAX_SDIST_ROUNDS):
+        args = ["pip", "compile", "--quiet", "--generate-hashes", "--no-header", "--no-annotate",
+                "--only-binary", ":all:", *[a for s in sdists for a in ("--no-binary", s)],
+                *target_args(target), *index.args(), *(extra_args or []),
+                str(req_in), "-o", str(out)]  # fmt: skip
+        result = run_uv(args, cwd=work_dir)
+        if result.returncode == 0:
+            return LockResult(out.read_text(encoding="utf-8"), sdists)
+        missing = _WHEELS_REQUIRED.search(result.stderr) or _NO_WHEELS.search(result.stderr)
+        if not missing or missing.group(1).lower() in (s.lower() for s in sdists):
+            raise ResolveError(f"cannot resolve for {target}: {_first_error_line(result.stderr)}")
+        package = missing.group(1)
+        files = project_files(package, index.index_url)
+        if files is not None and ships_platform_wheels(files):
+            raise NeedsCompilingError(needs_compiling_message(package, target), package)
+        sdists.append(package)
+    raise ResolveError(f"cannot resolve for {target}: more than {MAX_SDIST_ROUNDS} packages have no wheels")
+
+
+def install_lock(lock_path: Path, target: Target, index: IndexSettings, dest: Path, sdist_packages: list[str]) -> None:
+    """Install exactly the locked pins into dest, verifying every hash."""
+    args = ["pip", "install", "--quiet", "--require-hashes", "--no-deps", "--target", str(dest),
+            "--only-binary", ":all:", *[a for s in sdist_packages for a in ("--no-binary", s)],
+            "--link-mode", "copy", "--no-compile",
+            *target_args(target), *index.args(), "-r", str(lock_path)]  # fmt: skip
+    result = run_uv(args, cwd=lock_path.parent)
+    if result.returncode != 0:
+        message = _first_error_line(result.stderr)
+        missing = _WHEELS_REQUIRED.search(result.stderr) or _NO_WHEELS.search(result.stderr)
+        if missing:
+            raise NeedsCompilingError(needs_compiling_message(missing.group(1), target), missing.group(1))
+        hash_problem = re.search(r"Hash mismatch for `([^`]+)`", result.stderr)
+        if hash_problem:
+            raise ResolveError(f"{lock_path}: hash mismatch for {hash_problem.group(1)}: the downloaded file does not match the lock")
+        raise ResolveError(f"cannot install for {target}: {message}")
