@@ -1,0 +1,174 @@
+"""Reading untrusted layer zips safely.
+
+Zips handed to audit, stack, test and invoke may come from anywhere. Before anything is read or
+extracted, every entry is checked: no absolute paths or '..' parts, no symlinks that point
+outside the layer, no duplicate names, and caps on total uncompressed size, entry count and
+compression ratio (zip bombs). Extraction only ever writes below a directory the caller owns.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .errors import LayerbuildError
+
+# Lambda's own limit for function plus layers, unzipped, plus headroom for reporting oversize layers.
+MAX_TOTAL_BYTES = 2 * 262_144_000
+MAX_ENTRIES = 200_000
+# Deflate tops out near 1032:1; real layers sit well below 100:1. A larger ratio on a big entry is a bomb.
+MAX_RATIO = 200
+RATIO_MIN_BYTES = 1 << 20  # tiny files may compress absurdly well (runs of zeros); ignore them
+
+
+class UnsafeZipError(LayerbuildError):
+    """The zip is not a layer we are willing to read."""
+
+
+@dataclass(frozen=True)
+class ZipEntry:
+    name: str  # normalised posix path, no trailing slash
+    is_dir: bool
+    is_symlink: bool
+    file_size: int
+    compress_size: int
+    mode: int
+    link_target: str | None = None
+
+
+@dataclass
+class LayerZip:
+    path: Path
+    entries: list[ZipEntry]
+
+    @property
+    def files(self) -> list[ZipEntry]:
+        return [e for e in self.entries if not e.is_dir]
+
+    @property
+    def unzipped_bytes(self) -> int:
+        return sum(e.file_size for e in self.entries if not e.is_dir)
+
+    @property
+    def zipped_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def read(self, name: str, limit: int | None = None) -> bytes:
+        """The bytes of one (already checked) regular entry."""
+        with zipfile.ZipFile(self.path) as archive:
+            with archive.open(name) as handle:
+                return handle.read(limit) if limit else handle.read()
+
+    def extract_to(self, dest: Path) -> Path:
+        """Extract every checked entry below dest (which must exist and be ours)."""
+        return extract(self, dest)
+
+
+def _normalise(name: str, zip_path: Path) -> str:
+    if "\x00" in name:
+        raise UnsafeZipError(f"{zip_path}: entry {name!r} has a NUL byte in its name")
+    text = name.replace("\\", "/")
+    if text.startswith("/") or (len(text) > 1 and text[1] == ":"):
+        raise UnsafeZipError(f"{zip_path}: entry {name!r} is an absolute path; layer entries must be relative (python/..., lib/...)")
+    parts = [p for p in PurePosixPath(text).parts if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeZipError(f"{zip_path}: entry {name!r} climbs out of the layer with '..'")
+    return "/".join(parts)
+
+
+def _check_link(name: str, target: str, zip_path: Path) -> None:
+    if target.startswith("/"):
+        raise UnsafeZipError(f"{zip_path}: symlink {name!r} points outside the layer (absolute target {target!r})")
+    depth = len(PurePosixPath(name).parts) - 1
+    for part in PurePosixPath(target).parts:
+        depth += -1 if part == ".." else (0 if part == "." else 1)
+        if depth < 0:
+            raise UnsafeZipError(f"{zip_path}: symlink {name!r} points outside the layer ({target!r})")
+
+
+def open_layer_zip(path, max_total_bytes: int = MAX_TOTAL_BYTES, max_ratio: int = MAX_RATIO,
+                   max_entries: int = MAX_ENTRIES) -> LayerZip:  # fmt: skip
+    """Open and vet an untrusted zip; raise UnsafeZipError with a one-line reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnsafeZipError(f"{path}: no such file")
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise UnsafeZipError(f"{path}: not a zip archive ({exc}); is the file truncated?") from None
+    except OSError as exc:
+        raise UnsafeZipError(f"{path}: cannot read: {exc}") from None
+    with archive:
+        infos = archive.infolist()
+        if len(infos) > max_entries:
+            raise UnsafeZipError(f"{path}: {len(infos):,} entries is more than the {max_entries:,} allowed")
+        entries, seen, total = [], set(), 0
+        for info in infos:
+            name = _normalise(info.filename, path)
+            if not name:
+                continue
+            mode = (info.external_attr >> 16) & 0xFFFF
+            is_link = info.create_system == 3 and stat.S_ISLNK(mode)
+            is_dir = info.is_dir() and not is_link
+            key = name.rstrip("/")
+            if key in seen:
+                raise UnsafeZipError(f"{path}: entry {key!r} appears twice; which copy wins is undefined")
+            seen.add(key)
+            total += info.file_size
+            if total > max_total_bytes:
+                raise UnsafeZipError(f"{path}: unzips to more than {max_total_bytes:,} bytes (zip bomb or far over Lambda's 262,144,000-byte limit)")
+            if info.file_size >= RATIO_MIN_BYTES and info.file_size > max_ratio * max(info.compress_size, 1):
+                raise UnsafeZipError(f"{path}: entry {key!r} expands {info.file_size // max(info.compress_size, 1)}:1 (zip bomb; the cap is {max_ratio}:1)")
+            target = None
+            if is_link:
+                if info.file_size > 4096:
+                    raise UnsafeZipError(f"{path}: symlink {key!r} has an implausible {info.file_size}-byte target")
+                target = archive.read(info).decode("utf-8", "replace")
+                _check_link(key, target, path)
+            entries.append(ZipEntry(key, is_dir, is_link, info.file_size, info.compress_size, mode, target))
+    return LayerZip(path, entries)
+
+
+def extract(layer: LayerZip, dest: Path) -> Path:
+    """Extract a vetted zip below dest; symlinks inside the layer become copies' links, checked again."""
+    dest = Path(dest).resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    written = 0
+    try:
+        with zipfile.ZipFile(layer.path) as archive:
+            for entry in layer.entries:
+                out = (dest / entry.name).resolve()
+                if out != dest and dest not in out.parents:
+                    raise UnsafeZipError(f"{layer.path}: entry {entry.name!r} would be written outside the extraction directory")
+                if entry.is_dir:
+                    out.mkdir(parents=True, exist_ok=True)
+                    continue
+                out.parent.mkdir(parents=True, exist_ok=True)
+                if entry.is_symlink:
+                    os.symlink(entry.link_target, out)
+                    continue
+                with archive.open(entry.name if entry.name in archive.NameToInfo else _original_name(archive, entry.name)) as src, open(out, "wb") as dst:
+                    while True:
+                        block = src.read(1 << 20)
+                        if not block:
+                            break
+                        written += len(block)
+                        if written > MAX_TOTAL_BYTES:
+                            raise UnsafeZipError(f"{layer.path}: expands beyond its declared sizes (zip bomb)")
+                        dst.write(block)
+                os.chmod(out, 0o755 if entry.mode & 0o111 else 0o644)
+    except zipfile.BadZipFile as exc:
+        raise UnsafeZipError(f"{layer.path}: corrupt archive: {exc}") from None
+    except EOFError:
+        raise UnsafeZipError(f"{layer.path}: truncated archive") from None
+    return dest
+
+
+def _original_name(archive: zipfile.ZipFile, normalised: str) -> str:
+    for info in archive.infolist():
+        if _normalise(info.filename, Path(archive.filename or "")).rstrip("/") == normalised:
+            return info.filename
+    raise UnsafeZipError(f"{archive.filename}: entry {normalised!r} vanished")
