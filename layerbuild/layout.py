@@ -61,20 +61,21 @@ def matches_any(relpath: str, patterns) -> bool:
     return any(glob_regex(p).match(relpath) for p in patterns)
 
 
-def iter_tree(root: Path):
-    """Every file and directory below root as (relative posix path, absolute path), sorted."""
+def iter_tree(root: Path) -> list[tuple[str, Path]]:
+    """Every file and directory below root as (relative posix path, absolute path), sorted by path."""
+    found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
         base = Path(dirpath)
-        for name in sorted(dirnames + filenames):
+        for name in dirnames + filenames:
             full = base / name
-            yield full.relative_to(root).as_posix(), full
+            found.append((full.relative_to(root).as_posix(), full))
+    return sorted(found)
 
 
 def remove_paths(layer_root: Path, patterns, keep_prefixes=()) -> list[str]:
     """Delete files matching any pattern (relative to the layer root); return removed file paths."""
     removed = []
-    for rel, full in list(iter_tree(layer_root)):
+    for rel, full in iter_tree(layer_root):
         if not full.exists() and not full.is_symlink():
             continue  # inside a directory already removed
         if rel.startswith(tuple(keep_prefixes)) or not matches_any(rel, patterns):

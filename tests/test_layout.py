@@ -1,0 +1,73 @@
+import os
+import stat
+import zipfile
+
+import pytest
+
+from layerbuild.layout import FIXED_DATE_TIME, fix_records, glob_regex, remove_paths, write_deterministic_zip
+
+
+@pytest.mark.parametrize("pattern,path,expected", [
+    ("tests", "python/numpy/tests/test_a.py", True),
+    ("tests", "python/numpy/testsuite/a.py", False),
+    ("*.pyi", "python/numpy/__init__.pyi", True),
+    ("python/*/tests/**", "python/numpy/tests/x/y.py", True),
+    ("python/*/tests/**", "python/numpy/core/tests/y.py", False),
+    ("python/**/tests", "python/numpy/core/tests/y.py", True),
+    ("python/numpy", "python/numpy/__init__.py", True),
+    ("python/numpy", "python/numpy.libs/x.so", False),
+    ("?.txt", "python/a.txt", True),
+])
+def test_glob(pattern, path, expected):
+    assert bool(glob_regex(pattern).match(path)) is expected
+
+
+def make_tree(root):
+    (root / "python" / "pkg" / "tests").mkdir(parents=True)
+    (root / "python" / "pkg" / "__init__.py").write_text("x = 1\n")
+    (root / "python" / "pkg" / "tests" / "test_x.py").write_text("")
+    (root / "python" / "pkg-1.0.dist-info").mkdir()
+    (root / "python" / "pkg-1.0.dist-info" / "RECORD").write_text(
+        "pkg/__init__.py,sha256=a,6\npkg/tests/test_x.py,sha256=b,0\n../../bin/tool,sha256=c,1\npkg-1.0.dist-info/RECORD,,\n")
+    (root / "bin").mkdir()
+    (root / "bin" / "tool").write_text("#!/bin/sh\n")
+    os.chmod(root / "bin" / "tool", 0o700)
+
+
+def test_remove_paths_and_fix_records(tmp_path):
+    make_tree(tmp_path)
+    removed = remove_paths(tmp_path, ["tests"])
+    assert removed == ["python/pkg/tests/test_x.py"]
+    assert not (tmp_path / "python/pkg/tests").exists()
+    fix_records(tmp_path / "python", {"pkg/tests/test_x.py"})
+    record = (tmp_path / "python/pkg-1.0.dist-info/RECORD").read_text().splitlines()
+    assert record == ["pkg/__init__.py,sha256=a,6", "pkg-1.0.dist-info/RECORD,,"]
+
+
+def test_zip_is_deterministic_and_normalised(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        root.mkdir()
+        make_tree(root)
+    os.utime(b / "python/pkg/__init__.py", (1_000_000, 1_000_000))
+    os.chmod(b / "python/pkg/__init__.py", 0o600)
+    za = write_deterministic_zip(a, tmp_path / "a.zip")
+    zb = write_deterministic_zip(b, tmp_path / "b.zip")
+    assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
+    assert za.sha256 == zb.sha256 and za.file_count == 4
+    with zipfile.ZipFile(tmp_path / "a.zip") as archive:
+        names = archive.namelist()
+        assert [n.rstrip("/") for n in names] == sorted(n.rstrip("/") for n in names)
+        for info in archive.infolist():
+            assert info.date_time == FIXED_DATE_TIME
+            mode = info.external_attr >> 16
+            if info.is_dir():
+                assert stat.S_IMODE(mode) == 0o755
+            elif info.filename == "bin/tool":
+                assert stat.S_IMODE(mode) == 0o755
+            else:
+                assert stat.S_IMODE(mode) == 0o644
+    import base64
+    import hashlib
+    digest = hashlib.sha256((tmp_path / "a.zip").read_bytes()).digest()
+    assert za.code_sha256 == base64.b64encode(digest).decode()
