@@ -94,10 +94,14 @@ def target_args(target: Target) -> list[str]:
 
 
 def _first_error_line(stderr: str) -> str:
+    """uv's error and its cause on one line (the cause names the package)."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.strip().startswith("warning:")]
-    for line in lines:
-        if line.startswith(("error:", "×", "cause:", "╰─▶")) or "Because" in line:
-            return line.lstrip("×╰─▶ ").removeprefix("error: ")
+    error = next((ln for ln in lines if ln.startswith(("error:", "×"))), None)
+    cause = next((ln for ln in lines if ln.startswith(("cause:", "╰─▶", "Caused by:")) or ln.startswith("Because")), None)
+    parts = [p.lstrip("×╰─▶ ").removeprefix("error: ").removeprefix("cause: ").removeprefix("Caused by: ")
+             for p in (error, cause) if p]  # fmt: skip
+    if parts:
+        return ": ".join(parts)
     return lines[-1] if lines else "uv failed without a message"
 
 
