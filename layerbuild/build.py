@@ -71,7 +71,7 @@ def committed_lock(recipe: Recipe, target: Target, index: IndexSettings) -> Lock
     if not path.is_file():
         return None
     lock = parse_lock(path.read_text(encoding="utf-8"))
-    expected = requirements_digest(recipe.packages, index.index_url, index.extra_index_urls)
+    expected = requirements_digest(recipe)
     if lock.requirements_sha256 != expected:
         raise LockError(
             f"{path}: lock is stale (the recipe's packages or index changed since it was written); "

@@ -20,9 +20,14 @@ _META = re.compile(r"^# layerbuild: ([a-z0-9_-]+)=(.*)$")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
 
 
-def requirements_digest(packages, index_url: str, extra_index_urls=()) -> str:
-    """What a lock depends on: the requirement strings and where they come from."""
-    payload = json.dumps({"packages": sorted(packages), "index": index_url, "extra": sorted(extra_index_urls)}, sort_keys=True)
+def requirements_digest(recipe) -> str:
+    """What a lock depends on: the recipe's requirement strings and the indexes it names.
+
+    Index settings from the user's environment (a mirror, a proxy) are deliberately left out: the
+    hashes in the lock hold whichever mirror serves the files.
+    """
+    payload = json.dumps({"packages": sorted(recipe.packages), "index": recipe.index_url or "",
+                          "extra": sorted(recipe.extra_index_urls)}, sort_keys=True)  # fmt: skip
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -41,7 +41,7 @@ def resolve_lock(request: BuildRequest) -> Lock:
     result = compile_lock(list(recipe.packages), target, request.index, request.work_dir / "resolve")
     return Lock(
         target_slug=target.slug,
-        requirements_sha256=requirements_digest(recipe.packages, request.index.index_url, request.index.extra_index_urls),
+        requirements_sha256=requirements_digest(recipe),
         body=result.text,
         sdist=result.sdist_packages,
         backend=NAME,
