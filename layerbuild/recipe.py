@@ -195,7 +195,8 @@ def parse_recipe(data, source: str, path: Path | None = None) -> Recipe:
     pythons = v.string_list(data, "python") or [DEFAULT_PYTHON]
     norm_py = []
     for index, item in enumerate(pythons):
-        if isinstance(data.get("python"), list) and isinstance(data["python"][index], float):
+        raw = data.get("python")  # `python: []` falls back to the default: no raw item to inspect
+        if isinstance(raw, list) and index < len(raw) and isinstance(raw[index], float):
             item = repr(data["python"][index])  # YAML 3.10 parses as 3.1: ask for quotes
             v.fail(f"python[{index}]", f"{item} is a number; quote versions like \"3.10\" (valid: {', '.join(RUNTIMES)})")
         try:
@@ -312,4 +313,6 @@ def load_recipe(name_or_path: str, recipes_dir: Path | None = None) -> Recipe:
         raise RecipeError(f"{source}: not valid YAML{where}: {problem}") from None
     except RecursionError:
         raise RecipeError(f"{source}: not valid YAML: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # e.g. a date no calendar has: `2024-13-45` is a YAML timestamp
+        raise RecipeError(f"{source}: not valid YAML: {exc} (quote the value to keep it a string)") from None
     return parse_recipe(data, source, path.resolve())
