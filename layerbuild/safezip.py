@@ -107,7 +107,8 @@ def open_layer_zip(path, max_total_bytes: int = MAX_TOTAL_BYTES, max_ratio: int 
             raise UnsafeZipError(f"{path}: {len(infos):,} entries is more than the {max_entries:,} allowed")
         entries, seen, total = [], set(), 0
         for info in infos:
-            name = _normalise(info.filename, path)
+            # zipfile cuts names at a NUL (orig_filename keeps it); other unzippers may not: refuse.
+            name = _normalise(getattr(info, "orig_filename", info.filename), path)
             if not name:
                 continue
             mode = (info.external_attr >> 16) & 0xFFFF
@@ -160,10 +161,20 @@ def extract(layer: LayerZip, dest: Path) -> Path:
                             raise UnsafeZipError(f"{layer.path}: expands beyond its declared sizes (zip bomb)")
                         dst.write(block)
                 os.chmod(out, 0o755 if entry.mode & 0o111 else 0o644)
+        # Each link was checked on paper; chained links (b -> ../.., a -> b/../x) can still land
+        # outside once they exist on disk, so check where every one really resolves.
+        for entry in layer.entries:
+            if entry.is_symlink:
+                real = (dest / entry.name).resolve()
+                if real != dest and dest not in real.parents:
+                    (dest / entry.name).unlink()
+                    raise UnsafeZipError(f"{layer.path}: symlink {entry.name!r} resolves outside the layer through other links")
     except zipfile.BadZipFile as exc:
         raise UnsafeZipError(f"{layer.path}: corrupt archive: {exc}") from None
     except EOFError:
         raise UnsafeZipError(f"{layer.path}: truncated archive") from None
+    except (OSError, RuntimeError) as exc:  # e.g. a link and a directory fighting over one path
+        raise UnsafeZipError(f"{layer.path}: cannot extract: {' '.join(str(exc).split())}") from None
     return dest
 
 
