@@ -17,6 +17,7 @@ from typing import Callable
 from . import __version__
 from .backends import wheels
 from .backends.base import BuildRequest, LayerTree
+from .distlock import publish_pair, remove_orphan_zip, remove_stale_temps, temp_prefix, workdir_prefix
 from .errors import BuildError, LockError, NeedsCompilingError
 from .layout import fix_records, remove_paths, write_deterministic_zip
 from .lockfile import Lock, parse_lock, requirements_digest
@@ -118,8 +119,11 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
     stem = output_stem(recipe, target)
     zip_path = out_dir / f"{stem}.zip"
     manifest_path = manifest_path_for(zip_path)
+    # Leftovers of killed builds (pid gone) must never be mistaken for output or pile up.
+    remove_stale_temps(out_dir, stem)
+    remove_orphan_zip(out_dir, stem)
 
-    work_dir = Path(tempfile.mkdtemp(prefix=f"layerbuild-{stem}-"))
+    work_dir = Path(tempfile.mkdtemp(prefix=workdir_prefix(stem)))
     tmp_zip = tmp_manifest = None
     try:
         request = BuildRequest(recipe=recipe, target=target, work_dir=work_dir, index=index, lock=lock, image=image)
@@ -136,7 +140,7 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
 
         finalize_tree(tree, recipe)
 
-        fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".zip.tmp", dir=out_dir)
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(stem), suffix=".zip.tmp", dir=out_dir)
         os.close(fd)
         tmp_zip = Path(name)
         summary = write_deterministic_zip(tree.root, tmp_zip)
@@ -161,16 +165,15 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
             layerbuild_version=__version__,
             extra={"notes": tree.notes} if tree.notes else {},
         )
-        fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".json.tmp", dir=out_dir)
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(stem), suffix=".json.tmp", dir=out_dir)
+        tmp_manifest = Path(name)  # before writing: an interrupt mid-write must still clean it up
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(manifest.to_json())
-        tmp_manifest = Path(name)
         for tmp in (tmp_zip, tmp_manifest):
             os.chmod(tmp, 0o644)
-        os.replace(tmp_zip, zip_path)
-        tmp_zip = None
-        os.replace(tmp_manifest, manifest_path)
-        tmp_manifest = None
+        # Under a lock with Ctrl-C held back: concurrent builds never leave a mixed pair.
+        publish_pair(tmp_zip, zip_path, tmp_manifest, manifest_path)
+        tmp_zip = tmp_manifest = None
         progress(target, f"built {zip_path} ({summary.zipped_bytes:,} bytes zipped, {summary.unzipped_bytes:,} unzipped)")
         return BuildOutcome(target, zip_path, manifest_path, manifest, "built", tree.notes)
     finally:

@@ -1,0 +1,110 @@
+"""Publishing into the output directory safely when builds are interrupted or run concurrently.
+
+- Temporary names carry the writer's pid (``.STEM.PID.XXXX.zip.tmp``), so a later build can tell
+  leftovers of a killed build (pid gone) from the live temp files of a concurrent one.
+- The zip + manifest rename pair happens under an exclusive fcntl lock on ``OUT/.STEM.lock`` with
+  SIGINT held back, so other layerbuild processes never see (or make) a zip whose manifest
+  belongs to another build, and Ctrl-C cannot land between the two renames.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import signal
+import shutil
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+_PID_IN_NAME = re.compile(r"\.(\d+)\.[^.]*\.(?:zip|json)\.tmp$")
+_PID_IN_WORKDIR = re.compile(r"-(\d+)-[^-]*$")
+
+
+def temp_prefix(stem: str) -> str:
+    return f".{stem}.{os.getpid()}."
+
+
+def workdir_prefix(stem: str) -> str:
+    return f"layerbuild-{stem}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_temps(out_dir: Path, stem: str) -> list[Path]:
+    """Delete temp files and scratch directories left for this stem by builds that were killed."""
+    removed = []
+    for path in Path(out_dir).glob(f".{stem}.*.tmp"):
+        match = _PID_IN_NAME.search(path.name)
+        # Names without a pid come from older layerbuild versions; no live build still uses them.
+        if match is None or not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    for path in Path(tempfile.gettempdir()).glob(f"layerbuild-{stem}-*"):
+        match = _PID_IN_WORKDIR.search(path.name)
+        if match and path.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def remove_orphan_zip(out_dir: Path, stem: str) -> bool:
+    """A zip whose manifest is missing (a build killed between the two renames) is not an artifact."""
+    zip_path = Path(out_dir) / f"{stem}.zip"
+    if not zip_path.is_file() or zip_path.with_suffix(".json").exists():
+        return False  # the common case: no lock file created for nothing
+    with publish_lock(out_dir, stem):  # look again: a concurrent build may be mid-publish
+        if zip_path.is_file() and not zip_path.with_suffix(".json").exists():
+            zip_path.unlink()
+            return True
+    return False
+
+
+@contextmanager
+def _sigint_held():
+    """Defer Ctrl-C until the block is done (it is delivered right after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextmanager
+def publish_lock(out_dir: Path, stem: str):
+    """Exclusive lock for replacing OUT/STEM.zip and its manifest (released by the OS if we die)."""
+    lock_path = Path(out_dir) / f".{stem}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with _sigint_held():
+            yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def publish_pair(tmp_zip: Path, zip_path: Path, tmp_manifest: Path, manifest_path: Path) -> None:
+    """Rename a finished zip and manifest into place as one step.
+
+    The old manifest goes first: a crash between the renames leaves a zip with no manifest
+    (which every reader refuses), never a zip described by another build's manifest.
+    """
+    with publish_lock(zip_path.parent, zip_path.stem):
+        manifest_path.unlink(missing_ok=True)
+        os.replace(tmp_zip, zip_path)
+        os.replace(tmp_manifest, manifest_path)

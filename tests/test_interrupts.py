@@ -1,0 +1,205 @@
+"""Interrupted and concurrent builds: dist/ only ever holds complete zip + manifest pairs.
+
+Real builds run as `python -m layerbuild build` in their own process group and are hit with SIGINT
+(as Ctrl-C does: the whole group) or SIGKILL at seeded random points spread over the measured
+build duration. After each: no temp file a later build could mistake, every zip matches its
+manifest, a previous good artifact is never lost, and the next build succeeds and cleans up.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import reliability_figures
+from conftest import REPO
+
+pytestmark = pytest.mark.network
+
+PACKAGES = ["requests", "pymysql", "markupsafe"]  # several wheels: resolve, install and zip all take a while
+STEM = "intr-python3.12-x86_64"
+TRIALS = 12  # half SIGINT, half SIGKILL
+BUILD_TIMEOUT = 300
+SEED = 20261125
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """A recipe, a private TMPDIR and an env for subprocess builds."""
+    base = tmp_path_factory.mktemp("interrupts")
+    recipe = base / "intr.yaml"
+    recipe.write_text("name: intr\npackages: [%s]\n" % ", ".join(PACKAGES), encoding="utf-8")
+    tmpdir = base / "tmp"
+    tmpdir.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmpdir), PYTHONUNBUFFERED="1")
+    env.setdefault("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv"))
+    return {"base": base, "recipe": recipe, "tmpdir": tmpdir, "env": env}
+
+
+def start_build(bench, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "layerbuild", "build", str(bench["recipe"]), "--out", str(out)],
+        cwd=REPO, env=bench["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group, so uv children get the signal too
+    )  # fmt: skip
+
+
+def run_build(bench, out: Path) -> subprocess.CompletedProcess:
+    proc = start_build(bench, out)
+    stdout, stderr = proc.communicate(timeout=BUILD_TIMEOUT)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def wait_for_first_progress(proc: subprocess.Popen) -> str:
+    """Block until the build printed its first progress line (the CLI is up and handling signals)."""
+    line = proc.stderr.readline()  # bounded: the build ends (EOF) within BUILD_TIMEOUT at worst
+    return line
+
+
+def check_dist(out: Path, previous: dict | None = None) -> dict:
+    """Every zip has its manifest and matches its sha256; returns {zip name: sha256}."""
+    found = {}
+    if not out.exists():
+        return found
+    names = {p.name for p in out.iterdir()}
+    for name in names:
+        if name.endswith(".zip"):
+            manifest = out / (name[:-4] + ".json")
+            if not manifest.exists():
+                reliability_figures.count("artifacts_lost_or_corrupted", detail="zip without manifest")
+                pytest.fail(f"{name} has no manifest")
+            recorded = json.loads(manifest.read_text(encoding="utf-8"))["sha256"]
+            actual = hashlib.sha256((out / name).read_bytes()).hexdigest()
+            if recorded != actual:
+                reliability_figures.count("artifacts_lost_or_corrupted", detail="zip not matching manifest")
+                pytest.fail(f"{name} does not match its manifest")
+            found[name] = actual
+        elif name.endswith(".json") and not name.startswith("."):
+            assert name[:-5] + ".zip" in names, f"manifest {name} without its zip"
+    for name in previous or {}:
+        if name not in found:
+            reliability_figures.count("artifacts_lost_or_corrupted", detail="good artifact lost")
+            pytest.fail(f"the good artifact {name} was lost")
+    return found
+
+
+def leftovers(out: Path, tmpdir: Path) -> list[str]:
+    temps = [p.name for p in out.glob("*.tmp")] if out.exists() else []
+    return temps + [p.name for p in tmpdir.glob("layerbuild-*")]
+
+
+@pytest.fixture(scope="module")
+def duration(bench):
+    """Seconds from the first progress line to the end of a warm build (delays are spread over it)."""
+    out = bench["base"] / "warm"
+    assert run_build(bench, out).returncode == 0  # warms uv's cache
+    proc = start_build(bench, out)
+    wait_for_first_progress(proc)
+    started = time.monotonic()
+    proc.communicate(timeout=BUILD_TIMEOUT)
+    assert proc.returncode == 0
+    return time.monotonic() - started
+
+
+def test_sigint_and_sigkill_at_random_points_never_leave_partial_output(bench, duration):
+    rng = random.Random(SEED)
+    shared = bench["base"] / "shared"
+    assert run_build(bench, shared).returncode == 0
+    outcomes = []
+    for trial in range(TRIALS):
+        sig = signal.SIGINT if trial % 2 == 0 else signal.SIGKILL
+        # Alternate an empty output directory with one already holding a good artifact.
+        out = shared if trial % 4 >= 2 else bench["base"] / f"fresh{trial}"
+        before = check_dist(out)
+        delay = rng.uniform(0, duration * 1.1)
+        proc = start_build(bench, out)
+        wait_for_first_progress(proc)
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+            reliability_figures.count("interrupted_builds", detail=f"{signal.Signals(sig).name}")
+        _, stderr = proc.communicate(timeout=BUILD_TIMEOUT)
+        outcomes.append((sig.name, round(delay, 2), proc.returncode))
+        check_dist(out, before)
+        if sig == signal.SIGINT:
+            # A clean interrupt cleans up after itself and says so in one line.
+            assert leftovers(out, bench["tmpdir"]) == [], (delay, stderr)
+            if proc.returncode != 0:
+                assert proc.returncode == 130, stderr
+                assert stderr.strip().splitlines()[-1] == "error: interrupted", stderr
+                assert "Traceback" not in stderr, stderr
+        # Whatever happened, the next build succeeds and leaves nothing behind.
+        result = run_build(bench, out)
+        assert result.returncode == 0, result.stderr
+        assert leftovers(out, bench["tmpdir"]) == [], (sig, delay)
+        assert check_dist(out)
+    print("interrupt trials (signal, delay s, exit status):", outcomes)
+    # The random points really spread over the build: some signals landed before it finished.
+    assert any(code != 0 for _, _, code in outcomes)
+
+
+def test_stale_temps_of_dead_builds_are_removed_and_live_ones_kept(bench, tmp_path):
+    out = tmp_path / "dist"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = [out / f".{STEM}.{dead.pid}.abc123.zip.tmp", out / f".{STEM}.{dead.pid}.abc124.json.tmp",
+             out / f".{STEM}.legacy.zip.tmp"]  # fmt: skip
+    live = out / f".{STEM}.{os.getpid()}.abc125.zip.tmp"  # a concurrent build that is still running
+    stale_dir = bench["tmpdir"] / f"layerbuild-{STEM}-{dead.pid}-x1y2"
+    stale_dir.mkdir()
+    (stale_dir / "junk").write_text("half-installed")
+    for path in stale + [live]:
+        path.write_bytes(b"PK\x03\x04 partial")
+    # A zip whose manifest never got written (killed between the two renames) is not an artifact.
+    (out / f"{STEM}.zip").write_bytes(b"PK orphan")
+    reliability_figures.count("faults", len(stale) + 2, detail="stale leftovers planted")
+    result = run_build(bench, out)
+    assert result.returncode == 0, result.stderr
+    assert not any(p.exists() for p in stale) and not stale_dir.exists()
+    assert live.exists()
+    assert check_dist(out) and (out / f"{STEM}.json").exists()
+
+
+def test_publish_waits_for_the_lock_held_by_another_process(bench, tmp_path):
+    """While someone holds dist/.STEM.lock, a build finishes its temp files but does not rename them."""
+    out = tmp_path / "dist"
+    out.mkdir()
+    fd = os.open(out / f".{STEM}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    proc = start_build(bench, out)
+    try:
+        deadline = time.monotonic() + BUILD_TIMEOUT
+        while not list(out.glob(f".{STEM}.*.json.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1]
+        assert list(out.glob(f".{STEM}.*.json.tmp")), "the build never got to publishing"
+        assert not (out / f"{STEM}.zip").exists()
+    finally:
+        os.close(fd)
+    _, stderr = proc.communicate(timeout=BUILD_TIMEOUT)
+    assert proc.returncode == 0, stderr
+    assert check_dist(out) and not list(out.glob("*.tmp"))
+
+
+def test_concurrent_builds_of_one_target_end_with_one_matching_pair(bench, tmp_path):
+    for round_ in range(2):
+        out = tmp_path / f"dist{round_}"
+        procs = [start_build(bench, out) for _ in range(2)]
+        reliability_figures.count("faults", detail="concurrent builds of one target")
+        for proc in procs:
+            _, stderr = proc.communicate(timeout=BUILD_TIMEOUT)
+            assert proc.returncode == 0, stderr
+        found = check_dist(out)
+        assert list(found) == [f"{STEM}.zip"]
+        assert not list(out.glob("*.tmp"))
