@@ -97,9 +97,12 @@ def _first_error_line(stderr: str) -> str:
     """uv's error and its cause on one line (the cause names the package)."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.strip().startswith("warning:")]
     error = next((ln for ln in lines if ln.startswith(("error:", "×"))), None)
-    cause = next((ln for ln in lines if ln.startswith(("cause:", "╰─▶", "Caused by:")) or ln.startswith("Because")), None)
+    after = lines[lines.index(error):] if error else lines  # a warning's own causes come before the error
+    causes = [ln for ln in after if ln.startswith(("cause:", "╰─▶", "Caused by:")) or ln.startswith("Because")]
+    # The first cause names what failed (the URL, the package); the last one says why (refused, 500, timeout).
+    chosen = [error, *(causes[:1] + causes[-1:] if len(causes) > 1 else causes)]
     parts = [p.lstrip("×╰─▶ ").removeprefix("error: ").removeprefix("cause: ").removeprefix("Caused by: ")
-             for p in (error, cause) if p]  # fmt: skip
+             for p in chosen if p]  # fmt: skip
     if parts:
         return ": ".join(parts)
     return lines[-1] if lines else "uv failed without a message"
@@ -165,5 +168,9 @@ def install_lock(lock_path: Path, target: Target, index: IndexSettings, dest: Pa
             raise NeedsCompilingError(needs_compiling_message(missing.group(1), target), missing.group(1))
         hash_problem = re.search(r"Hash mismatch for `([^`]+)`", result.stderr)
         if hash_problem:
-            raise ResolveError(f"{lock_path}: hash mismatch for {hash_problem.group(1)}: the downloaded file does not match the lock")
+            # lock_path is a scratch copy: name the package and where the bytes came from instead.
+            raise ResolveError(
+                f"hash mismatch for {hash_problem.group(1)}: the file downloaded from {index.index_url} does not match "
+                f"the hash in the lock (changed or tampered upstream; re-lock only if you trust the new file)"
+            )
         raise ResolveError(f"cannot install for {target}: {message}")

@@ -1,0 +1,143 @@
+"""Package index faults: a loopback PEP 503 index that refuses, stalls, errors or truncates.
+
+Builds point the recipe's index_url at it. Expected: uv's bounded retries (UV_HTTP_RETRIES, with
+UV_HTTP_TIMEOUT kept small here), then exit 1 with one `error:` line naming the URL and the
+reason, and nothing in the output directory. Transient faults are retried through. A tampered
+mirror is caught by the lock's hashes, naming the package.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import reliability_figures
+from faultproxy import DROP, STALL, STATUS, TRUNCATE, FaultPlan, PackageIndex, closed_url, make_wheel
+
+RETRIES = 1
+TIMEOUT_S = 2
+
+
+@pytest.fixture
+def index():
+    with PackageIndex() as server:
+        yield server
+
+
+@pytest.fixture
+def net_env(tmp_path):
+    # A private uv cache: wheels here share names and versions but not bytes across tests.
+    return {"UV_HTTP_TIMEOUT": str(TIMEOUT_S), "UV_HTTP_RETRIES": str(RETRIES), "UV_CACHE_DIR": str(tmp_path / "uv-cache")}
+
+
+def recipe_for(write_recipe, index_url: str, package: str, name: str = "netfault"):
+    return write_recipe(f"name: {name}\npackages: [{package}]\nindex_url: {index_url}\n", filename=f"{name}.yaml")
+
+
+def assert_clean_failure(result, out, *needles):
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    # Progress lines are prefixed with the target; the error itself is exactly one line.
+    assert all(ln.startswith("[") for ln in lines[:-1]), result.stderr
+    for needle in needles:
+        assert needle in lines[-1], (needle, lines[-1])
+    assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")], list(out.iterdir())
+    assert not out.exists() or not list(out.glob("*.tmp"))
+    return lines[-1]
+
+
+def test_loopback_index_serves_a_build(index, invoke, write_recipe, tmp_path, net_env):
+    """The control: the same index without faults builds fine (so the failures below are the faults)."""
+    index.add("demo-ok", "1.0")
+    out = tmp_path / "dist"
+    result = invoke("build", recipe_for(write_recipe, index.simple_url, "demo-ok"), "--out", out, env=net_env)
+    assert result.exit_code == 0, result.stderr
+    assert (out / "netfault-python3.12-x86_64.zip").is_file()
+
+
+def test_closed_index_fails_naming_the_url(invoke, write_recipe, tmp_path, net_env):
+    url = closed_url() + "/simple"
+    out = tmp_path / "dist"
+    result = invoke("build", recipe_for(write_recipe, url, "demo-closed"), "--out", out, env=net_env)
+    reliability_figures.count("faults", detail="index connection refused")
+    assert_clean_failure(result, out, url + "/demo-closed/", "Connection refused")
+
+
+@pytest.mark.parametrize(
+    "plan, reason",
+    [
+        (FaultPlan(STATUS, status=500), "500"),
+        (FaultPlan(STATUS, status=503), "503"),
+        (FaultPlan(DROP), "demo-fault"),
+        (FaultPlan(STALL, stall_seconds=30), "timed out"),
+    ],
+    ids=["500", "503", "drop", "stall"],
+)
+def test_persistent_index_fault_is_retried_a_bounded_number_of_times(index, invoke, write_recipe, tmp_path, net_env,
+                                                                     plan, reason):  # fmt: skip
+    index.add("demo-fault", "1.0")
+    index.fault(plan)
+    out = tmp_path / "dist"
+    result = invoke("build", recipe_for(write_recipe, index.simple_url, "demo-fault"), "--out", out, env=net_env)
+    reliability_figures.count("faults", plan.injected, detail=f"index {plan.kind}")
+    line = assert_clean_failure(result, out, index.simple_url + "/demo-fault/", reason)
+    assert "retr" in line  # says it retried
+    assert 2 <= plan.injected <= RETRIES + 1, index.requests  # retried, and boundedly
+
+
+def test_transient_500_is_retried_through(index, invoke, write_recipe, tmp_path, net_env):
+    index.add("demo-flaky", "1.0")
+    plan = index.fault(FaultPlan(STATUS, status=500, count=1))
+    out = tmp_path / "dist"
+    result = invoke("build", recipe_for(write_recipe, index.simple_url, "demo-flaky"), "--out", out, env=net_env)
+    reliability_figures.count("faults", plan.injected, detail="index transient 500")
+    assert result.exit_code == 0, result.stderr
+    assert plan.injected == 1
+    assert (out / "netfault-python3.12-x86_64.zip").is_file()
+
+
+def test_truncated_wheel_download_fails_naming_the_package(index, invoke, write_recipe, tmp_path, net_env):
+    index.add("demo-trunc", "1.0")
+    plan = index.fault(FaultPlan(TRUNCATE, match="/files/", methods=("GET",)))
+    out = tmp_path / "dist"
+    result = invoke("build", recipe_for(write_recipe, index.simple_url, "demo-trunc"), "--out", out, env=net_env)
+    reliability_figures.count("faults", plan.injected, detail="index truncated wheel")
+    assert_clean_failure(result, out, "demo-trunc")
+    assert plan.injected <= 2 * (RETRIES + 1) + 2, index.requests  # resolve + install, each bounded
+
+
+def test_tampered_mirror_fails_the_locked_build_naming_the_package(index, invoke, write_recipe, tmp_path, net_env):
+    """Lock against the honest index; the mirror then serves other bytes (and a page hash that fits them)."""
+    filename, _ = index.add("demo-locked", "1.0")
+    recipe = recipe_for(write_recipe, index.simple_url, "demo-locked", name="locked")
+    locked = invoke("lock", recipe, env=net_env)
+    assert locked.exit_code == 0, locked.stderr
+    lock_file = recipe.parent / "locked.lock" / "python3.12-x86_64.txt"
+    assert "--hash=sha256:" in lock_file.read_text()
+
+    _, evil = make_wheel("demo-locked", "1.0", files={"demo_locked/__init__.py": b"import os  # tampered\n"})
+    index.served[filename] = evil
+    reliability_figures.count("faults", detail="tampered wheel on the index")
+    env = dict(net_env, UV_CACHE_DIR=net_env["UV_CACHE_DIR"] + "-2")  # nothing cached from the honest download
+    out = tmp_path / "dist"
+    result = invoke("build", recipe, "--out", out, env=env)
+    line = assert_clean_failure(result, out, "hash mismatch for demo-locked", index.simple_url, "lock")
+    assert "/tmp/" not in line  # no scratch paths the user cannot open
+
+
+def test_uv_error_line_keeps_what_failed_and_why_but_not_warnings():
+    from layerbuild.uvdriver import _first_error_line
+
+    stderr = (
+        "warning: A managed Python download is available\n"
+        "  cause: failed to lookup address information\n"
+        "error: Request failed after 3 retries in 11.3s\n"
+        "  cause: Failed to fetch: http://127.0.0.1:9/simple/six/\n"
+        "  cause: error sending request for url (http://127.0.0.1:9/simple/six/)\n"
+        "  cause: tcp connect error\n"
+        "  cause: Connection refused (os error 111)\n"
+    )
+    line = _first_error_line(stderr)
+    assert line == ("Request failed after 3 retries in 11.3s: Failed to fetch: http://127.0.0.1:9/simple/six/: "
+                    "Connection refused (os error 111)")  # fmt: skip
