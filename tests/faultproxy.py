@@ -233,6 +233,23 @@ class PackageIndex(_Base):
         self.projects.setdefault(name.lower().replace("_", "-"), {})[filename] = data
         return filename, data
 
+    def add_sdist(self, name: str, version: str, files: dict[str, str]) -> tuple[str, bytes]:
+        """Publish a source distribution NAME-VERSION.tar.gz holding files (plus PKG-INFO)."""
+        import tarfile
+
+        base = f"{name.replace('-', '_')}-{version}"
+        files = dict(files, **{"PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"})
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+            for path, text in sorted(files.items()):
+                data = text.encode()
+                info = tarfile.TarInfo(f"{base}/{path}")
+                info.size, info.mode = len(data), 0o644
+                archive.addfile(info, io.BytesIO(data))
+        filename = f"{base}.tar.gz"
+        self.projects.setdefault(name.lower().replace("_", "-"), {})[filename] = buffer.getvalue()
+        return filename, buffer.getvalue()
+
     def fault(self, plan: FaultPlan) -> FaultPlan:
         self.plans.append(plan)
         return plan

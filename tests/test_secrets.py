@@ -1,0 +1,159 @@
+"""Secrets: AWS credentials never leave the host environment.
+
+Fake credentials with distinctive markers are set for every command; they must appear in no
+output, lock, manifest or layer. Package build scripts run by uv must not receive AWS_* at all
+(proved with a real sdist whose in-tree build backend records its environment). Layers never pick
+up .aws/, .env or unrelated files from the recipe directory, the working directory or HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import reliability_figures
+from faultproxy import PackageIndex
+from layerbuild.uvdriver import uv_env
+
+ACCESS_KEY = "AKIAFAKEMARKERQ7Z3X9"
+SECRET_KEY = "fakeSecretMARKER/k9Qp2Vw7+Zr4Ht8Lm1Ns6Bx3Cv5Df0"
+SESSION_TOKEN = "FwoFakeSessionTokenMARKERzz9yy8xx7ww6vv5uu4tt3ss2rr1qq0"
+SECRETS = (SECRET_KEY, SESSION_TOKEN)  # the access key id is not secret, but is checked where cheap too
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+    "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+    "AWS_SESSION_TOKEN": SESSION_TOKEN,
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+# An sdist whose PEP 517 backend (in-tree, no build requirements) records the environment it got.
+ENV_BACKEND = '''
+import base64, hashlib, io, json, os, zipfile
+
+def _dump():
+    with open(os.environ["LAYERBUILD_ENV_DUMP"], "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(dict(os.environ)) + "\\n")
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    _dump()
+    files = {"envdump/__init__.py": b"X = 1\\n",
+             "envdump-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\\nName: envdump\\nVersion: 1.0\\n",
+             "envdump-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"}
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append("envdump-1.0.dist-info/RECORD,,")
+    files["envdump-1.0.dist-info/RECORD"] = ("\\n".join(record) + "\\n").encode()
+    name = "envdump-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return name
+'''
+PYPROJECT = '[build-system]\nrequires = []\nbuild-backend = "envbackend"\nbackend-path = ["."]\n\n[project]\nname = "envdump"\nversion = "1.0"\n'
+
+
+def assert_no_secrets(text: str, where: str) -> None:
+    reliability_figures.count("faults", detail="secret leak checks")
+    for secret in SECRETS + (ACCESS_KEY,):
+        assert secret not in text, f"{where} contains a credential"
+
+
+def zip_texts(path: Path) -> str:
+    """Every entry name and every entry's decompressed bytes (markers hide inside deflate otherwise)."""
+    parts = []
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            parts.append(info.filename)
+            parts.append(archive.read(info).decode("utf-8", "replace"))
+    return "\n".join(parts)
+
+
+def scan_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            assert_no_secrets(data.decode("utf-8", "replace"), str(path))
+            if path.suffix == ".zip":
+                assert_no_secrets(zip_texts(path), str(path))
+
+
+def test_uv_env_strips_every_aws_variable(monkeypatch):
+    for key, value in AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_PROFILE", "prod")
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/creds")
+    monkeypatch.setenv("NOT_AWS_SETTING", "kept")
+    env = uv_env()
+    assert not [k for k in env if k.startswith("AWS_")]
+    assert env["NOT_AWS_SETTING"] == "kept"
+
+
+def test_recipe_cannot_smuggle_aws_variables_into_builds(write_recipe, invoke, tmp_path):
+    path = write_recipe("name: smuggle\npackages: [six]\nbuild_env:\n  AWS_SECRET_ACCESS_KEY: x\n", filename="smuggle.yaml")
+    result = invoke("build", path, "--out", tmp_path / "dist")
+    reliability_figures.count("bad_inputs", detail="recipe smuggling AWS_*")
+    assert result.exit_code == 1
+    assert "build_env.AWS_SECRET_ACCESS_KEY" in result.stderr and "never passed" in result.stderr
+
+
+@pytest.fixture
+def hostile_home(tmp_path, monkeypatch):
+    """Credentials and dotfiles in HOME, the working directory and beside the recipe."""
+    home, cwd = tmp_path / "home", tmp_path / "work"
+    recipes = tmp_path / "recipes"
+    for folder in (home, cwd, recipes):
+        (folder / ".aws").mkdir(parents=True)
+        (folder / ".aws" / "credentials").write_text(f"[default]\naws_secret_access_key = {SECRET_KEY}\n")
+        (folder / ".env").write_text(f"AWS_SESSION_TOKEN={SESSION_TOKEN}\n")
+        (folder / "notes.txt").write_text("unrelated file beside the recipe\n")
+        (folder / "python").mkdir()  # looks like a layer tree; must not be picked up
+        (folder / "python" / "stray.py").write_text(f"KEY = {SECRET_KEY!r}\n")
+    monkeypatch.chdir(cwd)
+    return {"HOME": str(home), **AWS_ENV}
+
+
+@pytest.mark.network
+def test_build_and_lock_never_show_or_package_credentials(write_recipe, invoke, tmp_path, hostile_home):
+    path = write_recipe(name="secretive", packages=["six"])
+    out = tmp_path / "dist"
+    results = [invoke("lock", path, env=hostile_home), invoke("build", path, "--out", out, env=hostile_home),
+               invoke("build", path, "--out", out, "--json", env=hostile_home)]  # fmt: skip
+    for result in results:
+        assert result.exit_code == 0, result.stderr
+        assert_no_secrets(result.stdout + result.stderr, "command output")
+    scan_tree(out)
+    scan_tree(path.parent / "secretive.lock")
+    with zipfile.ZipFile(out / "secretive-python3.12-x86_64.zip") as archive:
+        names = archive.namelist()
+    assert all(n.startswith("python/") for n in names), names
+    top = {n.split("/")[1] for n in names if n != "python/"}
+    assert all(t.startswith("six") or t == "__pycache__" for t in top), top  # only what six installs
+    assert not [n for n in names if ".aws" in n or n.endswith((".env", "notes.txt", "stray.py"))]
+    manifest = json.loads((out / "secretive-python3.12-x86_64.json").read_text())
+    assert str(tmp_path) not in json.dumps(manifest)
+
+
+def test_package_build_scripts_get_no_aws_variables(write_recipe, invoke, tmp_path, monkeypatch):
+    """A real sdist built by uv during the build records its environment: no AWS_* in it."""
+    dump = tmp_path / "env-dump.jsonl"
+    with PackageIndex() as index:
+        index.add_sdist("envdump", "1.0", {"pyproject.toml": PYPROJECT, "envbackend.py": ENV_BACKEND})
+        path = write_recipe(f"name: envdump\npackages: [envdump]\nindex_url: {index.simple_url}\n", filename="envdump.yaml")
+        env = {**AWS_ENV, "LAYERBUILD_ENV_DUMP": str(dump), "UV_CACHE_DIR": str(tmp_path / "uv-cache")}
+        result = invoke("build", path, "--out", tmp_path / "dist", env=env)
+    assert result.exit_code == 0, result.stderr
+    assert_no_secrets(result.stdout + result.stderr, "command output")
+    recorded = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert recorded, "the build backend never ran"
+    for environ in recorded:
+        assert environ.get("LAYERBUILD_ENV_DUMP") == str(dump)  # the dump works: other variables pass
+        assert not [k for k in environ if k.startswith("AWS_")], sorted(k for k in environ if k.startswith("AWS_"))
+    scan_tree(tmp_path / "dist")
