@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__
+from . import cachestep, contents
+from .parallel import run_all
 from .backends import wheels
 from .backends.base import BuildRequest, LayerTree
 from .distlock import publish_pair, remove_orphan_zip, remove_stale_temps, temp_prefix, workdir_prefix
@@ -109,7 +111,7 @@ def run_backend(name: str, request: BuildRequest) -> LayerTree:
 
 
 def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir: Path = DEFAULT_OUT_DIR,
-                 image: str | None = None, progress: Progress | None = None) -> BuildOutcome:  # fmt: skip
+                 image: str | None = None, progress: Progress | None = None, use_cache: bool = True) -> BuildOutcome:  # fmt: skip
     progress = progress or (lambda t, m: None)
     index = IndexSettings.for_recipe(recipe)
     lock = committed_lock(recipe, target, index)
@@ -127,6 +129,12 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
     tmp_zip = tmp_manifest = None
     try:
         request = BuildRequest(recipe=recipe, target=target, work_dir=work_dir, index=index, lock=lock, image=image)
+        # Build cache (layerbuild/cache.py): an unchanged target is copied, not rebuilt.
+        cache_key = cachestep.key_for(request, chosen, lambda m: progress(target, m)) if use_cache else None
+        cached = cache_key and cachestep.publish_hit(cache_key, stem, zip_path, manifest_path, lambda m: progress(target, m))
+        if cached:
+            progress(target, f"cached {zip_path} ({cached.zipped_bytes:,} bytes zipped)")
+            return BuildOutcome(target, zip_path, manifest_path, cached, "cached", list(cached.extra.get("notes", [])))
         progress(target, f"building with {chosen}" + (" from the committed lock" if lock else ""))
         try:
             tree = run_backend(chosen, request)
@@ -139,6 +147,7 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
             tree = run_backend("docker", request)
 
         finalize_tree(tree, recipe)
+        contents.apply(tree, recipe, target, lambda m: progress(target, m))  # slimming, then bytecode
 
         fd, name = tempfile.mkstemp(prefix=temp_prefix(stem), suffix=".zip.tmp", dir=out_dir)
         os.close(fd)
@@ -175,6 +184,8 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
         publish_pair(tmp_zip, zip_path, tmp_manifest, manifest_path)
         tmp_zip = tmp_manifest = None
         progress(target, f"built {zip_path} ({summary.zipped_bytes:,} bytes zipped, {summary.unzipped_bytes:,} unzipped)")
+        if cache_key:
+            cachestep.cache.store(cache_key, zip_path, manifest_path)
         return BuildOutcome(target, zip_path, manifest_path, manifest, "built", tree.notes)
     finally:
         for tmp in (tmp_zip, tmp_manifest):
@@ -190,9 +201,18 @@ def _sha256_text(text: str) -> str:
 
 
 def build_recipe(recipe: Recipe, pythons=None, arches=None, backend: str = "auto", out_dir: Path = DEFAULT_OUT_DIR,
-                 image: str | None = None, progress: Progress | None = None) -> list[BuildOutcome]:  # fmt: skip
-    """Build every target of the recipe (or the narrowed matrix)."""
-    return [build_target(recipe, t, backend, out_dir, image, progress) for t in recipe.targets(pythons, arches)]
+                 image: str | None = None, progress: Progress | None = None, use_cache: bool = True) -> list[BuildOutcome]:  # fmt: skip
+    """Build every target of the recipe (or the narrowed matrix), concurrently."""
+    return build_recipes([recipe], pythons, arches, backend, out_dir, image, progress, use_cache)
+
+
+def build_recipes(recipes: list[Recipe], pythons=None, arches=None, backend: str = "auto", out_dir: Path = DEFAULT_OUT_DIR,
+                  image: str | None = None, progress: Progress | None = None, use_cache: bool = True) -> list[BuildOutcome]:  # fmt: skip
+    """Build every target of every recipe on a bounded pool; raises parallel.TargetFailures listing all failures."""
+    jobs = [(recipe, target) for recipe in recipes for target in recipe.targets(pythons, arches)]
+    report = progress or (lambda t, m: None)
+    return run_all(jobs, lambda job: build_target(job[0], job[1], backend, out_dir, image, progress, use_cache),
+                   label=lambda job: output_stem(*job), on_failure=lambda job, exc: report(job[1], f"failed: {exc.message}"))
 
 
 def lock_recipe(recipe: Recipe, pythons=None, arches=None, progress: Progress | None = None) -> list[Path]:

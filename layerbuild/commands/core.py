@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..build import DEFAULT_OUT_DIR, build_recipe, lock_recipe
+from ..build import DEFAULT_OUT_DIR, build_recipes, lock_recipe
+from ..parallel import TargetFailures
 from ..recipe import BACKENDS, list_recipe_names, load_recipe
 from ..runtimes import matrix_rows
 
@@ -67,7 +68,9 @@ def lock_cmd(recipe, pythons, arches):
 
 
 @click.command("build")
-@click.argument("recipe")
+@click.argument("recipe", required=False)
+@click.option("--all", "build_all", is_flag=True, help="Build every recipe in recipes/ (instead of RECIPE).")
+@click.option("--no-cache", is_flag=True, help="Rebuild even when an identical build is in the cache.")
 @click.option("--python", "pythons", multiple=True, help="Only this Python version (repeatable), e.g. 3.12.")
 @click.option("--arch", "arches", multiple=True, help="Only this architecture (repeatable): x86_64, arm64.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
@@ -76,14 +79,26 @@ def lock_cmd(recipe, pythons, arches):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT_DIR,
               show_default=True, help="Output directory.")  # fmt: skip
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable results on stdout.")
-def build_cmd(recipe, pythons, arches, backend, image, out_dir, json_output):
-    """Build RECIPE (a name in recipes/ or a YAML path) into layer zips."""
-    loaded = load_recipe(recipe)
-    outcomes = build_recipe(loaded, pythons or None, arches or None, backend, out_dir, image, progress=_progress(json_output))
+def build_cmd(recipe, pythons, arches, backend, image, out_dir, json_output, build_all, no_cache):
+    """Build RECIPE (a name in recipes/ or a YAML path), or every recipe with --all, into layer zips.
+
+    The targets build concurrently; unchanged targets come from the build cache (`cached`).
+    """
+    if build_all == bool(recipe):
+        raise click.UsageError("give either a RECIPE or --all" if not build_all else "give a RECIPE or --all, not both")
+    loaded = [load_recipe(name) for name in list_recipe_names()] if build_all else [load_recipe(recipe)]
+    failed = None
+    try:
+        outcomes = build_recipes(loaded, pythons or None, arches or None, backend, out_dir, image,
+                                 progress=_progress(json_output), use_cache=not no_cache)  # fmt: skip
+    except TargetFailures as exc:  # print what was built, then fail with every error
+        outcomes, failed = exc.outcomes, exc
     if json_output:
         _cli().echo_json([o.to_dict() for o in outcomes])
-        return
-    for outcome in outcomes:
-        m = outcome.manifest
-        pkgs = ", ".join(f"{p.name}=={p.version}" for p in m.packages)
-        click.echo(f"{outcome.status}: {outcome.zip_path}  {m.zipped_bytes:,} bytes  sha256 {m.sha256[:16]}  [{pkgs}]")
+    else:
+        for outcome in outcomes:
+            m = outcome.manifest
+            pkgs = ", ".join(f"{p.name}=={p.version}" for p in m.packages)
+            click.echo(f"{outcome.status}: {outcome.zip_path}  {m.zipped_bytes:,} bytes  sha256 {m.sha256[:16]}  [{pkgs}]")
+    if failed:
+        raise failed

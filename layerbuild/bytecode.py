@@ -1,0 +1,205 @@
+"""Bytecode for cold starts: compile .pyc for the *target* Python into the layer tree.
+
+Lambda extracts layers into a read-only /opt, so the runtime cannot write __pycache__: whatever a
+layer does not ship compiled is recompiled on every cold start. We compile with the unchecked-hash
+invalidation mode (PEP 552): the .pyc is valid whatever timestamps extraction gives, and its bytes
+depend only on the source, so rebuilds stay byte-identical. co_filename is rooted at /opt/python
+(compileall -d), never at the build host's scratch directory.
+
+Bytecode is only valid for the interpreter minor version that wrote it, so a matching interpreter
+must be found (the running one, pythonX.Y on PATH, or a pyenv install); without one the target
+gets no bytecode and the build says why.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+MODES = ("alongside", "only", "none")
+# Where Lambda extracts layers: python/ is /opt/python on the function's sys.path.
+LAMBDA_LAYER_ROOT = "/opt"
+COMPILE_TIMEOUT = 900
+_VERSION_PROBE = "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.implementation.cache_tag)"
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    executable: str
+    version: str  # "3.12"
+    cache_tag: str  # "cpython-312"
+
+
+@dataclass
+class BytecodeResult:
+    mode: str
+    compiled: int = 0  # .pyc files in the layer after the step
+    failed: list[str] | None = None  # sources that did not compile (kept as source)
+    note: str = ""  # one line for the user and the manifest; says why when nothing was compiled
+
+
+def _probe(executable: str) -> Interpreter | None:
+    """Ask an interpreter its version; a pyenv shim for a version not selected fails: absent."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    try:
+        proc = subprocess.run([executable, "-I", "-c", _VERSION_PROBE], capture_output=True, text=True, timeout=30, env=env)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = proc.stdout.split()
+    if proc.returncode != 0 or len(lines) != 2:
+        return None
+    return Interpreter(executable, lines[0], lines[1])
+
+
+def _pyenv_root() -> Path:
+    return Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+
+
+def _pyenv_candidates(version: str) -> list[str]:
+    root = _pyenv_root() / "versions"
+    pattern = re.compile(rf"^{re.escape(version)}\.(\d+)$")  # final releases only: 3.12.1, not 3.12.0rc1
+    found = []
+    if root.is_dir():
+        for entry in root.iterdir():
+            match = pattern.match(entry.name)
+            exe = entry / "bin" / f"python{version}"
+            if match and exe.is_file():
+                found.append((int(match.group(1)), str(exe)))
+    return [exe for _, exe in sorted(found, reverse=True)]
+
+
+@lru_cache(maxsize=32)
+def find_interpreter(version: str) -> Interpreter | None:
+    """A local interpreter of the target's major.minor version, or None."""
+    if "%d.%d" % sys.version_info[:2] == version:
+        return Interpreter(sys.executable, version, sys.implementation.cache_tag)
+    on_path = shutil.which(f"python{version}")
+    # A pyenv shim fails for a version that is not selected; look in pyenv's versions directly instead.
+    if on_path and Path(on_path).parent != _pyenv_root() / "shims":
+        found = _probe(on_path)
+        if found and found.version == version:
+            return found
+    for exe in _pyenv_candidates(version):
+        # versions/3.12.1/bin/python3.12 is CPython 3.12 by construction: no need to start it (~0.1 s).
+        return Interpreter(exe, version, "cpython-" + version.replace(".", ""))
+    return None
+
+
+def interpreter_identity(version: str) -> str:
+    """What the cache key records about the bytecode compiler: its cache tag, or 'none'."""
+    found = find_interpreter(version)
+    return found.cache_tag if found else "none"
+
+
+def compile_command(python: str, site_dir: str, workers: int = 0) -> list[str]:
+    """The compileall invocation; the docker backend may run it inside the build image.
+
+    -d roots co_filename at /opt/python; PYTHONHASHSEED=0 must be set by the caller (frozenset
+    constants are marshalled in hash order).
+    """
+    return [python, "-I", "-m", "compileall", "-q", "-j", str(workers), "--invalidation-mode", "unchecked-hash",
+            "-d", f"{LAMBDA_LAYER_ROOT}/python", site_dir]  # fmt: skip
+
+
+def compile_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONHASHSEED"] = "0"  # deterministic marshal of set/frozenset constants
+    return env
+
+
+_ERROR_LINE = re.compile(r"^\*\*\* Error compiling '(.+)'")
+
+
+def _record_hash(path: Path) -> str:
+    digest = hashlib.sha256(path.read_bytes()).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def compile_tree(site: Path, target_python: str, mode: str = "alongside", workers: int = 0) -> BytecodeResult:
+    """Compile every .py below site (python/) for the target; rewrite RECORDs to list the .pyc files."""
+    if mode not in MODES:
+        raise ValueError(f"bytecode mode {mode!r}; valid: {', '.join(MODES)}")
+    if mode == "none":
+        return BytecodeResult(mode, note="bytecode: none (recipe asks for source only)")
+    if not site.is_dir() or not any(site.rglob("*.py")):
+        return BytecodeResult(mode, note="")
+    interpreter = find_interpreter(target_python)
+    if interpreter is None:
+        return BytecodeResult(mode, note=(
+            f"no bytecode: no local Python {target_python} interpreter to compile with (bytecode is only valid "
+            f"for the version that wrote it); install python{target_python} or use the docker backend"))  # fmt: skip
+    proc = subprocess.run(compile_command(interpreter.executable, str(site), workers), capture_output=True, text=True,
+                          env=compile_env(), timeout=COMPILE_TIMEOUT)  # fmt: skip
+    failed = sorted({m.group(1) for line in proc.stdout.splitlines() if (m := _ERROR_LINE.match(line))})
+    failed = [_relative(f, site) for f in failed]
+    pairs = compiled_pairs(site, interpreter.cache_tag)
+    if mode == "only":
+        pairs = _make_sourceless(site, pairs)
+    _update_records(site, pairs, replace_source=(mode == "only"))
+    note = f"bytecode: {mode}, {len(pairs)} modules compiled with Python {interpreter.version} (unchecked-hash)"
+    if failed:
+        note += f"; {len(failed)} files did not compile and stay source only"
+    return BytecodeResult(mode, len(pairs), failed, note)
+
+
+def _relative(path: str, site: Path) -> str:
+    for prefix in (f"{LAMBDA_LAYER_ROOT}/python/", str(site) + "/"):
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return path
+
+
+def compiled_pairs(site: Path, cache_tag: str) -> list[tuple[str, str]]:
+    """(source, pyc) paths relative to site for every .py that has a .pyc of this cache tag."""
+    pairs = []
+    suffix = f".{cache_tag}.pyc"
+    for pyc in sorted(site.rglob(f"__pycache__/*{suffix}")):
+        source = pyc.parent.parent / (pyc.name[: -len(suffix)] + ".py")
+        if source.is_file():
+            pairs.append((source.relative_to(site).as_posix(), pyc.relative_to(site).as_posix()))
+    return pairs
+
+
+def _make_sourceless(site: Path, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Move __pycache__/X.cpython-3NN.pyc to X.pyc beside the source and delete X.py."""
+    moved = []
+    for source, pyc in pairs:
+        dest = (site / source).with_suffix(".pyc")
+        os.replace(site / pyc, dest)
+        (site / source).unlink()
+        moved.append((source, dest.relative_to(site).as_posix()))
+    for cache_dir in sorted(site.rglob("__pycache__"), reverse=True):
+        if cache_dir.is_dir() and not any(cache_dir.iterdir()):
+            cache_dir.rmdir()
+    return moved
+
+
+def _update_records(site: Path, pairs: list[tuple[str, str]], replace_source: bool) -> None:
+    """List compiled files in their distribution's RECORD, as pip does; sorted, so deterministic."""
+    by_source = dict(pairs)
+    for record in sorted(site.glob("*.dist-info/RECORD")):
+        lines = record.read_text(encoding="utf-8").splitlines()
+        kept, added = [], []
+        listed = {line.split(",", 1)[0] for line in lines}
+        for line in lines:
+            path = line.split(",", 1)[0]
+            pyc = by_source.get(path)
+            if pyc and pyc not in listed:
+                entry = f"{pyc},{_record_hash(site / pyc)},{(site / pyc).stat().st_size}"
+                if replace_source:
+                    kept.append(entry)
+                    continue
+                added.append(entry)
+            kept.append(line)
+        if added or replace_source:
+            new = kept + sorted(added)
+            if new != lines:
+                record.write_text("\n".join(new) + "\n", encoding="utf-8")

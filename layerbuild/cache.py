@@ -1,0 +1,118 @@
+"""Content-addressed build cache: an unchanged target is copied from the cache, not rebuilt.
+
+Key: sha256 over the normalised recipe (Recipe.to_dict()), the lock text, the target, the backend,
+the image, the local tools that change the layer's bytes (bytecode compiler, strip) and
+layerbuild's version.
+
+The lock: a committed lock makes the key complete without resolving anything. Without one, the
+build resolves first (uv, ~0.3 s with its cache warm) and keys on the *resolved* lock, so a new
+release of a dependency is a cache miss, never a stale layer; only install, slimming, bytecode and
+zipping are skipped. (A TTL keyed without the lock was rejected: it would serve outdated layers.)
+
+Entries live in $XDG_CACHE_HOME/layerbuild/builds/KEY[:2]/KEY/ (~/.cache/... without XDG):
+layer.zip, manifest.json and entry.json recording both files' sha256. A hit verifies both hashes;
+a corrupted entry is removed and the target rebuilt. Entries are written into a temporary
+directory and renamed into place, so readers never see half an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .layout import file_sha256
+
+KEY_VERSION = 1
+ZIP_NAME = "layer.zip"
+MANIFEST_NAME = "manifest.json"
+ENTRY_NAME = "entry.json"
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "layerbuild" / "builds"
+
+
+def cache_key(recipe: dict, target: str, backend: str, image: str | None, lock_text: str, toolchain: dict) -> str:
+    """Pure: the same inputs always give the same key; any change gives another."""
+    payload = {
+        "key_version": KEY_VERSION,
+        "layerbuild": __version__,
+        "recipe": recipe,
+        "target": target,
+        "backend": backend,
+        "image": image,
+        "lock": lock_text,
+        "toolchain": toolchain,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    key: str
+    directory: Path
+
+    @property
+    def zip_path(self) -> Path:
+        return self.directory / ZIP_NAME
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / MANIFEST_NAME
+
+
+def entry_dir(key: str, root: Path | None = None) -> Path:
+    return (root or cache_root()) / key[:2] / key
+
+
+def lookup(key: str, root: Path | None = None) -> tuple[CacheEntry | None, str]:
+    """(entry, "hit") when present and intact; (None, "miss") or (None, "corrupted": entry removed)."""
+    directory = entry_dir(key, root)
+    if not directory.is_dir():
+        return None, "miss"
+    entry = CacheEntry(key, directory)
+    try:
+        recorded = json.loads((directory / ENTRY_NAME).read_text(encoding="utf-8"))
+        intact = (file_sha256(entry.zip_path).hex() == recorded["zip_sha256"]
+                  and file_sha256(entry.manifest_path).hex() == recorded["manifest_sha256"])  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        intact = False
+    if not intact:
+        shutil.rmtree(directory, ignore_errors=True)
+        return None, "corrupted"
+    return entry, "hit"
+
+
+def store(key: str, zip_path: Path, manifest_path: Path, root: Path | None = None) -> CacheEntry | None:
+    """Copy a published zip + manifest into the cache; a failure to cache never fails the build."""
+    directory = entry_dir(key, root)
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=directory.parent))
+        try:
+            shutil.copyfile(zip_path, staging / ZIP_NAME)
+            shutil.copyfile(manifest_path, staging / MANIFEST_NAME)
+            recorded = {"zip_sha256": file_sha256(staging / ZIP_NAME).hex(),
+                        "manifest_sha256": file_sha256(staging / MANIFEST_NAME).hex()}  # fmt: skip
+            (staging / ENTRY_NAME).write_text(json.dumps(recorded, sort_keys=True) + "\n", encoding="utf-8")
+            if directory.exists():  # a corrupted leftover or a concurrent writer's entry
+                shutil.rmtree(directory, ignore_errors=True)
+            os.rename(staging, directory)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError:
+        return None
+    return CacheEntry(key, directory)
+
+
+def copy_out(entry: CacheEntry, tmp_zip: Path, tmp_manifest: Path) -> None:
+    """Copy the entry's files to the caller's temporary names (the caller publishes them atomically)."""
+    shutil.copyfile(entry.zip_path, tmp_zip)
+    shutil.copyfile(entry.manifest_path, tmp_manifest)

@@ -1,0 +1,36 @@
+"""The layer-contents step between finalize_tree and zipping: slimming, then bytecode."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from . import bytecode, slim
+from .backends.base import LayerTree
+from .recipe import Recipe
+from .runtimes import Target
+
+
+def toolchain_identity(recipe: Recipe, target: Target) -> dict:
+    """The local tools whose presence changes the layer's bytes (part of the build cache key)."""
+    return {
+        "bytecode": bytecode.interpreter_identity(target.python) if recipe.bytecode != "none" else "none",
+        "strip": (slim.strip_tool(target.arch) or "none") if recipe.slim else "none",
+    }
+
+
+def apply(tree: LayerTree, recipe: Recipe, target: Target, progress: Callable[[str], None]) -> None:
+    """Slim (unless `slim: false`) and compile bytecode (per `bytecode:`) in place; notes go to the manifest."""
+    cache_tag = f"cpython-{target.python.replace('.', '')}"
+    if recipe.slim:
+        result = slim.slim_tree(tree.root, target.arch, cache_tag)
+        for note in [result.summary(), *result.notes]:
+            tree.notes.append(note)
+            progress(note)
+    if getattr(tree, "bytecode_compiled", False):
+        # The docker backend compiles inside the build image, with the target's own python.
+        progress("bytecode: compiled by the backend with the image's python")
+        return
+    result = bytecode.compile_tree(tree.site_packages, target.python, recipe.bytecode)
+    if result.note:
+        tree.notes.append(result.note)
+        progress(result.note)

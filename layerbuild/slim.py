@@ -1,0 +1,207 @@
+"""Slimming: drop what a Lambda function never uses at run time, strip debug symbols from ELF files.
+
+Removed: __pycache__ compiled for other Python versions; `tests`/`test`/`docs`/`doc` directories
+inside packages unless some module outside them imports them; stub and build sources (*.pyi,
+*.pyx, *.pxd, *.pxi, *.c, *.h, *.cpp, *.hpp). RECORD lines of removed files are dropped. ELF files
+of the target's machine lose their debug sections (`strip --strip-debug`: dynamic symbols, which
+the loader needs, are kept) when a strip that understands that machine is installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from .layout import fix_records, iter_tree, prune_empty_dirs
+
+SOURCE_SUFFIXES = (".pyi", ".pyx", ".pxd", ".pxi", ".c", ".h", ".cpp", ".hpp", ".cc")
+OPTIONAL_DIR_NAMES = ("tests", "test", "docs", "doc")
+# Directories that look optional but are imported at run time (checked by the import scan anyway).
+KEEP_DIRS = ("numpy/testing", "pandas/_testing", "Cython/Tests")
+# e_machine of the ELF header per Lambda architecture, and the strip binaries that understand it.
+ELF_MACHINE = {"x86_64": "EM_X86_64", "arm64": "EM_AARCH64"}
+STRIP_TOOLS = {"x86_64": ("x86_64-linux-gnu-strip", "strip"), "arm64": ("aarch64-linux-gnu-strip",)}
+_HOST_STRIP_MACHINE = {"x86_64": "x86_64", "aarch64": "arm64"}
+_IMPORT_LINE = re.compile(r"^\s*(?:from\s+(\S+)\s+import\s+(.+)|import\s+(.+))$", re.M)
+
+
+@dataclass
+class SlimResult:
+    removed: list[str] = field(default_factory=list)  # paths relative to the layer root
+    removed_bytes: int = 0
+    stripped: int = 0
+    stripped_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = f"slim: removed {len(self.removed)} files ({self.removed_bytes:,} bytes)"
+        if self.stripped:
+            text += f", stripped debug symbols from {self.stripped} ELF files (-{self.stripped_bytes:,} bytes)"
+        return text
+
+
+def strip_tool(arch: str) -> str | None:
+    """A strip binary that understands the architecture's ELF files, or None."""
+    import platform
+
+    for name in STRIP_TOOLS[arch]:
+        path = shutil.which(name)
+        if path and (name != "strip" or _HOST_STRIP_MACHINE.get(platform.machine()) == arch):
+            return path
+    return None
+
+
+def _is_package_dir(path: Path) -> bool:
+    return (path.parent / "__init__.py").is_file() or any(path.parent.glob("__init__.*"))
+
+
+def _referenced_modules(site: Path, skip: set[str]) -> str:
+    """All import lines of modules outside the candidate directories, as one text blob."""
+    chunks = []
+    for rel, full in iter_tree(site):
+        if not rel.endswith(".py") or any(rel.startswith(s + "/") for s in skip):
+            continue
+        try:
+            text = full.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if "test" in text or "doc" in text:
+            chunks.extend(m.group(0) for m in _IMPORT_LINE.finditer(text))
+    return "\n".join(chunks)
+
+
+def _imported(candidate: str, imports: str) -> bool:
+    """Whether any import line names the candidate package (python/pkg/tests -> pkg.tests, `from . import tests`)."""
+    dotted = candidate.replace("/", ".")
+    leaf = dotted.rsplit(".", 1)[-1]
+    if re.search(rf"(?<![\w.]){re.escape(dotted)}\b", imports):
+        return True
+    if "." in dotted:
+        parent = re.escape(dotted.rsplit(".", 1)[0])
+        if re.search(rf"from\s+{parent}\s+import\s+[^\n]*\b{leaf}\b", imports):
+            return True
+    # Relative imports: `from . import tests`, `from .tests import x`, `from .. import tests`.
+    return bool(re.search(rf"from\s+\.+\s*{leaf}\b|from\s+\.+\s+import\s+[^\n]*\b{leaf}\b", imports))
+
+
+def optional_dirs(site: Path) -> list[str]:
+    """tests/docs directories inside packages that nothing outside them imports (relative to site)."""
+    candidates = []
+    for rel, full in iter_tree(site):
+        if full.is_dir() and full.name in OPTIONAL_DIR_NAMES and "/" in rel and ".dist-info" not in rel:
+            if rel in KEEP_DIRS or any(rel.startswith(c + "/") for c in candidates):
+                continue
+            if _is_package_dir(full):
+                candidates.append(rel)
+    if not candidates:
+        return []
+    imports = _referenced_modules(site, set(candidates))
+    return [c for c in candidates if not _imported(c, imports)]
+
+
+def _other_pycache(rel: str, cache_tag: str) -> bool:
+    return "/__pycache__/" in f"/{rel}" and rel.endswith(".pyc") and f".{cache_tag}." not in rel
+
+
+def slim_tree(root: Path, arch: str, cache_tag: str) -> SlimResult:
+    """Slim the layer tree in place (root holds python/, lib/, bin/)."""
+    result = SlimResult()
+    site = root / "python"
+    doomed: list[Path] = []
+    if site.is_dir():
+        for rel in optional_dirs(site):
+            doomed.append(site / rel)
+        for rel, full in iter_tree(site):
+            if full.is_file() and (rel.endswith(SOURCE_SUFFIXES) or _other_pycache(rel, cache_tag)):
+                doomed.append(full)
+    for path in doomed:
+        if not path.exists():
+            continue  # inside a directory already removed
+        files = [f for _, f in iter_tree(path) if f.is_file()] if path.is_dir() else [path]
+        for f in files:
+            result.removed.append(f.relative_to(root).as_posix())
+            result.removed_bytes += f.stat().st_size
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if result.removed:
+        prune_empty_dirs(root)
+        if site.is_dir():
+            fix_records(site, {p[len("python/"):] for p in result.removed if p.startswith("python/")})
+    strip_debug(root, arch, result)
+    return result
+
+
+def elf_files_with_debug(root: Path, arch: str) -> list[Path]:
+    """ELF files of the architecture's machine that carry debug sections (only those are rewritten)."""
+    found = []
+    for _, full in iter_tree(root):
+        if full.is_symlink() or not full.is_file():
+            continue
+        with open(full, "rb") as handle:
+            if handle.read(4) != b"\x7fELF":
+                continue
+            handle.seek(0)
+            try:
+                elf = ELFFile(handle)
+                if elf["e_machine"] != ELF_MACHINE[arch]:
+                    continue
+                if any(s.name.startswith((".debug_", ".zdebug_")) for s in elf.iter_sections()):
+                    found.append(full)
+            except (ELFError, ValueError, KeyError):
+                continue
+    return found
+
+
+def strip_debug(root: Path, arch: str, result: SlimResult) -> None:
+    candidates = elf_files_with_debug(root, arch)
+    if not candidates:
+        return
+    tool = strip_tool(arch)
+    if tool is None:
+        result.notes.append(f"slim: {len(candidates)} {arch} ELF files keep their debug symbols: no strip for {arch} "
+                            f"installed ({' or '.join(STRIP_TOOLS[arch])}, e.g. Debian's binutils-aarch64-linux-gnu)")  # fmt: skip
+        return
+    before = sum(p.stat().st_size for p in candidates)
+    for path in candidates:
+        mode = path.stat().st_mode
+        # strip writes a new file; -p is not used so the mtime does not matter (zips fix it anyway).
+        proc = subprocess.run([tool, "--strip-debug", str(path)], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            result.notes.append(f"slim: strip failed for {path.relative_to(root).as_posix()}, kept as is: "
+                                f"{(proc.stderr.strip().splitlines() or ['no message'])[-1]}")  # fmt: skip
+            continue
+        os.chmod(path, mode)
+        result.stripped += 1
+    result.stripped_bytes = before - sum(p.stat().st_size for p in candidates)
+    site = root / "python"
+    if site.is_dir():
+        rehash_records(site, {p.relative_to(site).as_posix() for p in candidates if p.is_relative_to(site)})
+
+
+def record_hash(path: Path) -> str:
+    digest = hashlib.sha256(path.read_bytes()).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def rehash_records(site: Path, changed: set[str]) -> None:
+    """Give rewritten files (stripped ELF) their new hash and size in RECORD, so it still verifies."""
+    if not changed:
+        return
+    for record in sorted(site.glob("*.dist-info/RECORD")):
+        lines = record.read_text(encoding="utf-8").splitlines()
+        new = []
+        for line in lines:
+            path = line.split(",", 1)[0]
+            if path in changed and (site / path).is_file():
+                line = f"{path},{record_hash(site / path)},{(site / path).stat().st_size}"
+            new.append(line)
+        if new != lines:
+            record.write_text("\n".join(new) + "\n", encoding="utf-8")
