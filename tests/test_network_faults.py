@@ -141,3 +141,70 @@ def test_uv_error_line_keeps_what_failed_and_why_but_not_warnings():
     line = _first_error_line(stderr)
     assert line == ("Request failed after 3 retries in 11.3s: Failed to fetch: http://127.0.0.1:9/simple/six/: "
                     "Connection refused (os error 111)")  # fmt: skip
+
+
+# --- the AWS endpoint: a fault proxy in front of a real moto server --------------------------------
+
+import boto3  # noqa: E402
+from botocore.config import Config  # noqa: E402
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError  # noqa: E402
+
+from faultproxy import THROTTLE, FaultProxy, free_port  # noqa: E402
+
+FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_proxy(moto_url, monkeypatch):
+    for key, value in FAKE_AWS.items():
+        monkeypatch.setenv(key, value)
+    with FaultProxy(moto_url) as proxy:
+        yield proxy
+
+
+def lambda_client(url: str, attempts: int = 3):
+    """attempts counts every try, first included (botocore's total_max_attempts)."""
+    config = Config(retries={"mode": "standard", "total_max_attempts": attempts}, connect_timeout=2, read_timeout=2)
+    return boto3.client("lambda", endpoint_url=url, region_name="us-east-1", config=config)
+
+
+def test_proxy_throttling_is_retried_through_by_the_aws_client(aws_proxy):
+    plan = aws_proxy.fault(FaultPlan(THROTTLE, count=2))
+    client = lambda_client(aws_proxy.url)
+    assert "Layers" in client.list_layers()
+    reliability_figures.count("faults", plan.injected, detail="AWS 429 TooManyRequestsException")
+    assert plan.injected == 2 and len(plan.seen) == 3
+
+
+def test_proxy_persistent_throttling_ends_after_bounded_attempts(aws_proxy):
+    plan = aws_proxy.fault(FaultPlan(THROTTLE))
+    client = lambda_client(aws_proxy.url, attempts=3)
+    with pytest.raises(ClientError) as info:
+        client.list_layers()
+    reliability_figures.count("faults", plan.injected, detail="AWS 429 TooManyRequestsException")
+    assert info.value.response["Error"]["Code"] == "TooManyRequestsException"
+    assert plan.injected == 3
+
+
+def test_proxy_dropped_and_stalled_connections(aws_proxy):
+    drop = aws_proxy.fault(FaultPlan(DROP, count=1))
+    assert "Layers" in lambda_client(aws_proxy.url).list_layers()  # retried past one dropped connection
+    assert drop.injected == 1
+    stall = aws_proxy.fault(FaultPlan(STALL, stall_seconds=10, match="/layers"))
+    aws_proxy.plans.remove(drop)
+    with pytest.raises((ConnectionClosedError, EndpointConnectionError, Exception)) as info:
+        lambda_client(aws_proxy.url, attempts=2).list_layers()
+    reliability_figures.count("faults", drop.injected + stall.injected, detail="AWS dropped/stalled connection")
+    assert "timeout" in type(info.value).__name__.lower() or "timed out" in str(info.value).lower()
+    assert stall.injected == 2
