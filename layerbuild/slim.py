@@ -30,8 +30,9 @@ KEEP_DIRS = ("numpy/testing", "pandas/_testing", "Cython/Tests")
 # e_machine of the ELF header per Lambda architecture, and the strip binaries that understand it.
 ELF_MACHINE = {"x86_64": "EM_X86_64", "arm64": "EM_AARCH64"}
 STRIP_TOOLS = {"x86_64": ("x86_64-linux-gnu-strip", "strip"), "arm64": ("aarch64-linux-gnu-strip",)}
+STRIP_PACKAGES = {"x86_64": "binutils", "arm64": "binutils-aarch64-linux-gnu"}  # Debian's
 _HOST_STRIP_MACHINE = {"x86_64": "x86_64", "aarch64": "arm64"}
-_IMPORT_LINE = re.compile(r"^\s*(?:from\s+(\S+)\s+import\s+(.+)|import\s+(.+))$", re.M)
+_IMPORT_LINE = re.compile(r"^\s*(?:from\s+(\S+)\s+import\s+(\([^)]*\)|[^\n]+)|import\s+([^\n]+))", re.M)
 
 
 @dataclass
@@ -64,9 +65,20 @@ def _is_package_dir(path: Path) -> bool:
     return (path.parent / "__init__.py").is_file() or any(path.parent.glob("__init__.*"))
 
 
-def _referenced_modules(site: Path, skip: set[str]) -> str:
-    """All import lines of modules outside the candidate directories, as one text blob."""
-    chunks = []
+def _resolve(module: str, package: str) -> str:
+    """An import's absolute name: `..x` from package a.b.c is a.b.x."""
+    if not module.startswith("."):
+        return module
+    dots = len(module) - len(module.lstrip("."))
+    parts = package.split(".") if package else []
+    base = parts[: len(parts) - (dots - 1)] if dots - 1 <= len(parts) else []
+    rest = module[dots:]
+    return ".".join(base + ([rest] if rest else []))
+
+
+def _referenced_modules(site: Path, skip: set[str]) -> set[str]:
+    """Absolute names every module outside the candidate directories imports (static scan)."""
+    names: set[str] = set()
     for rel, full in iter_tree(site):
         if not rel.endswith(".py") or any(rel.startswith(s + "/") for s in skip):
             continue
@@ -74,23 +86,28 @@ def _referenced_modules(site: Path, skip: set[str]) -> str:
             text = full.read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
-        if "test" in text or "doc" in text:
-            chunks.extend(m.group(0) for m in _IMPORT_LINE.finditer(text))
-    return "\n".join(chunks)
+        if "test" not in text and "doc" not in text:
+            continue
+        package = ".".join(rel.split("/")[:-1])  # for pkg/mod.py and pkg/__init__.py alike: pkg
+        for match in _IMPORT_LINE.finditer(text):
+            source, imported, plain = match.groups()
+            if plain is not None:
+                names.update(item.split(" as ")[0].strip() for item in plain.split("#")[0].split(";")[0].split(","))
+                continue
+            base = _resolve(source, package)
+            names.add(base)
+            imported = "\n".join(line.split("#")[0] for line in imported.splitlines()).split(";")[0]
+            for item in imported.strip("()\n ").replace("\n", " ").split(","):
+                item = item.split(" as ")[0].strip()
+                if item and item != "*":
+                    names.add(f"{base}.{item}" if base else item)
+    return names
 
 
-def _imported(candidate: str, imports: str) -> bool:
-    """Whether any import line names the candidate package (python/pkg/tests -> pkg.tests, `from . import tests`)."""
+def _imported(candidate: str, imports: set[str]) -> bool:
+    """Whether any import names the candidate package (python/pkg/tests -> pkg.tests) or a module in it."""
     dotted = candidate.replace("/", ".")
-    leaf = dotted.rsplit(".", 1)[-1]
-    if re.search(rf"(?<![\w.]){re.escape(dotted)}\b", imports):
-        return True
-    if "." in dotted:
-        parent = re.escape(dotted.rsplit(".", 1)[0])
-        if re.search(rf"from\s+{parent}\s+import\s+[^\n]*\b{leaf}\b", imports):
-            return True
-    # Relative imports: `from . import tests`, `from .tests import x`, `from .. import tests`.
-    return bool(re.search(rf"from\s+\.+\s*{leaf}\b|from\s+\.+\s+import\s+[^\n]*\b{leaf}\b", imports))
+    return any(name == dotted or name.startswith(dotted + ".") for name in imports)
 
 
 def optional_dirs(site: Path) -> list[str]:
@@ -167,7 +184,7 @@ def strip_debug(root: Path, arch: str, result: SlimResult) -> None:
     tool = strip_tool(arch)
     if tool is None:
         result.notes.append(f"slim: {len(candidates)} {arch} ELF files keep their debug symbols: no strip for {arch} "
-                            f"installed ({' or '.join(STRIP_TOOLS[arch])}, e.g. Debian's binutils-aarch64-linux-gnu)")  # fmt: skip
+                            f"installed ({' or '.join(STRIP_TOOLS[arch])}, Debian's {STRIP_PACKAGES[arch]})")  # fmt: skip
         return
     before = sum(p.stat().st_size for p in candidates)
     for path in candidates:

@@ -1,0 +1,221 @@
+"""Bytecode in layers: unchecked-hash .pyc for the target Python, alongside / only / none."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from layerbuild import bytecode
+from layerbuild.build import build_target
+from layerbuild.recipe import parse_recipe
+from layerbuild.runtimes import make_target
+
+HOST = "%d.%d" % sys.version_info[:2]
+HOST_TAG = sys.implementation.cache_tag
+UNCHECKED_HASH_FLAGS = 0b01  # PEP 552: hash-based, check_source off
+
+
+def build(tmp_path, out="dist", python=HOST, **fields):
+    recipe = parse_recipe({"name": "bc", "packages": ["pymysql"], **fields}, "bc.yaml")
+    return build_target(recipe, make_target(python, "x86_64"), out_dir=tmp_path / out, use_cache=False)
+
+
+def names(zip_path) -> list[str]:
+    with zipfile.ZipFile(zip_path) as archive:
+        return archive.namelist()
+
+
+def read(zip_path, name) -> bytes:
+    with zipfile.ZipFile(zip_path) as archive:
+        return archive.read(name)
+
+
+def pyc_flags(data: bytes) -> int:
+    return int.from_bytes(data[4:8], "little")
+
+
+def extract_read_only(zip_path, dest: Path) -> Path:
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(dest)
+    for dirpath, dirnames, filenames in os.walk(dest):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        os.chmod(dirpath, 0o555)
+    return dest / "python"
+
+
+def import_from(site: Path, module: str) -> subprocess.CompletedProcess:
+    code = (f"import sys; sys.path.insert(0, {str(site)!r}); import {module} as m; "
+            "print(m.__spec__.origin); print(m.__spec__.loader.__class__.__name__)")  # fmt: skip
+    return subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(autouse=True)
+def writable_cleanup(tmp_path):
+    yield
+    for dirpath, dirnames, filenames in os.walk(tmp_path):
+        os.chmod(dirpath, 0o755)
+
+
+@pytest.mark.network
+def test_alongside_ships_unchecked_hash_pyc_listed_in_record(tmp_path):
+    outcome = build(tmp_path)
+    listing = names(outcome.zip_path)
+    pyc = f"python/pymysql/__pycache__/__init__.{HOST_TAG}.pyc"
+    assert "python/pymysql/__init__.py" in listing and pyc in listing
+    assert pyc_flags(read(outcome.zip_path, pyc)) == UNCHECKED_HASH_FLAGS
+    assert all(pyc_flags(read(outcome.zip_path, n)) == UNCHECKED_HASH_FLAGS for n in listing if n.endswith(".pyc"))
+    record = next(n for n in listing if n.endswith(".dist-info/RECORD"))
+    lines = read(outcome.zip_path, record).decode().splitlines()
+    pyc_line = next(line for line in lines if line.startswith(pyc[len("python/"):] + ","))
+    digest = hashlib.sha256(read(outcome.zip_path, pyc)).digest()
+    import base64
+
+    assert pyc_line.split(",")[1] == "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    assert any("bytecode: alongside" in note for note in outcome.manifest.extra["notes"])
+
+
+@pytest.mark.network
+def test_only_is_sourceless_and_imports_from_a_read_only_copy(tmp_path):
+    outcome = build(tmp_path, bytecode="only")
+    listing = names(outcome.zip_path)
+    assert "python/pymysql/__init__.pyc" in listing
+    assert not [n for n in listing if n.startswith("python/pymysql/") and n.endswith(".py")]
+    assert not [n for n in listing if "__pycache__" in n]
+    assert pyc_flags(read(outcome.zip_path, "python/pymysql/__init__.pyc")) == UNCHECKED_HASH_FLAGS
+    record = read(outcome.zip_path, next(n for n in listing if n.endswith(".dist-info/RECORD"))).decode()
+    assert "pymysql/__init__.pyc," in record and "pymysql/__init__.py," not in record
+
+    site = extract_read_only(outcome.zip_path, tmp_path / "opt")
+    result = import_from(site, "pymysql.connections")
+    assert result.returncode == 0, result.stderr
+    origin, loader = result.stdout.split()
+    assert origin == str(site / "pymysql" / "connections.pyc") and loader == "SourcelessFileLoader"
+
+
+@pytest.mark.network
+def test_alongside_bytecode_is_used_from_a_read_only_copy(tmp_path):
+    site = extract_read_only(build(tmp_path).zip_path, tmp_path / "opt")
+    code = (f"import sys; sys.path.insert(0, {str(site)!r}); import pymysql.connections; "
+            "print(sys.modules['pymysql.connections'].__spec__.cached)")  # fmt: skip
+    result = subprocess.run([sys.executable, "-I", "-S", "-v", "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{site}/pymysql/__pycache__/connections.{HOST_TAG}.pyc matches {site}/pymysql/connections.py" in result.stderr
+    assert "code object from" in result.stderr
+
+
+@pytest.mark.network
+def test_none_ships_no_bytecode(tmp_path):
+    outcome = build(tmp_path, bytecode="none")
+    assert not [n for n in names(outcome.zip_path) if n.endswith(".pyc")]
+    assert "bytecode: none (recipe asks for source only)" in outcome.manifest.extra["notes"]
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("mode", ["alongside", "only"])
+def test_no_host_path_in_any_file_of_the_layer(tmp_path, mode):
+    outcome = build(tmp_path, bytecode=mode)
+    host_paths = [str(tmp_path), str(REPO), sys.prefix, os.path.realpath(sys.prefix), "/tmp/layerbuild-"]
+    with zipfile.ZipFile(outcome.zip_path) as archive:
+        for name in archive.namelist():
+            data = archive.read(name)
+            for host in host_paths:
+                assert host.encode() not in data, f"{name} contains the host path {host}"
+        code = archive.read(next(n for n in archive.namelist() if n.endswith(("connections.pyc", f"connections.{HOST_TAG}.pyc"))))
+    assert b"/opt/python/pymysql/connections.py" in code  # tracebacks on Lambda name the layer's real path
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("mode", ["alongside", "only"])
+def test_rebuilds_are_byte_identical(tmp_path, mode):
+    first = build(tmp_path, out="one", bytecode=mode)
+    second = build(tmp_path, out="two", bytecode=mode)
+    assert first.manifest.sha256 == second.manifest.sha256
+    assert first.zip_path.read_bytes() == second.zip_path.read_bytes()
+
+
+def fake_shim(folder: Path, version: str) -> None:
+    """What a pyenv shim does for a version that is not selected: print an error, exit 127."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shim = folder / f"python{version}"
+    shim.write_text(f"#!/bin/sh\necho 'pyenv: python{version}: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+
+
+@pytest.mark.network
+def test_target_without_a_matching_interpreter_gets_a_note(tmp_path, monkeypatch, capsys):
+    fake_shim(tmp_path / "bin", "3.14")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "no-pyenv"))
+    bytecode.find_interpreter.cache_clear()
+    messages = []
+    recipe = parse_recipe({"name": "bc", "packages": ["pymysql"]}, "bc.yaml")
+    try:
+        outcome = build_target(recipe, make_target("3.14", "x86_64"), out_dir=tmp_path / "d", use_cache=False,
+                               progress=lambda target, message: messages.append(message))  # fmt: skip
+    finally:
+        bytecode.find_interpreter.cache_clear()
+    note = ("no bytecode: no local Python 3.14 interpreter to compile with (bytecode is only valid for the version "
+            "that wrote it); install python3.14 or use the docker backend")  # fmt: skip
+    assert note in outcome.manifest.extra["notes"]
+    assert note in messages
+    assert not [n for n in names(outcome.zip_path) if n.endswith(".pyc")]
+
+
+def test_failing_shim_counts_as_absent(tmp_path, monkeypatch):
+    fake_shim(tmp_path / "bin", "3.9")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "no-pyenv"))
+    bytecode.find_interpreter.cache_clear()
+    try:
+        assert bytecode.find_interpreter("3.9") is None
+        assert bytecode.find_interpreter(HOST).executable == sys.executable
+    finally:
+        bytecode.find_interpreter.cache_clear()
+
+
+def make_site(root: Path) -> Path:
+    site = root / "python"
+    (site / "pkg").mkdir(parents=True)
+    (site / "pkg" / "__init__.py").write_text("VALUE = {'a', 'b', 'c'}\n")
+    (site / "pkg" / "broken.py").write_text("def nope(:\n")
+    (site / "pkg" / "data.txt").write_text("not code\n")
+    dist = site / "pkg-1.0.dist-info"
+    dist.mkdir()
+    (dist / "RECORD").write_text("pkg/__init__.py,sha256=x,23\npkg/broken.py,sha256=y,12\npkg/data.txt,sha256=z,9\n"
+                                 "pkg-1.0.dist-info/RECORD,,\n")  # fmt: skip
+    return site
+
+
+def test_compile_tree_records_pyc_and_keeps_what_does_not_compile(tmp_path):
+    site = make_site(tmp_path / "a")
+    result = bytecode.compile_tree(site, HOST, "alongside")
+    assert result.compiled == 1 and result.failed == ["pkg/broken.py"]
+    assert "1 files did not compile and stay source only" in result.note
+    record = (site / "pkg-1.0.dist-info" / "RECORD").read_text().splitlines()
+    assert record[:4] == ["pkg/__init__.py,sha256=x,23", "pkg/broken.py,sha256=y,12", "pkg/data.txt,sha256=z,9",
+                          "pkg-1.0.dist-info/RECORD,,"]  # fmt: skip
+    assert record[4].startswith(f"pkg/__pycache__/__init__.{HOST_TAG}.pyc,sha256=")
+    # Set constants are marshalled in hash order: the compile must not depend on the hash seed.
+    other = make_site(tmp_path / "b")
+    bytecode.compile_tree(other, HOST, "alongside")
+    pyc = f"pkg/__pycache__/__init__.{HOST_TAG}.pyc"
+    assert (site / pyc).read_bytes() == (other / pyc).read_bytes()
+
+
+def test_compile_tree_only_keeps_non_module_files(tmp_path):
+    site = make_site(tmp_path)
+    bytecode.compile_tree(site, HOST, "only")
+    assert sorted(p.relative_to(site).as_posix() for p in (site / "pkg").iterdir()) == [
+        "pkg/__init__.pyc", "pkg/broken.py", "pkg/data.txt"]  # fmt: skip
+    record = (site / "pkg-1.0.dist-info" / "RECORD").read_text()
+    assert "pkg/__init__.pyc,sha256=" in record and "pkg/__init__.py," not in record

@@ -1,0 +1,191 @@
+"""Slimming: tests/docs/sources out, RECORD kept consistent, debug symbols stripped, imports still work."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from layerbuild import slim
+from layerbuild.build import build_target
+from layerbuild.recipe import parse_recipe
+from layerbuild.runtimes import make_target
+
+HOST = "%d.%d" % sys.version_info[:2]
+HOST_TAG = sys.implementation.cache_tag
+
+
+def write(path: Path, text: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def make_layer(root: Path) -> Path:
+    """A layer with a package whose tests are dead weight and one whose tests module is imported."""
+    site = root / "python"
+    write(site / "alpha" / "__init__.py", "from .core import answer\n")
+    write(site / "alpha" / "core.py", "def answer():\n    return 42\n")
+    write(site / "alpha" / "core.pyi", "def answer() -> int: ...\n")
+    write(site / "alpha" / "speedups.c", "int x;\n")
+    write(site / "alpha" / "speedups.pyx", "cdef int x\n")
+    write(site / "alpha" / "include" / "alpha.h", "#define A 1\n")
+    write(site / "alpha" / "tests" / "__init__.py")
+    write(site / "alpha" / "tests" / "test_core.py", "import alpha\n")
+    write(site / "alpha" / "docs" / "index.rst", "Alpha\n")
+    write(site / "alpha" / "__pycache__" / "core.cpython-39.pyc", "old")
+    write(site / "alpha" / "__pycache__" / f"core.{HOST_TAG}.pyc", "kept")
+    write(site / "beta" / "__init__.py", "from . import tests\n")
+    write(site / "beta" / "tests" / "__init__.py", "FIXTURE = 'needed at import time'\n")
+    write(site / "gamma" / "__init__.py", "import gamma.test.helpers\n")
+    write(site / "gamma" / "test" / "__init__.py")
+    write(site / "gamma" / "test" / "helpers.py", "X = 1\n")
+    write(site / "alpha-1.0.dist-info" / "RECORD", "\n".join([
+        "alpha/__init__.py,sha256=a,1", "alpha/core.py,sha256=b,2", "alpha/core.pyi,sha256=c,3",
+        "alpha/speedups.c,sha256=d,4", "alpha/speedups.pyx,sha256=e,5", "alpha/include/alpha.h,sha256=f,6",
+        "alpha/tests/__init__.py,sha256=g,0", "alpha/tests/test_core.py,sha256=h,7",
+        "alpha/docs/index.rst,sha256=i,6", "alpha-1.0.dist-info/RECORD,,"]) + "\n")  # fmt: skip
+    return site
+
+
+def files(site: Path) -> set[str]:
+    return {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()}
+
+
+def import_ok(site: Path, *modules: str) -> subprocess.CompletedProcess:
+    code = f"import sys; sys.path.insert(0, {str(site)!r})\n" + "".join(f"import {m}\n" for m in modules)
+    return subprocess.run([sys.executable, "-I", "-S", "-B", "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_slim_removes_tests_docs_sources_and_foreign_bytecode(tmp_path):
+    site = make_layer(tmp_path)
+    result = slim.slim_tree(tmp_path, "x86_64", HOST_TAG)
+    left = files(site)
+    assert left == {
+        "alpha/__init__.py", "alpha/core.py", f"alpha/__pycache__/core.{HOST_TAG}.pyc",
+        "beta/__init__.py", "beta/tests/__init__.py",  # imported by beta: kept
+        "gamma/__init__.py", "gamma/test/__init__.py", "gamma/test/helpers.py",  # imported by gamma: kept
+        "alpha-1.0.dist-info/RECORD",
+    }  # fmt: skip
+    assert not (site / "alpha" / "include").exists()  # emptied directories are pruned
+    assert sorted(result.removed) == sorted([
+        "python/alpha/core.pyi", "python/alpha/speedups.c", "python/alpha/speedups.pyx",
+        "python/alpha/include/alpha.h", "python/alpha/tests/__init__.py", "python/alpha/tests/test_core.py",
+        "python/alpha/docs/index.rst", "python/alpha/__pycache__/core.cpython-39.pyc"])  # fmt: skip
+    assert (site / "alpha-1.0.dist-info" / "RECORD").read_text() == (
+        "alpha/__init__.py,sha256=a,1\nalpha/core.py,sha256=b,2\nalpha-1.0.dist-info/RECORD,,\n")
+    assert result.summary().startswith("slim: removed 8 files (")
+    proc = import_ok(site, "alpha", "beta", "gamma")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_keep_list_protects_runtime_testing_packages(tmp_path):
+    site = tmp_path / "python"
+    write(site / "numpy" / "__init__.py")
+    write(site / "numpy" / "testing" / "__init__.py", "X = 1\n")
+    write(site / "pandas" / "__init__.py")
+    write(site / "pandas" / "_testing" / "__init__.py")
+    write(site / "pandas" / "tests" / "__init__.py")
+    slim.slim_tree(tmp_path, "x86_64", HOST_TAG)
+    assert files(site) == {"numpy/__init__.py", "numpy/testing/__init__.py", "pandas/__init__.py", "pandas/_testing/__init__.py"}
+
+
+def compile_extension(site: Path, debug: bool = True) -> Path:
+    """A real CPython extension module with DWARF debug info, built by the host's gcc."""
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is needed to build an extension with debug info")
+    source = write(site.parent / "src" / "native.c", """
+#include <Python.h>
+static PyObject *triple(PyObject *self, PyObject *arg) { return PyLong_FromLong(3 * PyLong_AsLong(arg)); }
+static PyMethodDef methods[] = {{"triple", triple, METH_O, NULL}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "native", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_native(void) { return PyModule_Create(&module); }
+""")
+    target = site / "deb" / ("native" + sysconfig.get_config_var("EXT_SUFFIX"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write(site / "deb" / "__init__.py", "from .native import triple\n")
+    args = ["gcc", "-shared", "-fPIC", "-O0", f"-I{sysconfig.get_paths()['include']}", str(source), "-o", str(target)]
+    subprocess.run(args + (["-g3"] if debug else []), check=True, capture_output=True, timeout=120)
+    rel = target.relative_to(site).as_posix()
+    write(site / "deb-1.0.dist-info" / "RECORD", f"deb/__init__.py,sha256=a,1\n{rel},sha256=old,1\ndeb-1.0.dist-info/RECORD,,\n")
+    return target
+
+
+def section_names(path: Path) -> list[str]:
+    with open(path, "rb") as handle:
+        elf = ELFFile(handle)
+        return [s.name for s in elf.iter_sections()]
+
+
+def dynamic_symbols(path: Path) -> set[str]:
+    with open(path, "rb") as handle:
+        return {s.name for s in ELFFile(handle).get_section_by_name(".dynsym").iter_symbols()}
+
+
+@pytest.mark.skipif(slim.strip_tool("x86_64") is None, reason="needs binutils' strip on an x86_64 host")
+def test_strip_removes_debug_info_and_keeps_the_module_importable(tmp_path):
+    site = tmp_path / "python"
+    extension = compile_extension(site)
+    before = extension.stat().st_size
+    symbols = dynamic_symbols(extension)
+    assert any(name.startswith(".debug_") for name in section_names(extension))
+    assert slim.elf_files_with_debug(tmp_path, "x86_64") == [extension]
+    assert slim.elf_files_with_debug(tmp_path, "arm64") == []  # another machine's files are never touched
+
+    result = slim.slim_tree(tmp_path, "x86_64", HOST_TAG)
+    assert result.stripped == 1 and result.stripped_bytes == before - extension.stat().st_size > 0
+    assert not any(name.startswith(".debug_") for name in section_names(extension))
+    assert dynamic_symbols(extension) == symbols  # --strip-debug keeps what the loader needs
+    record = (site / "deb-1.0.dist-info" / "RECORD").read_text()
+    assert f"{extension.relative_to(site).as_posix()},sha256=" in record and "sha256=old" not in record
+    assert f"{extension.stat().st_size}\n" in record
+    proc = subprocess.run([sys.executable, "-I", "-S", "-B", "-c",
+                           f"import sys; sys.path.insert(0, {str(site)!r}); import deb; print(deb.triple(14))"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "42", proc.stderr
+    assert slim.elf_files_with_debug(tmp_path, "x86_64") == []  # nothing left to strip: a second run rewrites nothing
+
+
+def test_no_strip_for_the_architecture_leaves_files_and_says_so(tmp_path, monkeypatch):
+    site = tmp_path / "python"
+    extension = compile_extension(site)
+    data = extension.read_bytes()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no strip of any kind on PATH
+    result = slim.slim_tree(tmp_path, "x86_64", HOST_TAG)
+    assert extension.read_bytes() == data
+    assert result.notes == ["slim: 1 x86_64 ELF files keep their debug symbols: no strip for x86_64 installed "
+                            "(x86_64-linux-gnu-strip or strip, Debian's binutils)"]  # fmt: skip
+
+
+def test_extension_without_debug_info_is_not_rewritten(tmp_path):
+    site = tmp_path / "python"
+    extension = compile_extension(site, debug=False)
+    subprocess.run(["strip", "--strip-debug", str(extension)], check=True, timeout=60)
+    data = extension.read_bytes()
+    result = slim.slim_tree(tmp_path, "x86_64", HOST_TAG)
+    assert result.stripped == 0 and extension.read_bytes() == data
+
+
+@pytest.mark.network
+def test_slim_false_keeps_everything(tmp_path):
+    def build(slim_on: bool):
+        recipe = parse_recipe({"name": "sl", "packages": ["markupsafe"], "slim": slim_on, "bytecode": "none"}, "sl.yaml")
+        return build_target(recipe, make_target(HOST, "x86_64"), out_dir=tmp_path / str(slim_on), use_cache=False)
+
+    slimmed, full = build(True), build(False)
+    with zipfile.ZipFile(full.zip_path) as archive:
+        full_names = set(archive.namelist())
+    with zipfile.ZipFile(slimmed.zip_path) as archive:
+        slim_names = set(archive.namelist())
+    dropped = full_names - slim_names
+    assert dropped and all(n.endswith((".c", ".pyi", "/")) for n in dropped), dropped
+    assert any(n.endswith("_speedups.c") for n in dropped) and any(n.endswith(".pyi") for n in dropped)
+    assert slimmed.manifest.zipped_bytes < full.manifest.zipped_bytes
+    assert not any(note.startswith("slim:") for note in full.manifest.extra.get("notes", []))
