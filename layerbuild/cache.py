@@ -58,6 +58,7 @@ def cache_key(recipe: dict, target: str, backend: str, image: str | None, lock_t
 class CacheEntry:
     key: str
     directory: Path
+    zip_sha256: str = ""  # as recorded when stored (and verified on lookup)
 
     @property
     def zip_path(self) -> Path:
@@ -80,6 +81,7 @@ def lookup(key: str, root: Path | None = None) -> tuple[CacheEntry | None, str]:
     entry = CacheEntry(key, directory)
     try:
         recorded = json.loads((directory / ENTRY_NAME).read_text(encoding="utf-8"))
+        entry = CacheEntry(key, directory, recorded["zip_sha256"])
         intact = (file_sha256(entry.zip_path).hex() == recorded["zip_sha256"]
                   and file_sha256(entry.manifest_path).hex() == recorded["manifest_sha256"])  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
@@ -97,7 +99,7 @@ def store(key: str, zip_path: Path, manifest_path: Path, root: Path | None = Non
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=directory.parent))
         try:
-            shutil.copyfile(zip_path, staging / ZIP_NAME)
+            link_or_copy(zip_path, staging / ZIP_NAME)
             shutil.copyfile(manifest_path, staging / MANIFEST_NAME)
             recorded = {"zip_sha256": file_sha256(staging / ZIP_NAME).hex(),
                         "manifest_sha256": file_sha256(staging / MANIFEST_NAME).hex()}  # fmt: skip
@@ -109,10 +111,16 @@ def store(key: str, zip_path: Path, manifest_path: Path, root: Path | None = Non
             shutil.rmtree(staging, ignore_errors=True)
     except OSError:
         return None
-    return CacheEntry(key, directory)
+    return CacheEntry(key, directory, recorded["zip_sha256"])
 
 
-def copy_out(entry: CacheEntry, tmp_zip: Path, tmp_manifest: Path) -> None:
-    """Copy the entry's files to the caller's temporary names (the caller publishes them atomically)."""
-    shutil.copyfile(entry.zip_path, tmp_zip)
-    shutil.copyfile(entry.manifest_path, tmp_manifest)
+def link_or_copy(source: Path, dest: Path) -> None:
+    """Hard-link source to dest (a fresh name) when on the same filesystem, else copy.
+
+    A link costs nothing for a 30 MB zip; if anything later rewrites the file in place, the
+    cache entry's sha256 no longer matches and the next lookup rebuilds it.
+    """
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)

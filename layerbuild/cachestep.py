@@ -12,7 +12,6 @@ from .backends import wheels
 from .backends.base import BuildRequest
 from .distlock import publish_pair, temp_prefix
 from .errors import NeedsCompilingError
-from .layout import file_sha256
 from .manifest import Manifest, read_manifest
 
 
@@ -49,16 +48,15 @@ def publish_hit(key: str, stem: str, zip_path: Path, manifest_path: Path,
     out_dir = zip_path.parent
     tmp_zip = tmp_manifest = None
     try:
-        fd, name = tempfile.mkstemp(prefix=temp_prefix(stem), suffix=".zip.tmp", dir=out_dir)
-        os.close(fd)
-        tmp_zip = Path(name)
-        fd, name = tempfile.mkstemp(prefix=temp_prefix(stem), suffix=".json.tmp", dir=out_dir)
-        os.close(fd)
-        tmp_manifest = Path(name)
-        cache.copy_out(entry, tmp_zip, tmp_manifest)
+        # Fresh pid-tagged names (cleaned up by the next build if we are killed), linked or copied.
+        token = tempfile.mkdtemp(prefix=temp_prefix(stem), suffix=".tmp", dir=out_dir)
+        os.rmdir(token)
+        tmp_zip, tmp_manifest = Path(token[:-4] + ".zip.tmp"), Path(token[:-4] + ".json.tmp")
+        cache.link_or_copy(entry.zip_path, tmp_zip)
+        cache.link_or_copy(entry.manifest_path, tmp_manifest)
         manifest = read_manifest(tmp_manifest)
-        if file_sha256(tmp_zip).hex() != manifest.sha256:  # changed between verification and copy
-            progress("cache entry changed while being read: rebuilding")
+        if manifest.sha256 != entry.zip_sha256:  # the manifest must describe this very zip
+            progress("cache entry inconsistent: rebuilding")
             return None
         for tmp in (tmp_zip, tmp_manifest):
             os.chmod(tmp, 0o644)

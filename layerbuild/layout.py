@@ -24,7 +24,8 @@ FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 FILE_MODE = 0o644
 EXEC_MODE = 0o755
 DIR_MODE = 0o755
-COMPRESS_LEVEL = 9
+# zlib level 6 (zip's default): 2.5x faster than 9 on numpy-sized layers for <1% larger zips (bench/run.py).
+COMPRESS_LEVEL = 6
 
 
 @lru_cache(maxsize=256)

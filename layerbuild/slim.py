@@ -18,9 +18,6 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 from .layout import fix_records, iter_tree, prune_empty_dirs
 
 SOURCE_SUFFIXES = (".pyi", ".pyx", ".pxd", ".pxi", ".c", ".h", ".cpp", ".hpp", ".cc")
@@ -158,6 +155,9 @@ def slim_tree(root: Path, arch: str, cache_tag: str) -> SlimResult:
 
 def elf_files_with_debug(root: Path, arch: str) -> list[Path]:
     """ELF files of the architecture's machine that carry debug sections (only those are rewritten)."""
+    from elftools.common.exceptions import ELFError  # late: ~50 ms that a cache hit never needs
+    from elftools.elf.elffile import ELFFile
+
     found = []
     for _, full in iter_tree(root):
         if full.is_symlink() or not full.is_file():

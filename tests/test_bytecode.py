@@ -56,7 +56,8 @@ def extract_read_only(zip_path, dest: Path) -> Path:
 def import_from(site: Path, module: str) -> subprocess.CompletedProcess:
     code = (f"import sys; sys.path.insert(0, {str(site)!r}); import {module} as m; "
             "print(m.__spec__.origin); print(m.__spec__.loader.__class__.__name__)")  # fmt: skip
-    return subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=120)
+    # -B: as root, file modes alone would not stop Python writing __pycache__ (/opt on Lambda is a read-only mount).
+    return subprocess.run([sys.executable, "-I", "-S", "-B", "-c", code], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(autouse=True)
@@ -107,7 +108,7 @@ def test_alongside_bytecode_is_used_from_a_read_only_copy(tmp_path):
     site = extract_read_only(build(tmp_path).zip_path, tmp_path / "opt")
     code = (f"import sys; sys.path.insert(0, {str(site)!r}); import pymysql.connections; "
             "print(sys.modules['pymysql.connections'].__spec__.cached)")  # fmt: skip
-    result = subprocess.run([sys.executable, "-I", "-S", "-v", "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-I", "-S", "-B", "-v", "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"{site}/pymysql/__pycache__/connections.{HOST_TAG}.pyc matches {site}/pymysql/connections.py" in result.stderr
     assert "code object from" in result.stderr

@@ -1,0 +1,307 @@
+"""Benchmark: layerbuild against plain pip + zip and aws-lambda-builders on the same requirements.
+
+    make bench            (or: .venv/bin/python bench/run.py [--runs 3] [--import-runs 5])
+
+Every contender builds pymysql, Pillow and numpy for python3.11 x86_64. Cold builds start from
+empty caches: layerbuild's build cache and uv's download cache (a fresh temporary UV_CACHE_DIR), pip's
+cache (--no-cache-dir, PIP_NO_CACHE_DIR). pip-based contenders run with the machine's pip config
+ignored (PIP_CONFIG_FILE=/dev/null) so every contender downloads from the same index. Times are
+medians of --runs runs and include writing a zip (a layer is a zip). Cold import time: the layer's
+modules imported in a fresh `python3.11 -I -S` with sys.path = a read-only copy of the output only
+(so no __pycache__ can be written, as on Lambda's /opt), median of --import-runs.
+
+Results: printed as a table and written to bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "results"
+LAYERBUILD = [sys.executable, "-m", "layerbuild"]
+PACKAGES = ["pymysql", "Pillow", "numpy"]
+PYTHON = "3.11"
+ARCH = "x86_64"
+PLATFORM = "manylinux2014_x86_64"
+IMPORTS = ["numpy", "PIL.Image", "pymysql"]
+ALB_VENV = BENCH / ".venv"
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def run(cmd, env=None, cwd=None, timeout=1800) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(map(str, cmd[:4]))}... failed:\n{proc.stderr[-3000:]}")
+    return elapsed
+
+
+def target_python() -> str:
+    exe = shutil.which(f"python{PYTHON}")
+    probe = exe and subprocess.run([exe, "-c", "import sys; print(sys.version_info[:2] == (3, 11))"], capture_output=True, text=True)
+    if not probe or probe.stdout.strip() != "True":
+        raise SystemExit(f"bench: needs a local python{PYTHON} (aws-lambda-builders' python_pip workflow uses it)")
+    return exe
+
+
+def pip_env(base: dict) -> dict:
+    """pip with no cache and the machine's pip config (extra local indexes, constraints) ignored."""
+    env = {k: v for k, v in base.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_CACHE_DIR="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    if Path(SYSTEM_CA).is_file():
+        env["PIP_CERT"] = SYSTEM_CA
+    return env
+
+
+def zip_dir(source: Path, dest: Path, prefix: str = "") -> None:
+    """What a user does after pip: zip -r (deflate, default level)."""
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                archive.write(path, prefix + path.relative_to(source).as_posix())
+
+
+def ensure_alb() -> Path:
+    python = ALB_VENV / "bin" / "python"
+    check = python.is_file() and subprocess.run([python, "-c", "import aws_lambda_builders"], capture_output=True).returncode == 0
+    if not check:
+        print("bench: installing aws-lambda-builders into bench/.venv (bench-only)", file=sys.stderr)
+        run([target_python(), "-m", "venv", str(ALB_VENV)])
+        run([str(python), "-m", "pip", "install", "-q", "aws-lambda-builders"])
+    return python
+
+
+ALB_SCRIPT = """
+import sys
+from aws_lambda_builders.builder import LambdaBuilder
+source, artifacts, scratch, manifest = sys.argv[1:5]
+LambdaBuilder(language="python", dependency_manager="pip", application_framework=None).build(
+    source, artifacts, scratch, manifest, runtime="python3.11", architecture="x86_64")
+"""
+
+
+def pinned_packages(work: Path, env: dict) -> list[str]:
+    """Pin every contender to the versions layerbuild resolves for the target.
+
+    aws-lambda-builders takes the newest release and fails when its wheels need a newer glibc than
+    python3.11's Amazon Linux 2 (numpy 2.4 does), so all contenders get the same, runnable pins.
+    """
+    folder = work / "pins"
+    folder.mkdir()
+    recipe = folder / "pins.yaml"
+    recipe.write_text(f"name: pins\npackages: {json.dumps(PACKAGES)}\npython: ['{PYTHON}']\narchitectures: [{ARCH}]\n")
+    run([*LAYERBUILD, "lock", str(recipe)], env=dict(env, UV_CACHE_DIR=str(folder / "uv")), cwd=REPO)
+    text = (folder / "pins.lock" / f"python{PYTHON}-{ARCH}.txt").read_text()
+    pins = {}
+    for line in text.splitlines():
+        if "==" in line and not line.startswith(("#", " ")):
+            name, version = line.split("==", 1)
+            pins[name.strip().lower()] = version.split()[0].rstrip("\\").strip()
+    return [f"{name}=={pins[name.lower()]}" for name in PACKAGES]
+
+
+class Bench:
+    def __init__(self, work: Path):
+        global PACKAGES
+        self.work = work
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "XDG_CACHE"))}
+        PACKAGES = pinned_packages(work, self.env)
+        print(f"bench: pinned for every contender: {' '.join(PACKAGES)}", file=sys.stderr)
+        self.recipe = work / "bench.yaml"
+        self.recipe.write_text(
+            f"name: bench\npackages: {json.dumps(PACKAGES)}\npython: ['{PYTHON}']\narchitectures: [{ARCH}]\n"
+            f"imports: {json.dumps(IMPORTS)}\n", encoding="utf-8")  # fmt: skip
+        self.outputs: dict[str, Path] = {}  # contender -> directory whose python path is imported from
+
+    def fresh(self, name: str) -> Path:
+        path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.work))
+        return path
+
+    def layerbuild(self, out: Path, xdg: Path, uv_cache: Path, recipe: Path | None = None, extra=()) -> float:
+        env = dict(self.env, XDG_CACHE_HOME=str(xdg), UV_CACHE_DIR=str(uv_cache))
+        return run([*LAYERBUILD, "build", str(recipe or self.recipe), "--out", str(out), *extra], env=env, cwd=REPO)
+
+    def layerbuild_cold(self) -> tuple[float, Path]:
+        out = self.fresh("lb-out")
+        return self.layerbuild(out, self.fresh("lb-xdg"), self.fresh("uv-cache")), out / f"bench-python{PYTHON}-{ARCH}.zip"
+
+    def layerbuild_warm(self, xdg: Path, uv_cache: Path) -> tuple[float, Path]:
+        out = self.fresh("lb-warm")
+        return self.layerbuild(out, xdg, uv_cache), out / f"bench-python{PYTHON}-{ARCH}.zip"
+
+    def pip_zip(self) -> tuple[float, Path]:
+        target = self.fresh("pip-target")
+        dest = self.fresh("pip-zip") / "layer.zip"
+        started = time.perf_counter()
+        run([target_python(), "-m", "pip", "install", "-q", "--platform", PLATFORM, "--only-binary=:all:",
+             "--python-version", PYTHON, "--implementation", "cp", "--target", str(target / "python"), *PACKAGES],
+            env=pip_env(self.env))  # fmt: skip
+        zip_dir(target, dest)
+        return time.perf_counter() - started, dest
+
+    def alb(self, python: Path) -> tuple[float, Path]:
+        source, artifacts, scratch = self.fresh("alb-src"), self.fresh("alb-out"), self.fresh("alb-scratch")
+        (source / "requirements.txt").write_text("\n".join(PACKAGES) + "\n")
+        dest = self.fresh("alb-zip") / "layer.zip"
+        started = time.perf_counter()
+        run([str(python), "-c", ALB_SCRIPT, str(source), str(artifacts), str(scratch), str(source / "requirements.txt")],
+            env=pip_env(self.env))  # fmt: skip
+        (artifacts / "requirements.txt").unlink(missing_ok=True)
+        zip_dir(artifacts, dest, prefix="python/")  # a layer puts packages under python/
+        return time.perf_counter() - started, dest
+
+
+def sizes(zip_path: Path) -> tuple[int, int]:
+    with zipfile.ZipFile(zip_path) as archive:
+        return zip_path.stat().st_size, sum(i.file_size for i in archive.infolist())
+
+
+def cold_import(zip_path: Path, work: Path, runs: int) -> float:
+    """Median seconds to import the modules from a read-only extracted copy in a fresh interpreter."""
+    dest = Path(tempfile.mkdtemp(prefix="opt-", dir=work))
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(dest)
+    for dirpath, dirnames, filenames in os.walk(dest):
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o444)
+        os.chmod(dirpath, 0o555)
+    site = dest / "python"
+    code = ("import sys, time\n"
+            f"sys.path[:] = [{str(site)!r}] + [p for p in sys.path if 'site-packages' not in p]\n"
+            "start = time.perf_counter()\n"
+            + "".join(f"import {m}\n" for m in IMPORTS)
+            + "print(time.perf_counter() - start)\n")  # fmt: skip
+    times = []
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+    for _ in range(runs):
+        # -B as well: as root, file modes alone would not stop Python writing __pycache__ (Lambda's /opt is a read-only mount).
+        proc = subprocess.run([target_python(), "-I", "-S", "-B", "-c", code], capture_output=True, text=True, env=env, timeout=300)
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: importing from {zip_path} failed:\n{proc.stderr[-2000:]}")
+        times.append(float(proc.stdout.strip().splitlines()[-1]))
+    with zipfile.ZipFile(zip_path) as archive:
+        shipped = {n for n in archive.namelist() if n.endswith(".pyc")}
+    written = {p.relative_to(dest).as_posix() for p in dest.rglob("*.pyc")} - shipped
+    assert not written, f"the read-only copy was written to: {sorted(written)[:3]}"
+    for dirpath, dirnames, filenames in os.walk(dest):
+        os.chmod(dirpath, 0o755)
+    return statistics.median(times)
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores {cpu}, {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="builds per contender (median)")
+    parser.add_argument("--import-runs", type=int, default=5, help="cold imports per output (median)")
+    args = parser.parse_args(argv)
+    alb_python = ensure_alb()
+    work = Path(tempfile.mkdtemp(prefix="layerbuild-bench-"))
+    try:
+        bench = Bench(work)
+        rows: dict[str, dict] = {}
+
+        def measure(name, fn, runs):
+            times, output = [], None
+            for index in range(runs):
+                elapsed, output = fn()
+                times.append(elapsed)
+                print(f"  {name} run {index + 1}/{runs}: {elapsed:.2f}s", file=sys.stderr)
+            rows[name] = {"build_s": statistics.median(times), "runs": [round(t, 3) for t in times], "zip": output}
+
+        measure("layerbuild cold", bench.layerbuild_cold, args.runs)
+        # Warm: a build cache and uv cache filled by one build, then cache hits.
+        xdg, uv_cache = bench.fresh("warm-xdg"), bench.fresh("warm-uv")
+        bench.layerbuild(bench.fresh("prime"), xdg, uv_cache)
+        measure("layerbuild warm (cache hit)", lambda: bench.layerbuild_warm(xdg, uv_cache), args.runs)
+        measure("pip --target + zip", bench.pip_zip, args.runs)
+        measure("aws-lambda-builders + zip", lambda: bench.alb(alb_python), args.runs)
+        # Layer-content variants (sizes and import times; one build each, with a warm uv cache).
+        for mode in ("none", "only"):
+            recipe = work / f"bench-{mode}.yaml"
+            recipe.write_text(bench.recipe.read_text().replace("name: bench", f"name: bench-{mode}") + f"bytecode: {mode}\n")
+            out = bench.fresh(f"lb-{mode}")
+            elapsed = bench.layerbuild(out, bench.fresh("xdg"), uv_cache, recipe)
+            rows[f"layerbuild bytecode: {mode}"] = {"build_s": elapsed, "runs": [round(elapsed, 3)], "zip": out / f"bench-{mode}-python{PYTHON}-{ARCH}.zip", "warm_uv_cache": True}
+
+        for name, row in rows.items():
+            row["zipped_bytes"], row["unzipped_bytes"] = sizes(row["zip"])
+            row["cold_import_s"] = cold_import(row["zip"], work, args.import_runs)
+            row["zip"] = row["zip"].name
+        report = summarise(rows)
+        RESULTS.mkdir(exist_ok=True)
+        document = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+                    "packages": PACKAGES, "target": f"python{PYTHON} {ARCH}", "imports": IMPORTS,
+                    "runs": args.runs, "import_runs": args.import_runs, "results": rows, "ratios": report["ratios"],
+                    "targets_met": report["targets_met"]}  # fmt: skip
+        (RESULTS / "latest.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        print(render(document))
+        return 0
+    finally:
+        for dirpath, dirnames, filenames in os.walk(work):
+            os.chmod(dirpath, 0o755)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def summarise(rows: dict) -> dict:
+    alb, pip = rows["aws-lambda-builders + zip"], rows["pip --target + zip"]
+    cold, warm = rows["layerbuild cold"], rows["layerbuild warm (cache hit)"]
+    ratios = {
+        "cold_build_vs_alb": cold["build_s"] / alb["build_s"],
+        "warm_build_vs_alb": warm["build_s"] / alb["build_s"],
+        "cold_import_speedup_vs_alb": alb["cold_import_s"] / cold["cold_import_s"],
+        "zip_bytecode_none_vs_pip": rows["layerbuild bytecode: none"]["zipped_bytes"] / pip["zipped_bytes"],
+        "zip_bytecode_only_vs_pip": rows["layerbuild bytecode: only"]["zipped_bytes"] / pip["zipped_bytes"],
+    }
+    met = {
+        "cold build <= 0.3x aws-lambda-builders": ratios["cold_build_vs_alb"] <= 0.3,
+        "warm rebuild <= 0.05x aws-lambda-builders": ratios["warm_build_vs_alb"] <= 0.05,
+        "cold import >= 3x faster than aws-lambda-builders": ratios["cold_import_speedup_vs_alb"] >= 3,
+        "zip (bytecode none) <= pip + zip": ratios["zip_bytecode_none_vs_pip"] <= 1,
+        "zip (bytecode only) < pip + zip": ratios["zip_bytecode_only_vs_pip"] < 1,
+    }
+    return {"ratios": {k: round(v, 3) for k, v in ratios.items()}, "targets_met": met}
+
+
+def render(doc: dict) -> str:
+    lines = [f"Benchmark {doc['date']} on {doc['machine']}",
+             f"{', '.join(doc['packages'])} for {doc['target']}; medians of {doc['runs']} builds, {doc['import_runs']} imports",
+             "", "| contender | build (s) | zipped (MB) | unzipped (MB) | cold import (s) |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for name, row in doc["results"].items():
+        note = " (uv cache warm)" if row.get("warm_uv_cache") else ""
+        lines.append(f"| {name}{note} | {row['build_s']:.2f} | {row['zipped_bytes'] / 1e6:.1f} | "
+                     f"{row['unzipped_bytes'] / 1e6:.1f} | {row['cold_import_s']:.3f} |")  # fmt: skip
+    lines.append("")
+    for key, value in doc["ratios"].items():
+        lines.append(f"- {key}: {value}")
+    for target, ok in doc["targets_met"].items():
+        lines.append(f"- target {target}: {'met' if ok else 'MISSED'}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
