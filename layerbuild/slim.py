@@ -73,42 +73,100 @@ def _resolve(module: str, package: str) -> str:
     return ".".join(base + ([rest] if rest else []))
 
 
+def imports_of(rel: str, text: str) -> set[str]:
+    """Absolute names a module (rel = path under site) imports, from its import statements."""
+    names: set[str] = set()
+    package = ".".join(rel.split("/")[:-1])  # for pkg/mod.py and pkg/__init__.py alike: pkg
+    for match in _IMPORT_LINE.finditer(text):
+        source, imported, plain = match.groups()
+        if plain is not None:
+            names.update(item.split(" as ")[0].strip() for item in plain.split("#")[0].split(";")[0].split(","))
+            continue
+        base = _resolve(source, package)
+        names.add(base)
+        imported = "\n".join(line.split("#")[0] for line in imported.splitlines()).split(";")[0]
+        for item in imported.strip("()\n ").replace("\n", " ").split(","):
+            item = item.split(" as ")[0].strip()
+            if item and item != "*":
+                names.add(f"{base}.{item}" if base else item)
+    return names
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def _referenced_modules(site: Path, skip: set[str]) -> set[str]:
     """Absolute names every module outside the candidate directories imports (static scan)."""
     names: set[str] = set()
     for rel, full in iter_tree(site):
         if not rel.endswith(".py") or any(rel.startswith(s + "/") for s in skip):
             continue
-        try:
-            text = full.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        if "test" not in text and "doc" not in text:
-            continue
-        package = ".".join(rel.split("/")[:-1])  # for pkg/mod.py and pkg/__init__.py alike: pkg
-        for match in _IMPORT_LINE.finditer(text):
-            source, imported, plain = match.groups()
-            if plain is not None:
-                names.update(item.split(" as ")[0].strip() for item in plain.split("#")[0].split(";")[0].split(","))
-                continue
-            base = _resolve(source, package)
-            names.add(base)
-            imported = "\n".join(line.split("#")[0] for line in imported.splitlines()).split(";")[0]
-            for item in imported.strip("()\n ").replace("\n", " ").split(","):
-                item = item.split(" as ")[0].strip()
-                if item and item != "*":
-                    names.add(f"{base}.{item}" if base else item)
+        text = _read(full)
+        if "test" in text or "doc" in text:
+            names |= imports_of(rel, text)
     return names
 
 
-def _imported(candidate: str, imports: set[str]) -> bool:
-    """Whether any import names the candidate package (python/pkg/tests -> pkg.tests) or a module in it."""
+def _within(name: str, dotted: str) -> bool:
+    return name == dotted or name.startswith(dotted + ".")
+
+
+def _module_file(site: Path, dotted: str) -> str | None:
+    base = dotted.replace(".", "/")
+    for rel in (f"{base}.py", f"{base}/__init__.py"):
+        if (site / rel).is_file():
+            return rel
+    return None
+
+
+def needed_files(site: Path, candidate: str, names: set[str]) -> set[str] | None:
+    """The files of a tests/docs package that imports from outside need (with what they import in turn).
+
+    None when that cannot be told statically (the package itself or a non-module name is used):
+    then the whole directory stays.
+    """
     dotted = candidate.replace("/", ".")
-    return any(name == dotted or name.startswith(dotted + ".") for name in imports)
+    keep: set[str] = set()
+    pending = sorted(names)
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen or not _within(name, dotted):
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        # The longest prefix that is a module: `pkg.tests._natype.pd_NA` is an attribute of pkg.tests._natype.
+        for length in range(len(parts), len(dotted.split(".")), -1):
+            module = _module_file(site, ".".join(parts[:length]))
+            if module:
+                break
+        else:
+            return None
+        if module in keep:
+            continue
+        keep.add(module)
+        pending.extend(imports_of(module, _read(site / module)))
+    for module in list(keep):  # the packages on the way must stay importable
+        folder = module.rsplit("/", 1)[0]
+        while _within(folder.replace("/", "."), dotted):
+            keep.add(f"{folder}/__init__.py")
+            folder = folder.rsplit("/", 1)[0]
+    return {k for k in keep if (site / k).is_file()}
 
 
-def optional_dirs(site: Path) -> list[str]:
-    """tests/docs directories inside packages that nothing outside them imports (relative to site)."""
+def _source_of(path: str) -> str | None:
+    """pkg/__pycache__/mod.cpython-312.pyc -> pkg/mod.py (bytecode stays with its kept source)."""
+    folder, _, name = path.rpartition("/__pycache__/")
+    return f"{folder}/{name.split('.', 1)[0]}.py" if name else None
+
+
+def optional_paths(site: Path) -> list[str]:
+    """tests/docs directories inside packages (relative to site) that nothing outside them imports;
+    for those partly imported, every file not needed."""
     candidates = []
     for rel, full in iter_tree(site):
         if full.is_dir() and full.name in OPTIONAL_DIR_NAMES and "/" in rel and ".dist-info" not in rel:
@@ -119,7 +177,21 @@ def optional_dirs(site: Path) -> list[str]:
     if not candidates:
         return []
     imports = _referenced_modules(site, set(candidates))
-    return [c for c in candidates if not _imported(c, imports)]
+    doomed = []
+    for candidate in candidates:
+        dotted = candidate.replace("/", ".")
+        used = {name for name in imports if _within(name, dotted)}
+        if not used:
+            doomed.append(candidate)
+            continue
+        keep = needed_files(site, candidate, used)
+        if keep is None:
+            continue
+        for rel, full in iter_tree(site / candidate):
+            path = f"{candidate}/{rel}"
+            if full.is_file() and path not in keep and _source_of(path) not in keep:
+                doomed.append(path)
+    return doomed
 
 
 def _other_pycache(rel: str, cache_tag: str) -> bool:
@@ -132,7 +204,7 @@ def slim_tree(root: Path, arch: str, cache_tag: str) -> SlimResult:
     site = root / "python"
     doomed: list[Path] = []
     if site.is_dir():
-        for rel in optional_dirs(site):
+        for rel in optional_paths(site):
             doomed.append(site / rel)
         for rel, full in iter_tree(site):
             if full.is_file() and (rel.endswith(SOURCE_SUFFIXES) or _other_pycache(rel, cache_tag)):

@@ -47,6 +47,12 @@ def make_layer(root: Path) -> Path:
     write(site / "gamma" / "__init__.py", "import gamma.test.helpers\n")
     write(site / "gamma" / "test" / "__init__.py")
     write(site / "gamma" / "test" / "helpers.py", "X = 1\n")
+    write(site / "delta" / "__init__.py", "from delta.tests._helper import X  # a helper shipped inside tests\n")
+    write(site / "delta" / "tests" / "__init__.py")
+    write(site / "delta" / "tests" / "_helper.py", "from .common import Y as X\n")
+    write(site / "delta" / "tests" / "common.py", "Y = 1\n")
+    write(site / "delta" / "tests" / "test_big.py", "import delta\n")
+    write(site / "delta" / "tests" / "data" / "big.json", "{}")
     write(site / "alpha-1.0.dist-info" / "RECORD", "\n".join([
         "alpha/__init__.py,sha256=a,1", "alpha/core.py,sha256=b,2", "alpha/core.pyi,sha256=c,3",
         "alpha/speedups.c,sha256=d,4", "alpha/speedups.pyx,sha256=e,5", "alpha/include/alpha.h,sha256=f,6",
@@ -72,17 +78,19 @@ def test_slim_removes_tests_docs_sources_and_foreign_bytecode(tmp_path):
         "alpha/__init__.py", "alpha/core.py", f"alpha/__pycache__/core.{HOST_TAG}.pyc",
         "beta/__init__.py", "beta/tests/__init__.py",  # imported by beta: kept
         "gamma/__init__.py", "gamma/test/__init__.py", "gamma/test/helpers.py",  # imported by gamma: kept
+        "delta/__init__.py", "delta/tests/__init__.py", "delta/tests/_helper.py", "delta/tests/common.py",  # needed part
         "alpha-1.0.dist-info/RECORD",
     }  # fmt: skip
     assert not (site / "alpha" / "include").exists()  # emptied directories are pruned
     assert sorted(result.removed) == sorted([
         "python/alpha/core.pyi", "python/alpha/speedups.c", "python/alpha/speedups.pyx",
         "python/alpha/include/alpha.h", "python/alpha/tests/__init__.py", "python/alpha/tests/test_core.py",
-        "python/alpha/docs/index.rst", "python/alpha/__pycache__/core.cpython-39.pyc"])  # fmt: skip
+        "python/alpha/docs/index.rst", "python/alpha/__pycache__/core.cpython-39.pyc",
+        "python/delta/tests/test_big.py", "python/delta/tests/data/big.json"])  # fmt: skip
     assert (site / "alpha-1.0.dist-info" / "RECORD").read_text() == (
         "alpha/__init__.py,sha256=a,1\nalpha/core.py,sha256=b,2\nalpha-1.0.dist-info/RECORD,,\n")
-    assert result.summary().startswith("slim: removed 8 files (")
-    proc = import_ok(site, "alpha", "beta", "gamma")
+    assert result.summary().startswith("slim: removed 10 files (")
+    proc = import_ok(site, "alpha", "beta", "gamma", "delta")
     assert proc.returncode == 0, proc.stderr
 
 
