@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -12,6 +15,7 @@ from .backends import wheels
 from .backends.base import BuildRequest
 from .distlock import publish_pair, temp_prefix
 from .errors import NeedsCompilingError
+from .lockfile import Lock, parse_lock, requirements_digest
 from .manifest import Manifest, read_manifest
 
 
@@ -26,10 +30,13 @@ def key_for(request: BuildRequest, backend: str, progress: Callable[[str], None]
         if backend != "wheels":
             progress("not cached: no committed lock to key the build on (run 'layerbuild lock')")
             return None
-        try:
-            request.lock = wheels.resolve_lock(request)
-        except NeedsCompilingError:
-            return None  # the backend raises it again and the build falls back or fails as before
+        request.lock = remembered_resolution(request)
+        if request.lock is None:
+            try:
+                request.lock = wheels.resolve_lock(request)
+            except NeedsCompilingError:
+                return None  # the backend raises it again and the build falls back or fails as before
+            remember_resolution(request)
     normalised = recipe.to_dict()
     for per_target in ("python", "architectures"):  # the target itself is keyed; widening the matrix keeps hits
         normalised.pop(per_target, None)
@@ -67,3 +74,52 @@ def publish_hit(key: str, stem: str, zip_path: Path, manifest_path: Path,
         for tmp in (tmp_zip, tmp_manifest):
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
+
+
+# A fresh resolution is remembered for as long as the index's own pages may be cached (PyPI's simple
+# pages say max-age=600, which uv honours): within that window uv would answer from its HTTP cache
+# with the same pins anyway. LAYERBUILD_RESOLUTION_TTL=0 turns it off; --no-cache skips it.
+DEFAULT_RESOLUTION_TTL = 600
+
+
+def _resolution_ttl() -> float:
+    try:
+        return max(0.0, float(os.environ.get("LAYERBUILD_RESOLUTION_TTL", DEFAULT_RESOLUTION_TTL)))
+    except ValueError:
+        return DEFAULT_RESOLUTION_TTL
+
+
+def _resolution_path(request: BuildRequest) -> Path:
+    payload = {"requirements": requirements_digest(request.recipe), "target": request.target.slug,
+               "index": request.index.index_url, "extra": list(request.index.extra_index_urls),
+               "version": cache.__version__}  # fmt: skip
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return cache.cache_root().parent / "resolutions" / f"{key}.json"
+
+
+def remembered_resolution(request: BuildRequest) -> Lock | None:
+    ttl = _resolution_ttl()
+    if not ttl:
+        return None
+    path = _resolution_path(request)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not 0 <= time.time() - float(data["created"]) <= ttl:
+            return None
+        return parse_lock(data["lock"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remember_resolution(request: BuildRequest) -> None:
+    if not _resolution_ttl() or request.lock is None:
+        return
+    path = _resolution_path(request)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".res.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump({"created": time.time(), "lock": request.lock.render(request.target)}, handle)
+        os.replace(name, path)
+    except OSError:
+        pass  # remembering is an optimisation only

@@ -189,3 +189,36 @@ def test_recipe_and_all_are_exclusive(invoke, args, message):
     result = invoke("build", *args)
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+# --- remembered resolutions -------------------------------------------------------------------
+
+
+def test_a_fresh_resolution_is_remembered_within_its_ttl(invoke, write_recipe, tmp_path, private_cache):
+    path = write_recipe(name="pm", packages=["pymysql"], python=["3.11"])
+    out = tmp_path / "dist"
+    assert invoke("build", path, "--out", out).exit_code == 0
+    [memo] = list((private_cache.parent / "resolutions").glob("*.json"))
+    data = json.loads(memo.read_text())
+    assert "pymysql==" in data["lock"]
+
+    # Within the TTL the remembered pins are used as they are: prove it with pins that cannot install.
+    broken = {"created": data["created"], "lock": data["lock"].replace("pymysql==", "pymysql==0.0.0+nope", 1)}
+    memo.write_text(json.dumps(broken))
+    result = invoke("build", path, "--out", out)
+    assert result.exit_code == 1 and "error: " in result.stderr
+
+    # Past the TTL it is resolved afresh (and remembered again).
+    memo.write_text(json.dumps({**broken, "created": data["created"] - 3600}))
+    result = invoke("build", path, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("cached: ")
+    assert json.loads(memo.read_text())["lock"] == data["lock"]
+
+
+def test_resolution_ttl_zero_remembers_nothing(invoke, write_recipe, tmp_path, private_cache, monkeypatch):
+    monkeypatch.setenv("LAYERBUILD_RESOLUTION_TTL", "0")
+    path = write_recipe(name="pm", packages=["pymysql"], python=["3.11"])
+    assert invoke("build", path, "--out", tmp_path / "dist").exit_code == 0
+    assert not list((private_cache.parent / "resolutions").glob("*.json"))
+    assert invoke("build", path, "--out", tmp_path / "dist").stdout.startswith("cached: ")
