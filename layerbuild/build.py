@@ -19,7 +19,7 @@ from . import cachestep, contents
 from .parallel import run_all
 from .backends import wheels
 from .backends.base import BuildRequest, LayerTree
-from .distlock import publish_pair, remove_orphan_zip, remove_stale_temps, temp_prefix, workdir_prefix
+from .distlock import publish_pair, remove_orphan_zip, remove_stale_temps, sigint_held, temp_prefix, workdir_prefix
 from .errors import BuildError, LockError, NeedsCompilingError
 from .layout import fix_records, remove_paths, write_deterministic_zip
 from .lockfile import Lock, parse_lock, requirements_digest
@@ -180,18 +180,21 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
             handle.write(manifest.to_json())
         for tmp in (tmp_zip, tmp_manifest):
             os.chmod(tmp, 0o644)
+        if cache_key:
+            # From our own temp files: once published, dist/ may already hold a concurrent build's
+            # (different) zip, which must never be cached under this build's key.
+            cachestep.cache.store(cache_key, tmp_zip, tmp_manifest)
         # Under a lock with Ctrl-C held back: concurrent builds never leave a mixed pair.
         publish_pair(tmp_zip, zip_path, tmp_manifest, manifest_path)
         tmp_zip = tmp_manifest = None
         progress(target, f"built {zip_path} ({summary.zipped_bytes:,} bytes zipped, {summary.unzipped_bytes:,} unzipped)")
-        if cache_key:
-            cachestep.cache.store(cache_key, zip_path, manifest_path)
         return BuildOutcome(target, zip_path, manifest_path, manifest, "built", tree.notes)
     finally:
-        for tmp in (tmp_zip, tmp_manifest):
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-        shutil.rmtree(work_dir, ignore_errors=True)
+        with sigint_held():  # a Ctrl-C landing here must not cut the cleanup short
+            for tmp in (tmp_zip, tmp_manifest):
+                if tmp is not None:
+                    tmp.unlink(missing_ok=True)
+            shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def _sha256_text(text: str) -> str:

@@ -73,7 +73,7 @@ def remove_orphan_zip(out_dir: Path, stem: str) -> bool:
 
 
 @contextmanager
-def _sigint_held():
+def sigint_held():
     """Defer Ctrl-C until the block is done (it is delivered right after)."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -92,7 +92,7 @@ def publish_lock(out_dir: Path, stem: str):
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        with _sigint_held():
+        with sigint_held():
             yield
     finally:
         os.close(fd)  # closing releases the flock
@@ -108,3 +108,7 @@ def publish_pair(tmp_zip: Path, zip_path: Path, tmp_manifest: Path, manifest_pat
         manifest_path.unlink(missing_ok=True)
         os.replace(tmp_zip, zip_path)
         os.replace(tmp_manifest, manifest_path)
+        # rename(2) does nothing when both names are hard links to one inode (a cache hit linked
+        # into dist/ twice): the temp name would stay behind.
+        tmp_zip.unlink(missing_ok=True)
+        tmp_manifest.unlink(missing_ok=True)

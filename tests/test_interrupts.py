@@ -30,7 +30,7 @@ PACKAGES = ["requests", "pymysql", "markupsafe"]  # several wheels: resolve, ins
 STEM = "intr-python3.12-x86_64"
 TRIALS = 12  # half SIGINT, half SIGKILL
 BUILD_TIMEOUT = 300
-SEED = 20261125
+SEED = int(os.environ.get("LAYERBUILD_INTERRUPT_SEED", "20261125"))
 
 
 @pytest.fixture(scope="module")
@@ -41,21 +41,22 @@ def bench(tmp_path_factory):
     recipe.write_text("name: intr\npackages: [%s]\n" % ", ".join(PACKAGES), encoding="utf-8")
     tmpdir = base / "tmp"
     tmpdir.mkdir()
-    env = dict(os.environ, TMPDIR=str(tmpdir), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, TMPDIR=str(tmpdir), PYTHONUNBUFFERED="1", XDG_CACHE_HOME=str(base / "xdg"))
     env.setdefault("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv"))
     return {"base": base, "recipe": recipe, "tmpdir": tmpdir, "env": env}
 
 
-def start_build(bench, out: Path) -> subprocess.Popen:
+def start_build(bench, out: Path, *extra: str, cache_home: Path | None = None) -> subprocess.Popen:
+    env = dict(bench["env"], XDG_CACHE_HOME=str(cache_home)) if cache_home else bench["env"]
     return subprocess.Popen(
-        [sys.executable, "-m", "layerbuild", "build", str(bench["recipe"]), "--out", str(out)],
-        cwd=REPO, env=bench["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "layerbuild", "build", str(bench["recipe"]), "--out", str(out), *extra],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # its own process group, so uv children get the signal too
     )  # fmt: skip
 
 
-def run_build(bench, out: Path) -> subprocess.CompletedProcess:
-    proc = start_build(bench, out)
+def run_build(bench, out: Path, *extra: str, cache_home: Path | None = None) -> subprocess.CompletedProcess:
+    proc = start_build(bench, out, *extra, cache_home=cache_home)
     stdout, stderr = proc.communicate(timeout=BUILD_TIMEOUT)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
@@ -93,6 +94,25 @@ def check_dist(out: Path, previous: dict | None = None) -> dict:
     return found
 
 
+def check_cache(cache_home: Path) -> int:
+    """Every published cache entry is intact and self-consistent; returns how many there are."""
+    root = cache_home / "layerbuild" / "builds"
+    entries = [d for d in root.glob("*/*") if d.is_dir() and not d.name.startswith(".")] if root.exists() else []
+    for entry in entries:
+        try:
+            recorded = json.loads((entry / "entry.json").read_text(encoding="utf-8"))
+            zip_sha = hashlib.sha256((entry / "layer.zip").read_bytes()).hexdigest()
+            manifest_bytes = (entry / "manifest.json").read_bytes()
+            ok = (zip_sha == recorded["zip_sha256"] == json.loads(manifest_bytes)["sha256"]
+                  and hashlib.sha256(manifest_bytes).hexdigest() == recorded["manifest_sha256"])  # fmt: skip
+        except (OSError, ValueError, KeyError):
+            ok = False
+        if not ok:
+            reliability_figures.count("artifacts_lost_or_corrupted", detail="poisoned cache entry")
+            pytest.fail(f"cache entry {entry} is poisoned")
+    return len(entries)
+
+
 def leftovers(out: Path, tmpdir: Path) -> list[str]:
     temps = [p.name for p in out.glob("*.tmp")] if out.exists() else []
     return temps + [p.name for p in tmpdir.glob("layerbuild-*")]
@@ -103,7 +123,7 @@ def duration(bench):
     """Seconds from the first progress line to the end of a warm build (delays are spread over it)."""
     out = bench["base"] / "warm"
     assert run_build(bench, out).returncode == 0  # warms uv's cache
-    proc = start_build(bench, out)
+    proc = start_build(bench, out, "--no-cache")
     wait_for_first_progress(proc)
     started = time.monotonic()
     proc.communicate(timeout=BUILD_TIMEOUT)
@@ -112,40 +132,51 @@ def duration(bench):
 
 
 def test_sigint_and_sigkill_at_random_points_never_leave_partial_output(bench, duration):
+    """Half the trials rebuild (--no-cache); half build into a cold cache, so kills can land mid-store."""
     rng = random.Random(SEED)
     shared = bench["base"] / "shared"
-    assert run_build(bench, shared).returncode == 0
+    assert run_build(bench, shared, "--no-cache").returncode == 0
     outcomes = []
     for trial in range(TRIALS):
         sig = signal.SIGINT if trial % 2 == 0 else signal.SIGKILL
         # Alternate an empty output directory with one already holding a good artifact.
         out = shared if trial % 4 >= 2 else bench["base"] / f"fresh{trial}"
+        cache_home = bench["base"] / f"cache{trial}" if trial % 3 == 2 or trial >= TRIALS // 2 else None
+        extra = () if cache_home else ("--no-cache",)
         before = check_dist(out)
         delay = rng.uniform(0, duration * 1.1)
-        proc = start_build(bench, out)
+        proc = start_build(bench, out, *extra, cache_home=cache_home)
         wait_for_first_progress(proc)
         time.sleep(delay)
         if proc.poll() is None:
             os.killpg(proc.pid, sig)
             reliability_figures.count("interrupted_builds", detail=f"{signal.Signals(sig).name}")
         _, stderr = proc.communicate(timeout=BUILD_TIMEOUT)
-        outcomes.append((sig.name, round(delay, 2), proc.returncode))
+        outcomes.append((sig.name, "cache" if cache_home else "no-cache", round(delay, 2), proc.returncode))
         check_dist(out, before)
+        if cache_home:
+            check_cache(cache_home)
         if sig == signal.SIGINT:
             # A clean interrupt cleans up after itself and says so in one line.
-            assert leftovers(out, bench["tmpdir"]) == [], (delay, stderr)
-            if proc.returncode != 0:
+            left = leftovers(out, bench["tmpdir"])
+            assert left == [], (left, delay, stderr)
+            if proc.returncode == -signal.SIGINT:
+                # Landed after the work was done, while the interpreter was exiting: nothing to report.
+                assert "] built " in stderr or "] cached " in stderr, stderr
+            elif proc.returncode != 0:
                 assert proc.returncode == 130, stderr
                 assert stderr.strip().splitlines()[-1] == "error: interrupted", stderr
                 assert "Traceback" not in stderr, stderr
         # Whatever happened, the next build succeeds and leaves nothing behind.
-        result = run_build(bench, out)
+        result = run_build(bench, out, *extra, cache_home=cache_home)
         assert result.returncode == 0, result.stderr
         assert leftovers(out, bench["tmpdir"]) == [], (sig, delay)
         assert check_dist(out)
-    print("interrupt trials (signal, delay s, exit status):", outcomes)
+        if cache_home:
+            assert check_cache(cache_home) == 1  # the rebuild stored (or reused) one intact entry
+    print("interrupt trials (signal, mode, delay s, exit status):", outcomes)
     # The random points really spread over the build: some signals landed before it finished.
-    assert any(code != 0 for _, _, code in outcomes)
+    assert any(code != 0 for *_, code in outcomes)
 
 
 def test_stale_temps_of_dead_builds_are_removed_and_live_ones_kept(bench, tmp_path):
@@ -198,8 +229,84 @@ def test_concurrent_builds_of_one_target_end_with_one_matching_pair(bench, tmp_p
         procs = [start_build(bench, out) for _ in range(2)]
         reliability_figures.count("faults", detail="concurrent builds of one target")
         for proc in procs:
-            _, stderr = proc.communicate(timeout=BUILD_TIMEOUT)
+            _, stderr = proc.communicate(timeout=BUILD_TIMEOUT)  # one may be served from the other's cache entry
             assert proc.returncode == 0, stderr
         found = check_dist(out)
         assert list(found) == [f"{STEM}.zip"]
         assert not list(out.glob("*.tmp"))
+
+
+# --- the build cache: never a poisoned entry ---------------------------------------------------
+
+
+def test_corrupted_cache_entry_is_detected_and_rebuilt(bench, tmp_path):
+    out, cache_home = tmp_path / "dist", tmp_path / "xdg"
+    assert run_build(bench, out, cache_home=cache_home).returncode == 0
+    [entry] = [d for d in (cache_home / "layerbuild" / "builds").glob("*/*") if not d.name.startswith(".")]
+    data = bytearray((entry / "layer.zip").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit of rot
+    (entry / "layer.zip").write_bytes(bytes(data))
+    reliability_figures.count("faults", detail="corrupted cache entry")
+    result = run_build(bench, out, cache_home=cache_home)
+    assert result.returncode == 0, result.stderr
+    assert "corrupted" in result.stderr and result.stdout.startswith("built:"), result.stderr
+    assert check_dist(out) and check_cache(cache_home) == 1
+    again = run_build(bench, out, cache_home=cache_home)
+    assert again.stdout.startswith("cached:"), again.stdout  # the re-stored entry is good
+
+
+def test_cache_stores_this_builds_bytes_even_if_dist_changes_right_after_publish(tmp_path, monkeypatch, write_recipe):
+    """A concurrent build may publish other bytes into dist/ right after us: the cache keeps ours."""
+    import layerbuild.build as build_module
+    from layerbuild.recipe import load_recipe
+    from layerbuild.runtimes import make_target
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    real_publish = build_module.publish_pair
+
+    def publish_then_overwritten(tmp_zip, zip_path, tmp_manifest, manifest_path):
+        real_publish(tmp_zip, zip_path, tmp_manifest, manifest_path)
+        # Another build publishes its own (here: empty) layer the way layerbuild does: by rename.
+        other = zip_path.with_name(".other.zip.tmp")
+        other.write_bytes(b"PK\x05\x06" + bytes(18))
+        manifest = json.loads(manifest_path.read_text())
+        manifest["sha256"] = hashlib.sha256(other.read_bytes()).hexdigest()
+        os.replace(other, zip_path)
+        manifest_path.write_text(json.dumps(manifest))
+
+    monkeypatch.setattr(build_module, "publish_pair", publish_then_overwritten)
+    reliability_figures.count("faults", detail="dist replaced right after publish")
+    recipe = load_recipe(str(write_recipe(name="race", packages=["six"])))
+    outcome = build_module.build_target(recipe, make_target("3.12", "x86_64"), out_dir=tmp_path / "dist")
+    [entry] = [d for d in (tmp_path / "xdg" / "layerbuild" / "builds").glob("*/*") if not d.name.startswith(".")]
+    if hashlib.sha256((entry / "layer.zip").read_bytes()).hexdigest() != outcome.manifest.sha256:
+        reliability_figures.count("artifacts_lost_or_corrupted", detail="poisoned cache entry")
+        pytest.fail("the cache holds another build's zip under this build's key")
+
+
+def test_publishing_a_hard_link_of_the_current_zip_leaves_no_temp_name(tmp_path):
+    """rename(2) is a no-op between two links to one inode (cache hits link entries into dist/)."""
+    from layerbuild.distlock import publish_pair
+
+    out = tmp_path / "dist"
+    out.mkdir()
+    zip_path, manifest_path = out / f"{STEM}.zip", out / f"{STEM}.json"
+    zip_path.write_bytes(b"PK zip")
+    manifest_path.write_text("{}")
+    tmp_zip, tmp_manifest = out / f".{STEM}.{os.getpid()}.a.zip.tmp", out / f".{STEM}.{os.getpid()}.a.json.tmp"
+    os.link(zip_path, tmp_zip)
+    os.link(manifest_path, tmp_manifest)
+    publish_pair(tmp_zip, zip_path, tmp_manifest, manifest_path)
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".lock")) == [f"{STEM}.json", f"{STEM}.zip"]
+
+
+def test_repeated_cache_hits_leave_no_temp_files(bench, tmp_path):
+    out, cache_home = tmp_path / "dist", tmp_path / "xdg"
+    statuses = []
+    for _ in range(3):
+        result = run_build(bench, out, cache_home=cache_home)
+        assert result.returncode == 0, result.stderr
+        statuses.append(result.stdout.split(":", 1)[0])
+        assert not list(out.glob("*.tmp")), statuses
+    assert statuses == ["built", "cached", "cached"]
+    assert check_dist(out)
