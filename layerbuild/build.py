@@ -17,10 +17,11 @@ from typing import Callable
 from . import __version__
 from . import cachestep, contents
 from .parallel import run_all
+from .backends import docker as docker_backend
 from .backends import wheels
 from .backends.base import BuildRequest, LayerTree
 from .distlock import publish_pair, remove_orphan_zip, remove_stale_temps, sigint_held, temp_prefix, workdir_prefix
-from .errors import BuildError, LockError, NeedsCompilingError
+from .errors import BuildError, DockerUnavailableError, LockError, NeedsCompilingError
 from .layout import fix_records, remove_paths, write_deterministic_zip
 from .lockfile import Lock, parse_lock, requirements_digest
 from .manifest import Manifest, manifest_path_for
@@ -36,7 +37,9 @@ ALWAYS_EXCLUDED = ("python/bin", "python/.lock")
 Progress = Callable[[Target, str], None]
 
 # name -> callable(BuildRequest) -> LayerTree. The docker backend registers itself here.
-BACKENDS: dict[str, Callable[[BuildRequest], LayerTree]] = {"wheels": wheels.build}
+BACKENDS: dict[str, Callable[[BuildRequest], LayerTree]] = {"wheels": wheels.build, "docker": docker_backend.build}
+# name -> callable(BuildRequest) -> Lock: how `layerbuild lock` resolves for each backend.
+LOCKERS: dict[str, Callable[[BuildRequest], Lock]] = {"wheels": wheels.resolve_lock, "docker": docker_backend.resolve_lock}
 
 
 @dataclass
@@ -128,7 +131,8 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
     work_dir = Path(tempfile.mkdtemp(prefix=workdir_prefix(stem)))
     tmp_zip = tmp_manifest = None
     try:
-        request = BuildRequest(recipe=recipe, target=target, work_dir=work_dir, index=index, lock=lock, image=image)
+        request = BuildRequest(recipe=recipe, target=target, work_dir=work_dir, index=index, lock=lock, image=image,
+                               out_dir=out_dir)  # fmt: skip
         # Build cache (layerbuild/cache.py): an unchanged target is copied, not rebuilt.
         cache_key = cachestep.key_for(request, chosen, lambda m: progress(target, m)) if use_cache else None
         cached = cache_key and cachestep.publish_hit(cache_key, stem, zip_path, manifest_path, lambda m: progress(target, m))
@@ -138,13 +142,21 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
         progress(target, f"building with {chosen}" + (" from the committed lock" if lock else ""))
         try:
             tree = run_backend(chosen, request)
-        except NeedsCompilingError:
+        except NeedsCompilingError as needs:
             if backend != "auto" or recipe.backend != "auto" or "docker" not in BACKENDS:
                 raise
             progress(target, "a requirement needs compiling: switching to the docker backend")
             shutil.rmtree(work_dir)
             work_dir.mkdir()
-            tree = run_backend("docker", request)
+            request.lock = lock  # a wheels-only resolution is not the image's: lock again inside it
+            try:
+                tree = run_backend("docker", request)
+            except DockerUnavailableError as unavailable:
+                raise DockerUnavailableError(
+                    f"{needs.package} needs compiling for {target.slug} (no compatible wheel, not pure Python), "
+                    f"which needs Docker, but {unavailable}; or pin a version of {needs.package} that ships "
+                    f"manylinux wheels for {target.slug} and build with --backend wheels"
+                ) from None
 
         finalize_tree(tree, recipe)
         contents.apply(tree, recipe, target, lambda m: progress(target, m))  # slimming, then bytecode
@@ -227,7 +239,12 @@ def lock_recipe(recipe: Recipe, pythons=None, arches=None, progress: Progress | 
         work_dir = Path(tempfile.mkdtemp(prefix=f"layerbuild-lock-{recipe.name}-"))
         try:
             request = BuildRequest(recipe=recipe, target=target, work_dir=work_dir, index=index)
-            lock = wheels.resolve_lock(request)
+            try:
+                lock = LOCKERS[choose_backend(recipe, "auto")](request)
+            except NeedsCompilingError:
+                if recipe.backend != "auto":
+                    raise
+                lock = LOCKERS["docker"](request)  # compiled requirements are locked inside the build image
             path = recipe.lock_path(target)
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=f".{target.slug}.", suffix=".tmp", dir=path.parent)

@@ -45,3 +45,32 @@ class BuildError(LayerbuildError):
 
 class LockError(LayerbuildError):
     """A lock file is missing, stale or does not verify."""
+
+
+class DockerError(BuildError):
+    """The docker backend could not do its part (engine, image, emulation, system packages)."""
+
+
+class DockerUnavailableError(DockerError):
+    """No Docker engine answers at DOCKER_HOST (or the default socket)."""
+
+
+class BuildImageError(DockerError):
+    """The build image is missing and not pullable, or does not fit the target."""
+
+
+class EmulationError(DockerError):
+    """The engine cannot run containers for the target architecture (no binfmt/qemu emulation)."""
+
+
+class SystemPackageError(DockerError):
+    """The image's package manager could not install the recipe's system_packages."""
+
+
+class CompileError(BuildError):
+    """A requirement failed to compile in the build image; the log file holds the compiler output."""
+
+    def __init__(self, message: str, package: str, log_path):
+        super().__init__(message)
+        self.package = package
+        self.log_path = log_path

@@ -20,6 +20,7 @@ class BuildRequest:
     index: IndexSettings
     lock: Lock | None = None  # the committed lock, when there is a current one
     image: str | None = None  # docker backend: the build image to use
+    out_dir: Path | None = None  # where the build's outputs go (the docker backend puts failure logs there)
 
 
 @dataclass
