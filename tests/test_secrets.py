@@ -157,3 +157,57 @@ def test_package_build_scripts_get_no_aws_variables(write_recipe, invoke, tmp_pa
         assert environ.get("LAYERBUILD_ENV_DUMP") == str(dump)  # the dump works: other variables pass
         assert not [k for k in environ if k.startswith("AWS_")], sorted(k for k in environ if k.startswith("AWS_"))
     scan_tree(tmp_path / "dist")
+
+
+# --- the Docker backend: containers get an environment built from scratch ----------------------
+
+STANDIN_IMAGE = "layerbuild-standin-build:bookworm"  # tests/images/build-standin.sh
+
+
+def test_container_env_is_built_from_scratch_without_aws(monkeypatch):
+    from layerbuild.backends.docker import container_env
+    from layerbuild.uvdriver import IndexSettings
+
+    for key, value in AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("HOST_ONLY_MARKER", "host")
+    env = container_env(IndexSettings(), (("AWS_SESSION_TOKEN", SESSION_TOKEN), ("CFLAGS", "-O1")), ca_mounted=True)
+    assert not [k for k in env if k.upper().startswith("AWS_")]
+    assert "HOST_ONLY_MARKER" not in env and "HOME" not in env  # nothing copied from the host
+    assert env["CFLAGS"] == "-O1"
+    assert_no_secrets(json.dumps(env), "container environment")
+
+
+def test_container_mounts_expose_no_home_or_recipe_directory(tmp_path):
+    from layerbuild.backends.docker import _mounts
+
+    work = tmp_path / "layerbuild-work"
+    mounts = _mounts(tmp_path / "ca.pem", "layerbuild-pip-cache", work)
+    sources = [m.source for m in mounts if not m.volume]
+    assert sorted(sources) == sorted([str((tmp_path / "ca.pem").resolve()), str(work)])
+    assert not any(s in (str(Path.home()), "/") for s in sources)
+
+
+@pytest.mark.docker
+def test_a_real_container_sees_no_aws_variables(monkeypatch):
+    """The environment layerbuild hands Docker, as a real container sees it (`env` inside it)."""
+    from layerbuild.backends.docker import container_env
+    from layerbuild.dockerengine import Engine, RunSpec
+    from layerbuild.runtimes import DOCKER_PLATFORM
+    from layerbuild.uvdriver import IndexSettings
+
+    try:
+        engine = Engine.connect()
+    except Exception as exc:  # no engine here: CI has one
+        pytest.skip(f"no Docker engine: {exc}")
+    if engine.local_image(STANDIN_IMAGE) is None:
+        pytest.skip(f"{STANDIN_IMAGE} not built (tests/images/build-standin.sh)")
+    for key, value in AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    env = container_env(IndexSettings(), (), ca_mounted=False)
+    result = engine.run(RunSpec(STANDIN_IMAGE, ["env"], DOCKER_PLATFORM["x86_64"], environment=env, timeout=120))
+    assert result.exit_code == 0, result.output
+    seen = dict(line.split("=", 1) for line in result.output.splitlines() if "=" in line)
+    assert "PIP_INDEX_URL" in seen  # the listing is real
+    assert not [k for k in seen if k.startswith("AWS_")], seen
+    assert_no_secrets(result.output, "container env")
