@@ -173,7 +173,7 @@ def compile_tree(site: Path, target_python: str, mode: str = "alongside", worker
     if interpreter is None:
         return BytecodeResult(mode, note=(
             f"no bytecode: no local Python {target_python} interpreter to compile with (bytecode is only valid "
-            f"for the version that wrote it); install python{target_python} or use the docker backend"))  # fmt: skip
+            f"for the version that wrote it); install python{target_python} (on PATH or with pyenv) to ship bytecode"))  # fmt: skip
     output = _run_compileall(interpreter, site, workers)
     failed = sorted({m.group(1) for line in output.splitlines() if (m := _ERROR_LINE.match(line))})
     failed = [_relative(f, site) for f in failed]

@@ -168,7 +168,7 @@ def test_target_without_a_matching_interpreter_gets_a_note(tmp_path, monkeypatch
     finally:
         bytecode.find_interpreter.cache_clear()
     note = ("no bytecode: no local Python 3.14 interpreter to compile with (bytecode is only valid for the version "
-            "that wrote it); install python3.14 or use the docker backend")  # fmt: skip
+            "that wrote it); install python3.14 (on PATH or with pyenv) to ship bytecode")  # fmt: skip
     assert note in outcome.manifest.extra["notes"]
     assert note in messages
     assert not [n for n in names(outcome.zip_path) if n.endswith(".pyc")]
