@@ -248,10 +248,13 @@ def lock_recipe(recipe: Recipe, pythons=None, arches=None, progress: Progress | 
             path = recipe.lock_path(target)
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=f".{target.slug}.", suffix=".tmp", dir=path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(lock.render(target))
-            os.chmod(name, 0o644)
-            os.replace(name, path)
+            try:  # lock directories are committed: never leave a temp file in one
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(lock.render(target))
+                os.chmod(name, 0o644)
+                os.replace(name, path)
+            finally:
+                Path(name).unlink(missing_ok=True)
             progress(target, f"locked {len(lock.pins)} packages in {path}")
             written.append(path)
         finally:

@@ -310,3 +310,24 @@ def test_repeated_cache_hits_leave_no_temp_files(bench, tmp_path):
         assert not list(out.glob("*.tmp")), statuses
     assert statuses == ["built", "cached", "cached"]
     assert check_dist(out)
+
+
+def test_interrupted_lock_write_leaves_no_temp_file_in_the_lock_directory(write_recipe, monkeypatch):
+    """Lock directories are committed to git: a Ctrl-C while writing one must not litter it."""
+    import layerbuild.build as build_module
+    from layerbuild.recipe import load_recipe
+
+    path = write_recipe(name="lockint", packages=["six"])
+    real_replace = os.replace
+
+    def interrupted_replace(src, dst):
+        if str(dst).endswith(".txt"):
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(build_module.os, "replace", interrupted_replace)
+    reliability_figures.count("interrupted_builds", detail="SIGINT while writing a lock")
+    with pytest.raises(KeyboardInterrupt):
+        build_module.lock_recipe(load_recipe(str(path)))
+    lock_dir = path.parent / "lockint.lock"
+    assert not list(lock_dir.glob("*")), list(lock_dir.iterdir())
