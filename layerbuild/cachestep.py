@@ -14,7 +14,7 @@ from . import cache, contents
 from .backends import wheels
 from .backends.base import BuildRequest
 from .distlock import publish_pair, temp_prefix
-from .errors import NeedsCompilingError
+from .errors import LayerbuildError, NeedsCompilingError
 from .lockfile import Lock, parse_lock, requirements_digest
 from .manifest import Manifest, read_manifest
 
@@ -83,10 +83,16 @@ DEFAULT_RESOLUTION_TTL = 600
 
 
 def _resolution_ttl() -> float:
-    try:
-        return max(0.0, float(os.environ.get("LAYERBUILD_RESOLUTION_TTL", DEFAULT_RESOLUTION_TTL)))
-    except ValueError:
+    raw = os.environ.get("LAYERBUILD_RESOLUTION_TTL", "").strip()
+    if not raw:
         return DEFAULT_RESOLUTION_TTL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise LayerbuildError(f"LAYERBUILD_RESOLUTION_TTL: {raw!r} is not a number of seconds (e.g. 600, or 0 to turn it off)")
+    return value
 
 
 def _resolution_path(request: BuildRequest) -> Path:

@@ -222,3 +222,14 @@ def test_resolution_ttl_zero_remembers_nothing(invoke, write_recipe, tmp_path, p
     assert invoke("build", path, "--out", tmp_path / "dist").exit_code == 0
     assert not list((private_cache.parent / "resolutions").glob("*.json"))
     assert invoke("build", path, "--out", tmp_path / "dist").stdout.startswith("cached: ")
+
+
+@pytest.mark.parametrize("value", ["ten minutes", "-5", "nan"])
+def test_bad_resolution_ttl_is_a_one_line_error(invoke, write_recipe, tmp_path, monkeypatch, value):
+    monkeypatch.setenv("LAYERBUILD_RESOLUTION_TTL", value)
+    path = write_recipe(name="pm", packages=["pymysql"], python=["3.11"])
+    result = invoke("build", path, "--out", tmp_path / "dist")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"error: LAYERBUILD_RESOLUTION_TTL: {value!r} is not a number of seconds "
+                                     "(e.g. 600, or 0 to turn it off)")
+    assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").glob("*.zip"))
