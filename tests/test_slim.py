@@ -197,3 +197,27 @@ def test_slim_false_keeps_everything(tmp_path):
     assert any(n.endswith("_speedups.c") for n in dropped) and any(n.endswith(".pyi") for n in dropped)
     assert slimmed.manifest.zipped_bytes < full.manifest.zipped_bytes
     assert not any(note.startswith("slim:") for note in full.manifest.extra.get("notes", []))
+
+
+@pytest.mark.network
+@pytest.mark.skipif(slim.strip_tool("arm64") is None, reason="needs aarch64-linux-gnu-strip (binutils-aarch64-linux-gnu)")
+def test_arm64_libraries_lose_debug_sections_and_keep_their_dynamic_symbols(tmp_path):
+    """Pillow's arm64 wheel bundles libraries with debug sections; only a strip that knows aarch64 may touch them."""
+    def build(slim_on: bool):
+        recipe = parse_recipe({"name": "pa", "packages": ["pillow"], "slim": slim_on, "bytecode": "none",
+                               "architectures": ["arm64"]}, "pa.yaml")  # fmt: skip
+        outcome = build_target(recipe, make_target(HOST, "arm64"), out_dir=tmp_path / str(slim_on), use_cache=False)
+        dest = tmp_path / f"x-{slim_on}"
+        with zipfile.ZipFile(outcome.zip_path) as archive:
+            archive.extractall(dest)
+        return outcome, dest
+
+    slimmed, slim_dir = build(True)
+    full, full_dir = build(False)
+    assert slim.elf_files_with_debug(full_dir, "arm64"), "the wheel no longer ships debug sections: pick another"
+    assert slim.elf_files_with_debug(slim_dir, "arm64") == []
+    assert any(n.startswith("slim: removed") and "stripped debug symbols from" in n for n in slimmed.manifest.extra["notes"])
+    for stripped in slim_dir.rglob("*.so*"):
+        original = full_dir / stripped.relative_to(slim_dir)
+        assert dynamic_symbols(stripped) == dynamic_symbols(original), stripped
+    assert slimmed.manifest.unzipped_bytes < full.manifest.unzipped_bytes
