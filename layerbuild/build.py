@@ -120,7 +120,10 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
     lock = committed_lock(recipe, target, index)
     chosen = choose_backend(recipe, backend)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildError(f"--out {out_dir}: cannot create the output directory: {exc.strerror or exc}") from None
     stem = output_stem(recipe, target)
     zip_path = out_dir / f"{stem}.zip"
     manifest_path = manifest_path_for(zip_path)
@@ -201,6 +204,9 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
         tmp_zip = tmp_manifest = None
         progress(target, f"built {zip_path} ({summary.zipped_bytes:,} bytes zipped, {summary.unzipped_bytes:,} unzipped)")
         return BuildOutcome(target, zip_path, manifest_path, manifest, "built", tree.notes)
+    except OSError as exc:  # the machine, not a bug: disk full, read-only or vanished directory
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise BuildError(f"cannot build {stem}: {exc.strerror or exc}{where}; nothing was written to {out_dir}") from None
     finally:
         with sigint_held():  # a Ctrl-C landing here must not cut the cleanup short
             for tmp in (tmp_zip, tmp_manifest):

@@ -331,3 +331,45 @@ def test_interrupted_lock_write_leaves_no_temp_file_in_the_lock_directory(write_
         build_module.lock_recipe(load_recipe(str(path)))
     lock_dir = path.parent / "lockint.lock"
     assert not list(lock_dir.glob("*")), list(lock_dir.iterdir())
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (root only; skipped where mounting is not allowed)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)  # fmt: skip
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_disk_full_fails_in_one_line_and_keeps_the_good_artifact(bench, small_disk):
+    out = small_disk / "dist"
+    assert run_build(bench, out, "--no-cache").returncode == 0
+    good = check_dist(out)
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    filler = small_disk / "filler"
+    filler.write_bytes(bytes(max(0, free - 64 * 1024)))  # leave 64 KiB: far less than the zip needs
+    reliability_figures.count("faults", detail="disk full")
+    result = run_build(bench, out, "--no-cache")
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "No space left on device" in last, result.stderr
+    assert "Traceback" not in result.stderr
+    assert check_dist(out, good) == good and not list(out.glob("*.tmp"))
+    filler.unlink()
+    assert run_build(bench, out, "--no-cache").returncode == 0
+
+
+def test_unusable_output_directory_is_one_line(bench, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_build(bench, blocker / "dist")
+    reliability_figures.count("bad_inputs", detail="unusable --out")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: --out {blocker / 'dist'}: cannot create the output directory: Not a directory"
