@@ -144,7 +144,7 @@ def test_sigint_and_sigkill_at_random_points_never_leave_partial_output(bench, d
         cache_home = bench["base"] / f"cache{trial}" if trial % 3 == 2 or trial >= TRIALS // 2 else None
         extra = () if cache_home else ("--no-cache",)
         before = check_dist(out)
-        delay = rng.uniform(0, duration * 1.1)
+        delay = rng.uniform(0, duration * 0.9)
         proc = start_build(bench, out, *extra, cache_home=cache_home)
         wait_for_first_progress(proc)
         time.sleep(delay)
