@@ -39,8 +39,10 @@ PIP_CACHE_VOLUME_ENV = "LAYERBUILD_PIP_CACHE_VOLUME"
 DEFAULT_PIP_CACHE_VOLUME = "layerbuild-pip-cache"
 TIMEOUT_ENV = "LAYERBUILD_DOCKER_TIMEOUT"
 DERIVED_REPOSITORY = "layerbuild-build"
-# pip-tools for the image's own python (7.4 is the oldest with the options used here and still runs on 3.8).
+# pip-tools for the image's own python (7.4 is the oldest with the options used here and still runs on 3.8), and
+# a pip that reuses wheels it built from an sdist in --require-hashes mode (23.1+), so rebuilds compile nothing.
 TOOLS_REQUIREMENT = "pip-tools>=7.4,<8"
+PIP_REQUIREMENT = "pip>=23.1"
 TOOLS_VENV = "/opt/layerbuild-tools"
 CA_PATH = "/etc/layerbuild/ca-bundle.crt"
 PIP_CACHE_PATH = "/pip-cache"
@@ -56,6 +58,7 @@ DEFAULT_BUILD_ENV = {"CFLAGS": "-g0", "CXXFLAGS": "-g0", "SOURCE_DATE_EPOCH": "3
 # Runs as root in the base image: probe, install system packages and pip-tools. Args: python version, packages...
 DERIVE_SCRIPT = r"""
 set -u
+umask 0000  # the pip cache volume is shared by every uid that builds
 want="$1"; shift
 chmod 1777 /tmp 2>/dev/null || true
 pm=""
@@ -78,20 +81,21 @@ if [ "$#" -gt 0 ]; then
     esac || { echo "layerbuild-fail: system-packages"; exit 92; }
 fi
 echo "layerbuild-step: tools"
-"$py" -m venv __VENV__ && __VENV__/bin/python -m pip install -q --disable-pip-version-check "__TOOLS__" \
+"$py" -m venv __VENV__ && __VENV__/bin/python -m pip install -q --disable-pip-version-check "__PIP__" "__TOOLS__" \
     || { echo "layerbuild-fail: tools"; exit 93; }
-""".replace("__VENV__", TOOLS_VENV).replace("__TOOLS__", TOOLS_REQUIREMENT)
+""".replace("__VENV__", TOOLS_VENV).replace("__TOOLS__", TOOLS_REQUIREMENT).replace("__PIP__", PIP_REQUIREMENT)
 
 # Runs as the host user in the derived image, in /work. Args: steps (lock|install|lock,install), lib globs...
 BUILD_SCRIPT = r"""
 set -u
+umask 0000  # the pip cache volume is shared by every uid that builds (the work dir is private on the host)
 steps="$1"; shift
 tools=__VENV__/bin/python
 mkdir -p /work/home && export HOME=/work/home
 case "$steps" in *lock*)
     echo "layerbuild-step: lock"
     "$tools" -m piptools compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-header --no-annotate \
-        --no-emit-index-url --no-emit-trusted-host --cache-dir /pip-cache/pip-tools -o lock.txt requirements.in \
+        --no-emit-index-url --no-emit-trusted-host --cache-dir "$PIP_CACHE_DIR/pip-tools" -o lock.txt requirements.in \
         || { echo "layerbuild-fail: lock"; exit 80; } ;;
 esac
 case "$steps" in *install*)
@@ -138,9 +142,19 @@ def derived_tag(base: ImageInfo, platform: str, system_packages) -> str:
     return f"{DERIVED_REPOSITORY}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
 
 
-def container_env(index, build_env, ca_mounted: bool) -> dict[str, str]:
+def cache_subdir(derived: str, build_env) -> str:
+    """The pip cache directory in the volume for one build configuration.
+
+    pip keys the wheels it builds by the sdist's URL alone: a wheel compiled against other system packages
+    or with other build_env flags must never be reused, so each (derived image, build_env) has its own.
+    """
+    payload = "\n".join([derived, *(f"{k}={v}" for k, v in sorted(build_env))])
+    return f"{PIP_CACHE_PATH}/{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
+
+
+def container_env(index, build_env, ca_mounted: bool, cache_dir: str = PIP_CACHE_PATH + "/tools") -> dict[str, str]:
     """The container's whole environment: built from scratch, never copied from the host."""
-    env = {"PIP_INDEX_URL": index.index_url, "PIP_CACHE_DIR": PIP_CACHE_PATH, "PIP_NO_INPUT": "1",
+    env = {"PIP_INDEX_URL": index.index_url, "PIP_CACHE_DIR": cache_dir, "PIP_NO_INPUT": "1",
            "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_PROGRESS_BAR": "off", "PYTHONDONTWRITEBYTECODE": "1",
            "LANG": "C.UTF-8", **DEFAULT_BUILD_ENV}  # fmt: skip
     if index.extra_index_urls:
@@ -197,7 +211,7 @@ def missing_system_packages(output: str) -> list[str]:
 
 
 _BUILDING = re.compile(r"Building wheel for (\S+)")
-_FAILED_TO_BUILD = re.compile(r"Failed to build (?:installable wheels for some pyproject\.toml based projects\s*\(?)?([A-Za-z0-9._-]+)")
+_FAILED_TO_BUILD = re.compile(r"Failed (?:building wheel for|to build) (?!installable)([A-Za-z0-9._-]+)")
 
 
 def compile_failure(output: str) -> tuple[str, str] | None:
@@ -377,7 +391,8 @@ def run_build(request: BuildRequest, steps: str, user: tuple[int, int] | None = 
     if os.geteuid() == 0 and uid != 0:
         for path in [work, *work.rglob("*")]:  # root builds for another uid (tests): let it write here
             os.chown(path, uid, gid)
-    env = container_env(request.index, recipe.build_env, prepared.ca_bundle is not None)
+    env = container_env(request.index, recipe.build_env, prepared.ca_bundle is not None,
+                        cache_subdir(prepared.derived, recipe.build_env))  # fmt: skip
     spec = RunSpec(prepared.derived, ["/bin/sh", "-c", BUILD_SCRIPT, "layerbuild-build", steps, *recipe.libs],
                    prepared.platform, user=f"{uid}:{gid}", environment=env, working_dir=WORK_PATH,
                    mounts=_mounts(prepared.ca_bundle, _pip_cache_volume(), work), timeout=_timeout())  # fmt: skip
