@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import stat
 import zipfile
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -21,7 +23,10 @@ MAX_TOTAL_BYTES = 2 * 262_144_000
 MAX_ENTRIES = 200_000
 # Deflate tops out near 1032:1; real layers sit well below 100:1. A larger ratio on a big entry is a bomb.
 MAX_RATIO = 200
-RATIO_MIN_BYTES = 1 << 20  # tiny files may compress absurdly well (runs of zeros); ignore them
+# Small files may compress absurdly well: real shared libraries carry megabytes of zero padding
+# between segments (pillow's 2 MB libXau compresses 223:1). The total cap bounds those; the ratio
+# cap is for the single giant entry.
+RATIO_MIN_BYTES = 8 << 20
 
 
 class UnsafeZipError(LayerbuildError):
@@ -57,10 +62,20 @@ class LayerZip:
         return self.path.stat().st_size
 
     def read(self, name: str, limit: int | None = None) -> bytes:
-        """The bytes of one (already checked) regular entry."""
-        with zipfile.ZipFile(self.path) as archive:
-            with archive.open(name) as handle:
-                return handle.read(limit) if limit else handle.read()
+        """The bytes of one (already checked) regular entry (at most limit bytes)."""
+        with self.reader() as read:
+            return read(name, limit)
+
+    @contextmanager
+    def reader(self):
+        """A read(name, limit=None) function over one open archive: for reading many entries."""
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                yield lambda name, limit=None: _read_entry(self, archive, name, limit)
+        except zipfile.BadZipFile as exc:
+            raise UnsafeZipError(f"{self.path}: corrupt archive: {exc}") from None
+        except OSError as exc:
+            raise UnsafeZipError(f"{self.path}: cannot read: {exc}") from None
 
     def extract_to(self, dest: Path) -> Path:
         """Extract every checked entry below dest (which must exist and be ours)."""
@@ -118,6 +133,11 @@ def open_layer_zip(path, max_total_bytes: int = MAX_TOTAL_BYTES, max_ratio: int 
             if key in seen:
                 raise UnsafeZipError(f"{path}: entry {key!r} appears twice; which copy wins is undefined")
             seen.add(key)
+            # Refused up front so that no later read meets zipfile's RuntimeError/NotImplementedError.
+            if info.flag_bits & 0x1:
+                raise UnsafeZipError(f"{path}: entry {key!r} is encrypted; a layer's entries never are")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+                raise UnsafeZipError(f"{path}: entry {key!r} uses unknown compression method {info.compress_type} (corrupt header?)")
             total += info.file_size
             if total > max_total_bytes:
                 raise UnsafeZipError(f"{path}: unzips to more than {max_total_bytes:,} bytes (zip bomb or far over Lambda's 262,144,000-byte limit)")
@@ -127,7 +147,10 @@ def open_layer_zip(path, max_total_bytes: int = MAX_TOTAL_BYTES, max_ratio: int 
             if is_link:
                 if info.file_size > 4096:
                     raise UnsafeZipError(f"{path}: symlink {key!r} has an implausible {info.file_size}-byte target")
-                target = archive.read(info).decode("utf-8", "replace")
+                try:
+                    target = archive.read(info).decode("utf-8", "replace")
+                except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                    raise UnsafeZipError(f"{path}: symlink {key!r} is corrupt: {exc}") from None
                 _check_link(key, target, path)
             entries.append(ZipEntry(key, is_dir, is_link, info.file_size, info.compress_size, mode, target))
     return LayerZip(path, entries)
@@ -169,13 +192,28 @@ def extract(layer: LayerZip, dest: Path) -> Path:
                 if real != dest and dest not in real.parents:
                     (dest / entry.name).unlink()
                     raise UnsafeZipError(f"{layer.path}: symlink {entry.name!r} resolves outside the layer through other links")
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, zlib.error) as exc:
         raise UnsafeZipError(f"{layer.path}: corrupt archive: {exc}") from None
     except EOFError:
         raise UnsafeZipError(f"{layer.path}: truncated archive") from None
     except (OSError, RuntimeError) as exc:  # e.g. a link and a directory fighting over one path
         raise UnsafeZipError(f"{layer.path}: cannot extract: {' '.join(str(exc).split())}") from None
     return dest
+
+
+def _read_entry(layer: LayerZip, archive: zipfile.ZipFile, name: str, limit: int | None) -> bytes:
+    """Read a vetted entry by its normalised name, never more than the size it declared (a lying
+    header must not turn a small read into a bomb)."""
+    info = archive.NameToInfo.get(name) or archive.getinfo(_original_name(archive, name))
+    wanted = info.file_size if limit is None else min(limit, info.file_size)
+    try:
+        with archive.open(info) as handle:
+            data = handle.read(wanted + 1 if limit is None else wanted)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise UnsafeZipError(f"{layer.path}: entry {name!r} is corrupt: {exc}") from None
+    if len(data) > wanted:
+        raise UnsafeZipError(f"{layer.path}: entry {name!r} expands beyond its declared {info.file_size:,} bytes (zip bomb)")
+    return data
 
 
 def _original_name(archive: zipfile.ZipFile, normalised: str) -> str:

@@ -1,0 +1,117 @@
+"""What an ELF file needs from its surroundings, read with pyelftools (never readelf).
+
+read_elf_facts(bytes) -> ElfFacts: machine, DT_NEEDED, RPATH/RUNPATH, SONAME, the symbol versions it
+requires (per library, as the loader checks them) and the versions it defines. Works on bytes
+already in memory, so a layer's files are read straight out of the zip.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+
+from .errors import LayerbuildError
+
+ELF_MAGIC = b"\x7fELF"
+# pyelftools' e_machine names -> the machine names of wheel tags and uname (runtimes.MACHINE values).
+MACHINE_NAMES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64", "EM_386": "i686", "EM_ARM": "armv7l",
+                 "EM_PPC64": "ppc64le", "EM_S390": "s390x", "EM_RISCV": "riscv64"}  # fmt: skip
+# GLIBC_2.17, GLIBCXX_3.4.21, CXXABI_1.3.9 (CXXABI_TM_1, GLIBC_PRIVATE are not numbered: ignored).
+VERSION_PATTERN = re.compile(r"^(GLIBC|GLIBCXX|CXXABI)_(\d+(?:\.\d+)*)$")
+FAMILIES = ("GLIBC", "GLIBCXX", "CXXABI")
+
+
+class ElfReadError(LayerbuildError):
+    """A file starts like an ELF file but pyelftools cannot parse it."""
+
+
+def parse_version(name: str) -> tuple[str, tuple[int, ...]] | None:
+    """'GLIBC_2.17' -> ('GLIBC', (2, 17)); None for names outside the numbered families."""
+    match = VERSION_PATTERN.match(name)
+    if not match:
+        return None
+    return match.group(1), tuple(int(p) for p in match.group(2).split("."))
+
+
+def format_version(family: str, version: tuple[int, ...]) -> str:
+    return f"{family}_{'.'.join(str(p) for p in version)}"
+
+
+@dataclass(frozen=True)
+class ElfFacts:
+    machine: str  # x86_64, aarch64, or pyelftools' EM_* name for anything else
+    elf_class: int  # 32 or 64
+    needed: tuple[str, ...] = ()
+    rpath: tuple[str, ...] = ()
+    runpath: tuple[str, ...] = ()
+    soname: str | None = None
+    # library file name (as in DT_NEEDED) -> symbol version names required from it
+    requires: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    defines: tuple[str, ...] = ()  # version names this file defines (a libstdc++ defines GLIBCXX_3.4.x)
+
+    def max_required(self, family: str) -> tuple[int, ...] | None:
+        """The newest version of GLIBC/GLIBCXX/CXXABI required from any library."""
+        found = [v for names in self.requires.values() for n in names if (v := _in_family(n, family))]
+        return max(found) if found else None
+
+    def max_defined(self, family: str) -> tuple[int, ...] | None:
+        found = [v for n in self.defines if (v := _in_family(n, family))]
+        return max(found) if found else None
+
+
+def _in_family(name: str, family: str) -> tuple[int, ...] | None:
+    parsed = parse_version(name)
+    return parsed[1] if parsed and parsed[0] == family else None
+
+
+def is_elf(head: bytes) -> bool:
+    return head[:4] == ELF_MAGIC
+
+
+def read_elf_facts(data: bytes, name: str = "<bytes>") -> ElfFacts | None:
+    """Facts of an ELF file's bytes; None if it is not ELF; ElfReadError if it is corrupt."""
+    if not is_elf(data):
+        return None
+    from elftools.common.exceptions import ELFError  # late: ~50 ms that a non-ELF layer never needs
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
+
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        needed, rpath, runpath, soname = [], [], [], None
+        requires: dict[str, tuple[str, ...]] = {}
+        defines: list[str] = []
+        for section in elf.iter_sections():
+            if isinstance(section, DynamicSection):
+                for tag in section.iter_tags():
+                    if tag.entry.d_tag == "DT_NEEDED":
+                        needed.append(tag.needed)
+                    elif tag.entry.d_tag == "DT_RPATH":
+                        rpath.extend(p for p in tag.rpath.split(":") if p)
+                    elif tag.entry.d_tag == "DT_RUNPATH":
+                        runpath.extend(p for p in tag.runpath.split(":") if p)
+                    elif tag.entry.d_tag == "DT_SONAME":
+                        soname = tag.soname
+            elif isinstance(section, GNUVerNeedSection):
+                for verneed, auxiliaries in section.iter_versions():
+                    names = tuple(aux.name for aux in auxiliaries)
+                    requires[verneed.name] = tuple(sorted(set(requires.get(verneed.name, ()) + names)))
+            elif isinstance(section, GNUVerDefSection):
+                for _verdef, auxiliaries in section.iter_versions():
+                    defines.extend(aux.name for aux in auxiliaries)
+        machine = elf["e_machine"]
+        return ElfFacts(
+            machine=MACHINE_NAMES.get(machine, str(machine)),
+            elf_class=elf.elfclass,
+            needed=tuple(needed),
+            rpath=tuple(rpath),
+            runpath=tuple(runpath),
+            soname=soname,
+            requires=requires,
+            defines=tuple(sorted(set(defines))),
+        )
+    except (ELFError, ValueError, KeyError, IndexError, AttributeError, UnicodeDecodeError) as exc:
+        # pyelftools raises a zoo of types on malformed input; the file is named, the cause kept to one line.
+        raise ElfReadError(f"{name}: not a readable ELF file ({type(exc).__name__}: {exc})") from None
