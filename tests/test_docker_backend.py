@@ -12,6 +12,8 @@ import io
 import json
 import os
 import socket
+import struct
+import tarfile
 import tempfile
 import uuid
 import zipfile
@@ -172,6 +174,22 @@ def test_compile_failure_names_the_package_and_the_compiler_error():
     assert package == "markupsafe"
     assert "unrecognized command-line option" in reason
     assert docker_backend.compile_failure("Successfully installed six-1.17.0\n") is None
+
+
+def test_libs_matched_under_several_names_keep_one_copy_under_the_soname(tmp_path):
+    import glob
+
+    real = sorted(glob.glob("/usr/lib/*-linux-gnu/libz.so.1.*") + glob.glob("/lib*/libz.so.1.*") + glob.glob("/usr/lib64/libz.so.1.*"))
+    if not real:
+        pytest.skip("no libz.so.1.* on this machine to copy")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    data = Path(real[0]).read_bytes()
+    for name in ("libz.so", "libz.so.1", Path(real[0]).name):
+        (lib / name).write_bytes(data)
+    (lib / "libother.so.3").write_bytes(b"not an ELF file")
+    assert docker_backend.dedupe_libs(lib) == ["libother.so.3", "libz.so.1"]
+    assert sorted(p.name for p in lib.iterdir()) == ["libother.so.3", "libz.so.1"]
 
 
 # ---- engine errors that need no engine ---------------------------------------------------------------
@@ -408,3 +426,60 @@ def test_lib_that_matches_nothing(invoke, write_recipe, tmp_path, docker_env):
     error = _failing_build(invoke, path, tmp_path / "out")
     assert "field 'libs': 'liblayerbuildnothing.so*' matches no shared library" in error
     assert "add the system package that provides it to system_packages" in error
+
+
+def _aarch64_exit0() -> bytes:
+    """A minimal static aarch64 ELF executable that calls exit(0)."""
+    code = struct.pack("<3I", 0xD2800000, 0xD2800BA8, 0xD4000001)  # mov x0, #0; mov x8, #93 (exit); svc #0
+    base, entry = 0x400000, 0x400000 + 64 + 56
+    header = struct.pack("<4sBBBBB7xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, 2, 183, 1, entry, 64, 0, 0, 64, 56, 1, 0, 0, 0)
+    size = 64 + 56 + len(code)
+    program = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
+    return header + program + code
+
+
+@pytest.fixture
+def arm64_image(docker_client):
+    """A tiny linux/arm64 image (its /bin/sh exits 0); skips when the engine can already run arm64."""
+    import docker
+
+    tag = "layerbuild-test-arm64:scratch"
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data, mode in (("Dockerfile", b"FROM scratch\nCOPY sh /bin/sh\n", 0o644), ("sh", _aarch64_exit0(), 0o755)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    docker_client.images.build(fileobj=context, custom_context=True, platform="linux/arm64", tag=tag, rm=True)
+    try:
+        docker_client.containers.run(tag, ["/bin/sh"], remove=True, platform="linux/arm64")
+        pytest.skip("this engine has arm64 emulation installed: the missing-emulation error cannot happen here")
+    except docker.errors.ContainerError:
+        pass
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+@pytest.mark.docker
+def test_missing_emulation_for_arm64_says_how_to_install_it(invoke, write_recipe, tmp_path, docker_env, arm64_image,
+                                                             monkeypatch):  # fmt: skip
+    monkeypatch.setenv("LAYERBUILD_PIP_CACHE_VOLUME", f"layerbuild-test-pip-cache-{uuid.uuid4().hex[:8]}")
+    path = _recipe(write_recipe, packages=["six==1.17.0"], architectures=["arm64"], backend="docker")
+    error = _failing_build(invoke, path, tmp_path / "out", "--image", arm64_image)
+    assert "cannot run linux/arm64 containers on its x86_64 machine: no emulation for arm64 is installed" in error
+    assert "tonistiigi/binfmt --install arm64" in error and "qemu-user-static" in error
+
+
+@pytest.mark.docker
+def test_system_packages_are_installed_and_their_libs_copied(invoke, write_recipe, tmp_path, docker_env):
+    # libyaml is not in the stand-in: apt-get must install it before its library can be copied.
+    path = _recipe(write_recipe, name="withyaml", packages=["six==1.17.0"], system_packages=["libyaml-0-2"],
+                   libs=["libyaml-0.so.*"])  # fmt: skip
+    out = tmp_path / "out"
+    result = invoke("build", path, "--out", out, "--no-cache")
+    assert result.exit_code == 0, result.output
+    names = _zip_names(out / "withyaml-python3.11-x86_64.zip")
+    # The glob matches the soname link and the real file: one copy is kept, under the soname the loader wants.
+    assert [n for n in names if n.startswith("lib/") and not n.endswith("/")] == ["lib/libyaml-0.so.2"]
+    assert _manifest(out, "withyaml")["backend"] == "docker"

@@ -242,6 +242,48 @@ def last_error_line(output: str) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
+def soname(path: Path) -> str | None:
+    """The DT_SONAME of a shared library, or None."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(path, "rb") as handle:
+            for section in ELFFile(handle).iter_sections():
+                if isinstance(section, DynamicSection):
+                    for tag in section.iter_tags():
+                        if tag.entry.d_tag == "DT_SONAME":
+                            return tag.soname
+    except (ELFError, OSError, ValueError):
+        return None
+    return None
+
+
+def dedupe_libs(lib_dir: Path) -> list[str]:
+    """Keep one copy of each library a glob matched under several names (libz.so, libz.so.1, libz.so.1.2.13).
+
+    The copy kept is the one named by its soname, which is what the dynamic loader looks for; the others
+    are removed. Returns the names kept.
+    """
+    if not lib_dir.is_dir():
+        return []
+    groups: dict[str, list[Path]] = {}
+    for path in sorted(lib_dir.iterdir()):
+        groups.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), []).append(path)
+    kept = []
+    for paths in groups.values():
+        names = {p.name: p for p in paths}
+        wanted = soname(paths[0])
+        keep = names.get(wanted) if wanted else None
+        keep = keep or min(paths, key=lambda p: (len(p.name), p.name))
+        for path in paths:
+            if path != keep:
+                path.unlink()
+        kept.append(keep.name)
+    return sorted(kept)
+
+
 def log_tail(output: str, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(output.splitlines()[-lines:]) + "\n"
 
@@ -450,9 +492,9 @@ def build(request: BuildRequest, user: tuple[int, int] | None = None) -> LayerTr
     lock = request.lock or _lock_from(request, (work / "lock.txt").read_text(encoding="utf-8"))
     root = work / "layer"
     site = root / "python"
-    libs = re.findall(r"^layerbuild-lib: (\S+) <- (\S+)$", output, re.M)
+    libs = dedupe_libs(root / "lib")
     notes = [f"built in {prepared.image} ({prepared.probe.python or 'python'} {prepared.probe.version})"]
     if libs:
-        notes.append(f"libs copied into lib/: {', '.join(name for name, _ in libs)}")
+        notes.append(f"libs copied into lib/: {', '.join(libs)}")
     log_path_for(request).unlink(missing_ok=True)  # a failed build's log no longer describes this target
     return LayerTree(root=root, packages=installed_packages(site), backend=NAME, lock_text=lock.render(target), notes=notes)
