@@ -74,3 +74,11 @@ class CompileError(BuildError):
         super().__init__(message)
         self.package = package
         self.log_path = log_path
+
+
+class KlayersError(LayerbuildError):
+    """The Klayers API could not answer (HTTP status, network, malformed response, nothing cached offline)."""
+
+
+class AuditError(BuildError):
+    """A built layer failed the audit (it would not load on its target runtime)."""

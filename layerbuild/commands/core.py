@@ -79,14 +79,28 @@ def lock_cmd(recipe, pythons, arches):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT_DIR,
               show_default=True, help="Output directory.")  # fmt: skip
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable results on stdout.")
-def build_cmd(recipe, pythons, arches, backend, image, out_dir, json_output, build_all, no_cache):
+@click.option("--prefer-klayers", is_flag=True,
+              help="Reuse Klayers' public layers where they satisfy the recipe; build only the rest (needs --region).")
+@click.option("--region", default=None, help="--prefer-klayers: the AWS region whose Klayers layers to use.")
+@click.option("--klayers-url", default=None, metavar="URL",
+              help="--prefer-klayers: Klayers API base URL (default $LAYERBUILD_KLAYERS_URL or the public API).")
+def build_cmd(recipe, pythons, arches, backend, image, out_dir, json_output, build_all, no_cache,
+              prefer_klayers=False, region=None, klayers_url=None):
     """Build RECIPE (a name in recipes/ or a YAML path), or every recipe with --all, into layer zips.
 
     The targets build concurrently; unchanged targets come from the build cache (`cached`).
     """
     if build_all == bool(recipe):
         raise click.UsageError("give either a RECIPE or --all" if not build_all else "give a RECIPE or --all, not both")
+    if (region or klayers_url) and not prefer_klayers:
+        raise click.UsageError("--region and --klayers-url only apply with --prefer-klayers")
     loaded = [load_recipe(name) for name in list_recipe_names()] if build_all else [load_recipe(recipe)]
+    if prefer_klayers:  # layerbuild/commands/klayers.py: plan per target, build only the remainder
+        from .klayers import build_with_klayers, check_region_option
+
+        build_with_klayers(loaded, check_region_option(region), klayers_url, pythons, arches, backend, out_dir, image,
+                           json_output, not no_cache, _progress(json_output))  # fmt: skip
+        return
     failed = None
     try:
         outcomes = build_recipes(loaded, pythons or None, arches or None, backend, out_dir, image,

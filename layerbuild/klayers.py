@@ -1,0 +1,225 @@
+"""The Klayers API client: HTTP with bounded retries, and an on-disk response cache.
+
+Side effects live here (network, cache files, the clock, sleeping); parsing and matching are in
+klayers_model. A response is validated before it is cached and written atomically, so a malformed
+or half-written answer never poisons the cache.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+from .errors import KlayersError
+from .klayers_model import (
+    DEFAULT_API_URL,
+    KlayersLayer,
+    KlayersTarget,
+    history_path,
+    latest_path,
+    parse_layers,
+)
+from .tls import requests_verify
+
+API_URL_ENV = "LAYERBUILD_KLAYERS_URL"
+TTL_ENV = "LAYERBUILD_KLAYERS_TTL"
+DEFAULT_TTL = 6 * 3600  # Klayers rebuilds layers daily at most; a few hours keeps lookups fast and fresh
+DEFAULT_TIMEOUT = 10.0
+MAX_ATTEMPTS = 4
+BACKOFF_BASE = 0.5
+RETRY_AFTER_CAP = 30.0  # never wait longer than this on the server's say-so
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "layerbuild" / "klayers"
+
+
+def api_url(explicit: str | None = None) -> str:
+    url = explicit or os.environ.get(API_URL_ENV) or DEFAULT_API_URL
+    if not url.startswith(("http://", "https://")):
+        source = "--api-url" if explicit else API_URL_ENV
+        raise KlayersError(f"{source}: invalid Klayers API URL {url!r}: expected http:// or https://")
+    return url.rstrip("/")
+
+
+def cache_ttl(explicit: float | None = None) -> float:
+    """Seconds a cached answer stays fresh: --cache-ttl, else $LAYERBUILD_KLAYERS_TTL, else 6 hours."""
+    if explicit is not None:
+        if explicit < 0:
+            raise KlayersError(f"--cache-ttl: must be 0 or more seconds, got {explicit}")
+        return float(explicit)
+    raw = os.environ.get(TTL_ENV)
+    if raw is None or raw.strip() == "":
+        return float(DEFAULT_TTL)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise KlayersError(f"{TTL_ENV}: must be a number of seconds (0 or more), got {raw!r}")
+    return value
+
+
+def describe_age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, _ = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m"
+
+
+@dataclass
+class Answer:
+    """Layers from one API path, and where they came from."""
+
+    url: str
+    layers: list[KlayersLayer]
+    fetched_at: float
+    from_cache: bool
+    age: float  # seconds since fetched_at
+
+    def provenance(self) -> str:
+        if not self.from_cache:
+            return f"from {self.url}"
+        return f"from the cache, fetched {describe_age(self.age)} ago from {self.url}"
+
+
+class KlayersClient:
+    def __init__(self, base_url: str | None = None, *, ttl: float | None = None, offline: bool = False,
+                 timeout: float = DEFAULT_TIMEOUT, max_attempts: int = MAX_ATTEMPTS, backoff: float = BACKOFF_BASE,
+                 retry_after_cap: float = RETRY_AFTER_CAP, cache: Path | None = None,
+                 now: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):  # fmt: skip
+        self.base_url = api_url(base_url)
+        self.ttl = cache_ttl(ttl)
+        self.offline = offline
+        self.timeout = timeout
+        self.max_attempts = max(1, max_attempts)
+        self.backoff = backoff
+        self.retry_after_cap = retry_after_cap
+        self.cache = Path(cache) if cache else cache_dir()
+        self.now = now
+        self.sleep = sleep
+
+    # -- public API --------------------------------------------------------------------------
+    def latest(self, target: KlayersTarget, region: str) -> Answer:
+        """Every package's latest layer in region for target."""
+        return self.get(latest_path(target, region))
+
+    def history(self, target: KlayersTarget, region: str, package: str) -> Answer:
+        """Every layer version of one package in region, deprecated ones included."""
+        return self.get(history_path(target, region, package))
+
+    def get(self, path: str) -> Answer:
+        url = self.base_url + path
+        cached = self._read_cache(url)
+        now = self.now()
+        if self.offline:
+            if cached is None:
+                raise KlayersError(f"--offline: no cached answer for {url}; run once without --offline to fetch it")
+            return Answer(url, cached[1], cached[0], True, now - cached[0])
+        if cached is not None and 0 <= now - cached[0] < self.ttl:
+            return Answer(url, cached[1], cached[0], True, now - cached[0])
+        body = self._fetch(url)
+        layers = parse_layers(body, url)  # raises before anything is cached
+        fetched_at = self.now()
+        self._write_cache(url, body, fetched_at)
+        return Answer(url, layers, fetched_at, False, 0.0)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+    def _fetch(self, url: str):
+        problem = ""
+        for attempt in range(1, self.max_attempts + 1):
+            wait = self.backoff * (2 ** (attempt - 1))
+            try:
+                response = requests.get(url, timeout=self.timeout, verify=requests_verify(),
+                                        headers={"Accept": "application/json"})  # fmt: skip
+            except requests.Timeout:
+                problem = f"no answer within {self.timeout:g}s"
+            except requests.ConnectionError as exc:
+                problem = f"cannot connect ({_short(exc)})"
+            except requests.RequestException as exc:
+                raise KlayersError(f"{url}: request failed: {_short(exc)}") from None
+            else:
+                if response.status_code == 200:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        raise KlayersError(f"{url}: malformed Klayers response: not valid JSON (HTTP 200, "
+                                           f"{len(response.content)} bytes); nothing was cached") from None  # fmt: skip
+                status = f"HTTP {response.status_code} {response.reason or ''}".strip()
+                if response.status_code not in RETRY_STATUSES:
+                    hint = " (unknown region, Python version or package?)" if response.status_code == 404 else ""
+                    raise KlayersError(f"{url}: {status}{hint}")
+                problem = status
+                retry_after = _retry_after(response.headers.get("Retry-After"), self.now())
+                if retry_after is not None:
+                    wait = retry_after
+            if attempt < self.max_attempts:
+                self.sleep(min(max(wait, 0.0), self.retry_after_cap))
+        raise KlayersError(f"{url}: {problem} after {self.max_attempts} attempts")
+
+    # -- cache ---------------------------------------------------------------------------------
+    def _cache_file(self, url: str) -> Path:
+        return self.cache / (hashlib.sha256(url.encode("utf-8")).hexdigest()[:32] + ".json")
+
+    def _read_cache(self, url: str) -> tuple[float, list[KlayersLayer]] | None:
+        path = self._cache_file(url)
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            if entry.get("url") != url:
+                return None
+            return float(entry["fetched_at"]), parse_layers(entry["body"], url)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, KlayersError):
+            return None  # missing or unreadable: a miss, never an error
+
+    def _write_cache(self, url: str, body, fetched_at: float) -> None:
+        path = self._cache_file(url)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+        except OSError:
+            return  # an unwritable cache only costs speed
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"url": url, "fetched_at": fetched_at, "body": body}, handle)
+            os.replace(name, path)
+        except OSError:
+            pass
+        finally:
+            Path(name).unlink(missing_ok=True)
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now) if when else None
+
+
+def _short(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."
