@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .zipwriter import Entry, NeedsZip64, write_zip
+
 # Zip timestamps cannot predate 1980; every entry gets this one so rebuilds are byte-identical.
 FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 FILE_MODE = 0o644
@@ -126,35 +128,23 @@ class ZipInfoSummary:
     file_count: int
 
 
-def _entry(name: str, mode: int, is_dir: bool) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name + ("/" if is_dir else ""), date_time=FIXED_DATE_TIME)
-    info.create_system = 3  # unix, so external_attr carries permissions everywhere
-    info.external_attr = ((stat.S_IFDIR if is_dir else stat.S_IFREG) | mode) << 16
-    if is_dir:
-        info.external_attr |= 0x10  # MS-DOS directory flag
-    info.compress_type = zipfile.ZIP_STORED if is_dir else zipfile.ZIP_DEFLATED
-    return info
-
-
 def write_deterministic_zip(layer_root: Path, dest: Path) -> ZipInfoSummary:
     """Zip layer_root to dest: sorted entries, fixed timestamps, normalised permissions.
 
     Symlinks are stored as the files they point to (Lambda's extraction follows them poorly).
     Writes dest directly; callers write to a temporary name and rename.
     """
-    unzipped = 0
-    count = 0
-    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as archive:
-        for rel, full in iter_tree(layer_root):
-            if full.is_dir():
-                archive.writestr(_entry(rel, DIR_MODE, True), b"")
-                continue
-            data = full.read_bytes()
+    entries = []
+    for rel, full in iter_tree(layer_root):
+        if full.is_dir():
+            entries.append(Entry(rel + "/", _external_attr(DIR_MODE, True), None))
+        else:
             executable = os.stat(full).st_mode & stat.S_IXUSR
-            archive.writestr(_entry(rel, EXEC_MODE if executable else FILE_MODE, False), data,
-                             compress_type=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL)
-            unzipped += len(data)
-            count += 1
+            entries.append(Entry(rel, _external_attr(EXEC_MODE if executable else FILE_MODE, False), str(full)))
+    try:
+        unzipped = write_zip(str(dest), entries, COMPRESS_LEVEL)
+    except NeedsZip64:
+        unzipped = _write_with_zipfile(entries, dest)
     digest = file_sha256(dest)
     return ZipInfoSummary(
         path=dest,
@@ -162,8 +152,30 @@ def write_deterministic_zip(layer_root: Path, dest: Path) -> ZipInfoSummary:
         code_sha256=base64.b64encode(digest).decode("ascii"),
         zipped_bytes=dest.stat().st_size,
         unzipped_bytes=unzipped,
-        file_count=count,
+        file_count=sum(1 for e in entries if e.source is not None),
     )
+
+
+def _external_attr(mode: int, is_dir: bool) -> int:
+    attr = ((stat.S_IFDIR if is_dir else stat.S_IFREG) | mode) << 16
+    return attr | 0x10 if is_dir else attr  # 0x10: the MS-DOS directory flag
+
+
+def _write_with_zipfile(entries: list[Entry], dest: Path) -> int:
+    """The slow path for layers beyond plain zip limits: zipfile writes ZIP64 when needed."""
+    unzipped = 0
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as archive:
+        for entry in entries:
+            info = zipfile.ZipInfo(entry.name, date_time=FIXED_DATE_TIME)
+            info.create_system = 3  # unix, so external_attr carries permissions everywhere
+            info.external_attr = entry.external_attr
+            if entry.source is None:
+                archive.writestr(info, b"", compress_type=zipfile.ZIP_STORED)
+                continue
+            data = Path(entry.source).read_bytes()
+            archive.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL)
+            unzipped += len(data)
+    return unzipped
 
 
 def file_sha256(path: Path) -> bytes:

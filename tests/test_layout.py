@@ -71,3 +71,39 @@ def test_zip_is_deterministic_and_normalised(tmp_path):
     import hashlib
     digest = hashlib.sha256((tmp_path / "a.zip").read_bytes()).digest()
     assert za.code_sha256 == base64.b64encode(digest).decode()
+
+
+def test_parallel_writer_output_is_a_valid_zip_equal_to_zipfiles(tmp_path):
+    import shutil
+    import subprocess
+
+    from layerbuild.layout import _write_with_zipfile
+    from layerbuild.zipwriter import Entry, write_zip
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    make_tree(root)
+    (root / "python" / "pkg" / "données.txt").write_text("é" * 5000)  # non-ASCII name: UTF-8 flag
+    (root / "python" / "pkg" / "random.bin").write_bytes(os.urandom(70_000))  # incompressible: stored
+    summary = write_deterministic_zip(root, tmp_path / "fast.zip")
+    with zipfile.ZipFile(tmp_path / "fast.zip") as archive:
+        assert archive.testzip() is None
+        fast = {i.filename: (archive.read(i), i.external_attr, i.date_time) for i in archive.infolist()}
+        methods = {i.filename: i.compress_type for i in archive.infolist()}
+    assert methods["python/pkg/random.bin"] == zipfile.ZIP_STORED
+    assert methods["python/pkg/données.txt"] == zipfile.ZIP_DEFLATED
+    # The zipfile fallback (used past plain-zip limits) holds exactly the same entries.
+    from layerbuild.layout import iter_tree, _external_attr, DIR_MODE, EXEC_MODE, FILE_MODE
+    slow_entries = [Entry(rel + "/", _external_attr(DIR_MODE, True), None) if full.is_dir() else
+                    Entry(rel, _external_attr(EXEC_MODE if os.stat(full).st_mode & 0o100 else FILE_MODE, False), str(full))
+                    for rel, full in iter_tree(root)]
+    assert _write_with_zipfile(slow_entries, tmp_path / "slow.zip") == summary.unzipped_bytes
+    with zipfile.ZipFile(tmp_path / "slow.zip") as archive:
+        slow = {i.filename: (archive.read(i), i.external_attr, i.date_time) for i in archive.infolist()}
+    assert fast == slow
+    if shutil.which("unzip"):
+        assert subprocess.run(["unzip", "-tq", str(tmp_path / "fast.zip")], capture_output=True).returncode == 0
+    # Same bytes whatever the number of threads.
+    write_zip(str(tmp_path / "one.zip"), slow_entries, threads=1)
+    write_zip(str(tmp_path / "four.zip"), slow_entries, threads=4)
+    assert (tmp_path / "one.zip").read_bytes() == (tmp_path / "four.zip").read_bytes() == (tmp_path / "fast.zip").read_bytes()
