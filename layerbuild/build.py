@@ -22,6 +22,7 @@ from .backends import wheels
 from .backends.base import BuildRequest, LayerTree
 from .distlock import publish_pair, remove_orphan_zip, remove_stale_temps, sigint_held, temp_prefix, workdir_prefix
 from .errors import BuildError, DockerUnavailableError, LockError, NeedsCompilingError
+from .layerfacts import audit_built_zip
 from .layout import fix_records, remove_paths, write_deterministic_zip
 from .lockfile import Lock, parse_lock, requirements_digest
 from .manifest import Manifest, manifest_path_for
@@ -168,6 +169,7 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
         os.close(fd)
         tmp_zip = Path(name)
         summary = write_deterministic_zip(tree.root, tmp_zip)
+        audit_summary = audit_built_zip(tmp_zip, target, tree.notes)  # errors raise: nothing reaches out_dir
 
         manifest = Manifest(
             name=recipe.name,
@@ -187,7 +189,7 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
             compatible_runtimes=[target.runtime.name],
             lock_sha256=_sha256_text(tree.lock_text) if tree.lock_text else None,
             layerbuild_version=__version__,
-            extra={"notes": tree.notes} if tree.notes else {},
+            extra={**({"notes": tree.notes} if tree.notes else {}), "audit": audit_summary},
         )
         fd, name = tempfile.mkstemp(prefix=temp_prefix(stem), suffix=".json.tmp", dir=out_dir)
         tmp_manifest = Path(name)  # before writing: an interrupt mid-write must still clean it up

@@ -69,6 +69,11 @@ from .commands.core import build_cmd, list_cmd, lock_cmd, targets_cmd  # noqa: E
 for _command in (targets_cmd, list_cmd, lock_cmd, build_cmd):
     main.add_command(_command)
 
+from .commands.audit import audit_cmd, stack_cmd  # noqa: E402
+
+for _command in (audit_cmd, stack_cmd):
+    main.add_command(_command)
+
 from .commands.klayers import klayers_lookup_cmd, resolve_cmd  # noqa: E402
 
 for _command in (klayers_lookup_cmd, resolve_cmd):

@@ -79,3 +79,6 @@ class CompileError(BuildError):
 class KlayersError(LayerbuildError):
     """The Klayers API could not answer (HTTP status, network, malformed response, nothing cached offline)."""
 
+
+class AuditError(BuildError):
+    """A built layer failed the audit (it would not load on its target runtime)."""

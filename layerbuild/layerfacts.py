@@ -12,10 +12,11 @@ from pathlib import Path
 
 from .audit import AuditReport, FileFact, audit_files
 from .elf import ElfReadError, is_elf, read_elf_facts
-from .errors import LayerbuildError
+from .errors import AuditError, LayerbuildError
 from .manifest import Manifest, manifest_path_for, read_manifest
 from .runtimes import Target, make_target
 from .safezip import LayerZip, open_layer_zip
+from .stack import StackLayer
 
 
 @dataclass
@@ -53,6 +54,8 @@ def manifest_beside(zip_path: Path) -> Manifest | None:
 
 def audit_target(zip_path: Path, python: str | None, arch: str | None) -> Target:
     """The flags win; what they leave open comes from the manifest beside the zip."""
+    if not Path(zip_path).is_file():
+        raise LayerbuildError(f"{zip_path}: no such file (give the path of a layer zip)")
     manifest = manifest_beside(zip_path) if not (python and arch) else None
     python = python or (manifest.python if manifest else None)
     arch = arch or (manifest.architecture if manifest else None)
@@ -65,3 +68,24 @@ def audit_target(zip_path: Path, python: str | None, arch: str | None) -> Target
 def audit_zip(zip_path: Path, target: Target) -> AuditReport:
     facts = read_layer_facts(Path(zip_path))
     return audit_files(facts.files, target, facts.layer.zipped_bytes)
+
+
+def stack_layer(zip_path: Path, label: str | None = None) -> StackLayer:
+    """A zip's paths and sizes for stack simulation (vetted, nothing read but the directory)."""
+    layer = open_layer_zip(Path(zip_path))
+    manifest = manifest_beside(Path(zip_path))
+    runtimes = tuple(manifest.compatible_runtimes or [manifest.runtime]) if manifest else None
+    architectures = (manifest.architecture,) if manifest else None
+    return StackLayer(label or Path(zip_path).name, {e.name: e.file_size for e in layer.files}, runtimes, architectures)
+
+
+def audit_built_zip(zip_path: Path, target: Target, notes: list[str]) -> dict:
+    """The audit after a build: errors raise AuditError (the caller publishes nothing), warnings
+    become build notes; returns the summary for the manifest's extra["audit"]."""
+    report = audit_zip(zip_path, target)
+    if report.errors:
+        first = report.errors[0]
+        raise AuditError(f"{target.slug}: the built layer fails the audit with {len(report.errors)} error(s), the first "
+                         f"[{first.rule}] {first.message}; nothing was published")  # fmt: skip
+    notes.extend(f"audit warning [{f.rule}] {f.message}" for f in report.warnings)
+    return report.summary()

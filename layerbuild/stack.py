@@ -1,0 +1,208 @@
+"""Simulate Lambda's /opt merge of layers (pure logic over each zip's file list and manifest).
+
+Lambda extracts layers into /opt in the order they are listed; a path present in two layers ends
+up holding the later layer's file. The function's own zip goes to /var/task, which is first on
+sys.path. The stack fails on Lambda with more than 5 layers, more than 262,144,000 bytes unzipped
+for function plus layers, or no runtime/architecture every layer supports.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from .audit import UNZIPPED_LIMIT, Finding
+
+MAX_LAYERS = 5
+# sys.path order of the Lambda Python runtimes: /var/task, then /opt/python/lib/pythonX.Y/site-packages, then /opt/python.
+_SITE_PACKAGES = re.compile(r"^python/lib/python\d+\.\d+/site-packages/")
+_NOT_PACKAGES = (".dist-info", ".egg-info", ".libs", ".pth", ".data")
+
+
+@dataclass(frozen=True)
+class StackLayer:
+    label: str  # the zip's file name (or path)
+    files: dict[str, int]  # layer path -> unzipped bytes (regular files and symlinks)
+    runtimes: tuple[str, ...] | None = None  # from the manifest beside the zip, when present
+    architectures: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Override:
+    path: str
+    layers: tuple[str, ...]  # every layer holding the path, in stack order
+    winner: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "layers": list(self.layers), "winner": self.winner}
+
+
+@dataclass(frozen=True)
+class Shadowed:
+    package: str
+    providers: tuple[str, ...]  # "label:python/numpy" entries: layers in stack order, then the function
+    winner: str
+
+    def to_dict(self) -> dict:
+        return {"package": self.package, "providers": list(self.providers), "winner": self.winner}
+
+
+@dataclass
+class StackReport:
+    layers: list[str]
+    function: str | None
+    errors: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    overrides: list[Override] = field(default_factory=list)
+    shadowed: list[Shadowed] = field(default_factory=list)
+    unzipped_bytes: int = 0
+    common_runtimes: list[str] | None = None  # None: no layer had a manifest
+    common_architectures: list[str] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "layers": list(self.layers),
+            "function": self.function,
+            "errors": [f.to_dict() for f in self.errors],
+            "warnings": [f.to_dict() for f in self.warnings],
+            "overrides": [o.to_dict() for o in self.overrides],
+            "shadowed_packages": [s.to_dict() for s in self.shadowed],
+            "sizes": {"unzipped_bytes": self.unzipped_bytes, "unzipped_limit": UNZIPPED_LIMIT},
+            "common_runtimes": self.common_runtimes,
+            "common_architectures": self.common_architectures,
+        }
+
+
+def top_level_package(path: str) -> tuple[str, str] | None:
+    """('numpy', 'python/lib/python3.12/site-packages/numpy') for an importable top-level name, else None."""
+    match = _SITE_PACKAGES.match(path)
+    if match:
+        base, rest = match.group(0), path[match.end():]
+    elif path.startswith("python/"):
+        base, rest = "python/", path[len("python/"):]
+    else:
+        return None
+    head = rest.split("/", 1)[0]
+    if "/" in rest:
+        if head.endswith(_NOT_PACKAGES) or head == "__pycache__" or not head.isidentifier():
+            return None
+        return head, base + head
+    module = head.split(".", 1)[0]  # six.py, _cffi_backend.cpython-312-x86_64-linux-gnu.so
+    if head.endswith((".py", ".so", ".pyc")) and module.isidentifier():
+        return module, base + head
+    return None
+
+
+def _providers(files: dict[str, int]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = defaultdict(set)
+    for path in files:
+        package = top_level_package(path)
+        if package:
+            found[package[0]].add(posixpath.dirname(package[1]) if package[1].endswith((".py", ".so", ".pyc")) else package[1])
+    return found
+
+
+def _search_rank(where: str) -> int:
+    """Lower is found first on sys.path: /var/task, then site-packages, then /opt/python."""
+    if where.startswith("function:"):
+        return 0
+    return 1 if "/site-packages" in where else 2
+
+
+def simulate_stack(layers: list[StackLayer], function: StackLayer | None = None) -> StackReport:
+    report = StackReport([layer.label for layer in layers], function.label if function else None)
+    # 1. the /opt merge: later layers win path by path
+    holders: dict[str, list[str]] = defaultdict(list)
+    for layer in layers:
+        for path in layer.files:
+            holders[path].append(layer.label)
+    for path in sorted(holders):
+        if len(holders[path]) > 1:
+            report.overrides.append(Override(path, tuple(holders[path]), holders[path][-1]))
+    pairs: dict[tuple[str, ...], int] = defaultdict(int)
+    for override in report.overrides:
+        pairs[override.layers] += 1
+    for chain, count in sorted(pairs.items()):
+        first = next(o.path for o in report.overrides if o.layers == chain)
+        report.warnings.append(Finding("overridden-path", first,
+                                       f"{count} path(s) such as {first} are in {', '.join(chain)}: "
+                                       f"{chain[-1]} wins (listed last)"))  # fmt: skip
+    # 2. shadowed packages: one importable name from several layers (or the function)
+    providers: dict[str, list[str]] = defaultdict(list)
+    for layer in layers:
+        for package, places in _providers(layer.files).items():
+            providers[package].extend(f"{layer.label}:{p}" for p in sorted(places))
+    if function:
+        for package, places in _providers(function.files).items():
+            providers[package].extend(f"function:{p}" for p in sorted(places))  # /var/task: first on sys.path
+    for package, places in sorted(providers.items()):
+        owners = {p.split(":", 1)[0] for p in places}
+        if len(owners) < 2:
+            continue
+        # sys.path order decides between locations; within one location the later layer's files won the merge.
+        winner = min(reversed(places), key=_search_rank)
+        report.shadowed.append(Shadowed(package, tuple(places), winner.split(":", 1)[0]))
+        report.warnings.append(Finding("shadowed-package", package,
+                                       f"package {package} is provided by {', '.join(sorted(owners))}; "
+                                       f"{winner.split(':', 1)[0]} wins ({winner.split(':', 1)[1]}), the others' copy is "
+                                       f"dead weight or, merged file by file, a mix of versions"))  # fmt: skip
+    # 3. limits
+    if len(layers) > MAX_LAYERS:
+        report.errors.append(Finding("too-many-layers", "",
+                                     f"{len(layers)} layers; Lambda allows at most {MAX_LAYERS} per function"))
+    report.unzipped_bytes = sum(sum(layer.files.values()) for layer in layers) + (sum(function.files.values()) if function else 0)
+    if report.unzipped_bytes > UNZIPPED_LIMIT:
+        report.errors.append(Finding("unzipped-size", "",
+                                     f"function plus layers unzip to {report.unzipped_bytes:,} bytes; Lambda allows "
+                                     f"{UNZIPPED_LIMIT:,}"))  # fmt: skip
+    # 4. common support, from the manifests that exist
+    report.common_runtimes = _common(report, layers, "runtimes", "runtime")
+    report.common_architectures = _common(report, layers, "architectures", "architecture")
+    return report
+
+
+def _common(report: StackReport, layers: list[StackLayer], attribute: str, noun: str) -> list[str] | None:
+    known = [(layer.label, getattr(layer, attribute)) for layer in layers if getattr(layer, attribute)]
+    if not known:
+        return None
+    common = set(known[0][1])
+    for _label, values in known[1:]:
+        common &= set(values)
+    if not common:
+        detail = "; ".join(f"{label}: {', '.join(values)}" for label, values in known)
+        report.errors.append(Finding(f"no-common-{noun}", "",
+                                     f"no {noun} is supported by every layer ({detail})"))
+    unknown = [layer.label for layer in layers if not getattr(layer, attribute)]
+    if unknown and common:
+        report.warnings.append(Finding(f"unknown-{noun}", unknown[0],
+                                       f"no manifest beside {', '.join(unknown)}: its {noun} support is unknown"))
+    return sorted(common)
+
+
+def render_stack(report: StackReport, max_overrides: int = 20) -> str:
+    lines = [f"stack of {len(report.layers)} layer(s)" + (f" with function {report.function}" if report.function else "")
+             + ": " + ("ok" if report.ok else f"{len(report.errors)} error(s)") + f", {len(report.warnings)} warning(s)"]  # fmt: skip
+    for index, label in enumerate(report.layers, 1):
+        lines.append(f"  {index}. {label}")
+    for label, findings in (("error", report.errors), ("warning", report.warnings)):
+        for finding in findings:
+            lines.append(f"  {label} [{finding.rule}] {finding.message}")
+    if report.overrides:
+        lines.append(f"overridden paths ({len(report.overrides)}; the winner is listed last):")
+        for override in report.overrides[:max_overrides]:
+            lines.append(f"  {override.path}: {' < '.join(override.layers)} -> {override.winner}")
+        if len(report.overrides) > max_overrides:
+            lines.append(f"  ... and {len(report.overrides) - max_overrides} more (--json lists all)")
+    lines.append(f"size: {report.unzipped_bytes:,} bytes unzipped (limit {UNZIPPED_LIMIT:,} for function plus layers)")
+    if report.common_runtimes is not None:
+        lines.append(f"common runtimes: {', '.join(report.common_runtimes) or 'none'}")
+    if report.common_architectures is not None:
+        lines.append(f"common architectures: {', '.join(report.common_architectures) or 'none'}")
+    return "\n".join(lines)
