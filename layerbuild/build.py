@@ -135,6 +135,8 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
     work_dir = Path(tempfile.mkdtemp(prefix=workdir_prefix(stem)))
     tmp_zip = tmp_manifest = None
     try:
+        # LAYERBUILD_BUILD_IMAGE ranks right after --image: taken here so the build cache key includes it.
+        image = image or os.environ.get(docker_backend.IMAGE_ENV) or None
         request = BuildRequest(recipe=recipe, target=target, work_dir=work_dir, index=index, lock=lock, image=image,
                                out_dir=out_dir)  # fmt: skip
         # Build cache (layerbuild/cache.py): an unchanged target is copied, not rebuilt.

@@ -127,8 +127,8 @@ esac
 
 def choose_image(cli_image: str | None, environ: dict, recipe_image: str | None, target: Target) -> tuple[str, str]:
     """(image, where it came from): --image > LAYERBUILD_BUILD_IMAGE > recipe image: > the runtime's default."""
-    if cli_image:
-        return cli_image, "--image"
+    if cli_image:  # build.py passes LAYERBUILD_BUILD_IMAGE down as the request's image (for the cache key)
+        return cli_image, IMAGE_ENV if cli_image == environ.get(IMAGE_ENV) else "--image"
     if environ.get(IMAGE_ENV):
         return environ[IMAGE_ENV], IMAGE_ENV
     if recipe_image:
