@@ -82,3 +82,7 @@ class KlayersError(LayerbuildError):
 
 class AuditError(BuildError):
     """A built layer failed the audit (it would not load on its target runtime)."""
+
+
+class KlayersNotFound(KlayersError):
+    """The Klayers API answered 404: no listing for that region, Python version or package."""

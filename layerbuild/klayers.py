@@ -19,7 +19,7 @@ from typing import Callable
 
 import requests
 
-from .errors import KlayersError
+from .errors import KlayersError, KlayersNotFound
 from .klayers_model import (
     DEFAULT_API_URL,
     KlayersLayer,
@@ -136,7 +136,16 @@ class KlayersClient:
             return Answer(url, cached[1], cached[0], True, now - cached[0])
         if cached is not None and 0 <= now - cached[0] < self.ttl:
             return Answer(url, cached[1], cached[0], True, now - cached[0])
-        body = self._fetch(url)
+        try:
+            body = self._fetch(url)
+        except KlayersNotFound:
+            raise
+        except KlayersError as exc:
+            if cached is None:
+                raise
+            # Say that an older answer exists rather than silently serving it.
+            raise KlayersError(f"{exc}; a cached answer from {describe_age(now - cached[0])} ago exists: "
+                               "use --offline to use it") from None  # fmt: skip
         layers = parse_layers(body, url)  # raises before anything is cached
         fetched_at = self.now()
         self._write_cache(url, body, fetched_at)
@@ -164,9 +173,10 @@ class KlayersClient:
                         raise KlayersError(f"{url}: malformed Klayers response: not valid JSON (HTTP 200, "
                                            f"{len(response.content)} bytes); nothing was cached") from None  # fmt: skip
                 status = f"HTTP {response.status_code} {response.reason or ''}".strip()
+                if response.status_code == 404:
+                    raise KlayersNotFound(f"{url}: {status} (unknown region, Python version or package?)")
                 if response.status_code not in RETRY_STATUSES:
-                    hint = " (unknown region, Python version or package?)" if response.status_code == 404 else ""
-                    raise KlayersError(f"{url}: {status}{hint}")
+                    raise KlayersError(f"{url}: {status}")
                 problem = status
                 retry_after = _retry_after(response.headers.get("Retry-After"), self.now())
                 if retry_after is not None:

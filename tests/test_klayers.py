@@ -211,6 +211,19 @@ def test_persistent_5xx_gives_up_after_bounded_attempts(httpserver_ipv4):
     assert len(waits) == 2
 
 
+def test_a_failed_refresh_says_a_cached_answer_exists(httpserver_ipv4):
+    url = serve_klayers(httpserver_ipv4)
+    clock = Clock()
+    KlayersClient(url, now=clock).latest(klayers_target("3.12"), "us-east-1")
+    httpserver_ipv4.clear()
+    httpserver_ipv4.expect_request(P312_USE1).respond_with_data("down", status=503)
+    clock.now += 7 * 3600  # past the default TTL
+    with pytest.raises(KlayersError) as caught:
+        KlayersClient(url, now=clock, max_attempts=2, sleep=lambda s: None).latest(klayers_target("3.12"), "us-east-1")
+    assert str(caught.value) == (f"{url}{P312_USE1}: HTTP 503 SERVICE UNAVAILABLE after 2 attempts; "
+                                 "a cached answer from 7h 0m ago exists: use --offline to use it")  # fmt: skip
+
+
 def test_slow_responses_time_out_within_bounded_attempts(httpserver_ipv4):
     def slow(request):
         time.sleep(0.6)

@@ -115,12 +115,20 @@ def test_resolve_errors_are_one_line(httpserver_ipv4, invoke, monkeypatch, write
     result = invoke("resolve", "requests", "--region", "us-eats-1")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: unknown AWS region 'us-eats-1' (did you mean 'us-east-1'?)")
-    httpserver_ipv4.expect_request("/api/v2/p3.12/layers/latest/us-east-1").respond_with_data("gone", status=404)
+    httpserver_ipv4.expect_request("/api/v2/p3.12/layers/latest/us-east-1").respond_with_data("no", status=403)
     monkeypatch.setenv("LAYERBUILD_KLAYERS_URL", base_url(httpserver_ipv4))
     result = invoke("resolve", "pymysql", "--region", "us-east-1")
     assert result.exit_code == 1
-    assert result.stderr == (f"error: {base_url(httpserver_ipv4)}/api/v2/p3.12/layers/latest/us-east-1: HTTP 404 NOT FOUND "
-                             "(unknown region, Python version or package?)\n")  # fmt: skip
+    assert result.stderr == f"error: {base_url(httpserver_ipv4)}/api/v2/p3.12/layers/latest/us-east-1: HTTP 403 FORBIDDEN\n"
+
+
+def test_a_404_listing_means_build_everything(httpserver_ipv4, invoke, monkeypatch):
+    httpserver_ipv4.expect_request("/api/v2/p3.12/layers/latest/me-south-1").respond_with_data("Not Found", status=404)
+    monkeypatch.setenv("LAYERBUILD_KLAYERS_URL", base_url(httpserver_ipv4))
+    plan = resolve_json(invoke, "pymysql", "--region", "me-south-1")["python3.12-x86_64"]
+    assert plan["remaining"] == [{"requirement": "pymysql", "reason": "Klayers publishes no layers for python3.12-x86_64"}]
+    assert plan["notes"][0].startswith("Klayers has no p3.12 listing in me-south-1 (")
+    assert "HTTP 404 NOT FOUND" in plan["notes"][0]
 
 
 # -- the 5-layer limit and shadowing (pure) ---------------------------------------------------------

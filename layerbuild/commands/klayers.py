@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import KlayersError, LockError, TargetError
+from ..errors import KlayersError, KlayersNotFound, LockError, TargetError
 from ..klayers import KlayersClient, describe_age
 from ..klayers_model import KlayersTarget, Lookup, history_rows, klayers_target, select
 from ..lockfile import parse_lock, requirements_digest
@@ -145,16 +145,20 @@ def plan_recipe(recipe: Recipe, region: str, client: KlayersClient, pythons=None
     region = check_region(region)
     plans = []
     for target in recipe.targets(pythons or None, arches or None):
+        notes = []
         try:
             ktarget = klayers_target(target.python, target.arch)
         except TargetError:  # a target Klayers does not publish for: everything is built
             layers = None
         else:
-            layers = client.latest(ktarget, region).layers
+            try:
+                layers = client.latest(ktarget, region).layers
+            except KlayersNotFound as exc:  # the API's way of saying "nothing here": build it all
+                layers = None
+                notes.append(f"Klayers has no {ktarget.segment} listing in {region} ({exc})")
         pins, note = committed_pins(recipe, target)
         plan = plan_target(recipe.requirements, target, layers, pins)
-        if note:
-            plan.notes.append(note)
+        plan.notes.extend(notes + ([note] if note else []))
         plans.append(plan)
     return plans
 
