@@ -121,14 +121,17 @@ def parse_layers(data, where: str) -> list[KlayersLayer]:
             raise KlayersError(f"{where}: malformed Klayers response: item {index} is not an object")
         arn = _pick(item, "arn")
         version = _pick(item, "version")
-        if not isinstance(arn, str) or not arn.startswith("arn:") or version is None:
+        if not isinstance(arn, str) or not arn.startswith("arn:") or not isinstance(version, (str, int, float)) \
+                or isinstance(version, bool):
             raise KlayersError(f"{where}: malformed Klayers response: item {index} has no arn/packageVersion")
         package = _pick(item, "package") or _package_from_arn(arn)
-        if not package:
+        if not isinstance(package, str) or not package.strip():
             raise KlayersError(f"{where}: malformed Klayers response: item {index} names no package")
         deps = _pick(item, "dependencies") or ()
         if isinstance(deps, str):
             deps = deps.splitlines()
+        if not isinstance(deps, (list, tuple)):
+            raise KlayersError(f"{where}: malformed Klayers response: item {index} has dependencies that are not a list")
         layer_version = _pick(item, "layer_version")
         if layer_version is None:
             tail = arn.rsplit(":", 1)[-1]

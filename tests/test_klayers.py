@@ -6,6 +6,8 @@ import json
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from werkzeug import Response
 
 from klayers_server import base_url, fixture_json, requests_to, serve_klayers
@@ -372,3 +374,25 @@ def test_klayers_target_segments():
     assert klayers_target("3.8").segment == "p3.8"
     with pytest.raises(TargetError):
         klayers_target("3.9", "arm64")
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["package", "packageVersion", "arn", "deployStatus", "expiryDate", "dependencies",
+                         "layerVersion", "package_version", "layer_version_arn", "other"]), inner, max_size=6),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json)
+def test_any_json_parses_or_is_a_malformed_response_error(data):
+    try:
+        layers = parse_layers(data, "http://127.0.0.1/x")
+    except KlayersError as exc:
+        assert str(exc).startswith("http://127.0.0.1/x: malformed Klayers response: ")
+    else:
+        for layer in layers:
+            assert layer.arn.startswith("arn:") and isinstance(layer.package, str) and isinstance(layer.version, str)
+            select(layers, [layer.package])  # matching never crashes on what parsing accepted
