@@ -149,6 +149,13 @@ def test_container_env_is_built_from_scratch_with_index_and_ca(monkeypatch):
     assert "PIP_CERT" not in docker_backend.container_env(index, (), ca_mounted=False)
 
 
+def test_container_mounts_only_the_work_dir_the_ca_bundle_and_the_pip_cache(tmp_path):
+    mounts = docker_backend._mounts(Path("/etc/ssl/certs/ca-certificates.crt"), "layerbuild-pip-cache", tmp_path / "work")
+    assert {(m.target, m.read_only, m.volume) for m in mounts} == {
+        ("/pip-cache", False, True), (docker_backend.CA_PATH, True, False), ("/work", False, False)}
+    assert str(Path.home()) not in {m.source for m in mounts}
+
+
 @pytest.mark.parametrize(
     "output, expected",
     [

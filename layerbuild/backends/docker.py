@@ -22,6 +22,7 @@ import hashlib
 import os
 import re
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -383,7 +384,7 @@ def _derive(engine: Engine, request: BuildRequest, image: str, base: ImageInfo, 
                    platform, environment=env, mounts=_mounts(ca_bundle, volume), timeout=_timeout())  # fmt: skip
     # The probe is only known once the script ran: commit under a scratch tag, then label that image.
     repository, _, name = tag.partition(":")
-    scratch = f"{name}-unlabelled"
+    scratch = f"{name}-unlabelled-{uuid.uuid4().hex[:12]}"  # unique: targets may derive the same image at once
     result = engine.run(spec, commit_as=(repository, scratch, []))
     probe = parse_probe(result.output)
     kind, _ = failure(result.output)
