@@ -73,8 +73,8 @@ def test_packages_match_by_pep503_name_and_missing_ones_fail(api, invoke):
     result = invoke("klayers-lookup", "us-east-1", "3.12", "pymysql", "PILLOW", "no-such-pkg", "--format", "arns")
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
-        "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-pymysql:5",
-        "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-pillow:4",
+        "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-PyMySQL:5",
+        "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-Pillow:4",
     ]
     assert "missing: no-such-pkg (Klayers has no p3.12 layer in us-east-1)" in result.stderr
 
@@ -100,7 +100,7 @@ def test_older_field_names_are_accepted(api, invoke):
     assert result.exit_code == 0, result.output
     (layer,) = json.loads(result.stdout)["layers"]
     assert layer["version"] == "1.1.1"
-    assert layer["arn"] == "arn:aws:lambda:eu-west-1:770693421928:layer:Klayers-p312-pymysql:5"
+    assert layer["arn"] == "arn:aws:lambda:eu-west-1:770693421928:layer:Klayers-p312-PyMySQL:5"
 
 
 def test_history_marks_deprecated_versions_with_expiry(api, invoke):
@@ -359,11 +359,11 @@ def test_corrupt_cache_file_is_a_miss(httpserver_ipv4):
 # -- pure parsing ---------------------------------------------------------------------------------
 def test_parse_accepts_both_field_generations_and_empty_answers():
     new = parse_layers([{"package": "PyMySQL", "packageVersion": "1.1.1",
-                         "arn": "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-pymysql:5"}], "x")  # fmt: skip
+                         "arn": "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-PyMySQL:5"}], "x")  # fmt: skip
     old = parse_layers([{"package": "PyMySQL", "package_version": "1.1.1",
-                         "layer_version_arn": "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-pymysql:5"}], "x")  # fmt: skip
+                         "layer_version_arn": "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-PyMySQL:5"}], "x")  # fmt: skip
     assert new == old
-    assert new[0].layer_version == 5 and new[0].layer_name == "Klayers-p312-pymysql"
+    assert new[0].layer_version == 5 and new[0].layer_name == "Klayers-p312-PyMySQL"
     assert parse_layers([], "x") == [] and parse_layers({}, "x") == []
     assert select(new, ["pymysql"]).complete and not select(new, ["mysqlclient"]).complete
 

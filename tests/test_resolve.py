@@ -59,7 +59,7 @@ def test_shipped_pymysql_recipe_matches_the_pep503_name(api, invoke):
     targets = resolve_json(invoke, "pymysql", "--region", "eu-west-1")  # the older field names
     (plan,) = targets.values()
     assert plan["covered"] == [{"requirement": "pymysql", "package": "PyMySQL", "version": "1.1.1",
-                                "arn": arn("eu-west-1", "Klayers-p312-pymysql", 5)}]  # fmt: skip
+                                "arn": arn("eu-west-1", "Klayers-p312-PyMySQL", 5)}]  # fmt: skip
 
 
 def test_resolve_table_shows_what_is_covered_and_what_remains(api, invoke, write_recipe):
@@ -190,7 +190,7 @@ def test_prefer_klayers_stays_within_five_layers(api, invoke, write_recipe, tmp_
     assert result.exit_code == 0, result.output
     assert "attach in this order (5 of 5 layers):" in result.stdout
     arns = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("arn:")]
-    assert arns == [arn("ap-southeast-2", f"Klayers-p312-{n}", v) for n, v in (("requests", 9), ("pymysql", 5), ("boto3", 14), ("pytz", 6))]
+    assert arns == [arn("ap-southeast-2", f"Klayers-p312-{n}", v) for n, v in (("requests", 9), ("PyMySQL", 5), ("boto3", 14), ("pytz", 6))]
     assert "building six, idna into the own layer instead" in result.stdout
     names = zip_names(out / "many-python3.12-x86_64.zip")
     assert "python/six.py" in names and "python/idna/__init__.py" in names
