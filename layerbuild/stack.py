@@ -80,10 +80,15 @@ class StackReport:
         }
 
 
-def top_level_package(path: str) -> tuple[str, str] | None:
-    """('numpy', 'python/lib/python3.12/site-packages/numpy') for an importable top-level name, else None."""
+def top_level_package(path: str, in_function: bool = False) -> tuple[str, str] | None:
+    """('numpy', 'python/lib/python3.12/site-packages/numpy') for an importable top-level name, else None.
+
+    Layer paths are importable below python/ or its site-packages; a function's from its root (/var/task).
+    """
     match = _SITE_PACKAGES.match(path)
-    if match:
+    if in_function:
+        base, rest = "", path
+    elif match:
         base, rest = match.group(0), path[match.end():]
     elif path.startswith("python/"):
         base, rest = "python/", path[len("python/"):]
@@ -100,12 +105,12 @@ def top_level_package(path: str) -> tuple[str, str] | None:
     return None
 
 
-def _providers(files: dict[str, int]) -> dict[str, set[str]]:
+def _providers(files: dict[str, int], in_function: bool = False) -> dict[str, set[str]]:
     found: dict[str, set[str]] = defaultdict(set)
     for path in files:
-        package = top_level_package(path)
+        package = top_level_package(path, in_function)
         if package:
-            found[package[0]].add(posixpath.dirname(package[1]) if package[1].endswith((".py", ".so", ".pyc")) else package[1])
+            found[package[0]].add(package[1])
     return found
 
 
@@ -140,7 +145,7 @@ def simulate_stack(layers: list[StackLayer], function: StackLayer | None = None)
         for package, places in _providers(layer.files).items():
             providers[package].extend(f"{layer.label}:{p}" for p in sorted(places))
     if function:
-        for package, places in _providers(function.files).items():
+        for package, places in _providers(function.files, in_function=True).items():
             providers[package].extend(f"function:{p}" for p in sorted(places))  # /var/task: first on sys.path
     for package, places in sorted(providers.items()):
         owners = {p.split(":", 1)[0] for p in places}
