@@ -69,6 +69,11 @@ from .commands.core import build_cmd, list_cmd, lock_cmd, targets_cmd  # noqa: E
 for _command in (targets_cmd, list_cmd, lock_cmd, build_cmd):
     main.add_command(_command)
 
+from .commands.runtime import event_cmd, invoke_cmd, test_cmd  # noqa: E402
+
+for _command in (test_cmd, event_cmd, invoke_cmd):
+    main.add_command(_command)
+
 from .commands.audit import audit_cmd, stack_cmd  # noqa: E402
 
 for _command in (audit_cmd, stack_cmd):

@@ -1,0 +1,69 @@
+"""Finding a local interpreter for a target: pythonX.Y on PATH that really is X.Y on the right machine.
+
+pyenv installs shims for every version it knows of; a shim for a version that is not installed exits
+non-zero ("pyenv: python3.8: command not found"), so each candidate is probed by running it, bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .runtimes import MACHINE
+
+PROBE_TIMEOUT = 15
+# Prints "3.11 x86_64 /real/executable" for the probe's parser.
+_PROBE = "import sys, platform; print('%d.%d' % sys.version_info[:2], platform.machine(), sys.executable)"
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    executable: Path  # the real interpreter (sys.executable), not a shim
+    python: str  # "3.11"
+    machine: str  # x86_64 | aarch64
+
+
+def parse_probe(output: str) -> Interpreter | None:
+    """Pure: the probe's one line -> Interpreter (None when it is not what the probe prints)."""
+    parts = output.strip().split(" ", 2)
+    if len(parts) != 3 or not parts[2]:
+        return None
+    return Interpreter(Path(parts[2]), parts[0], parts[1])
+
+
+def probe(executable: str) -> Interpreter | None:
+    try:
+        done = subprocess.run([executable, "-I", "-S", "-c", _PROBE], capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None  # e.g. a pyenv shim for a version that is not installed
+    return parse_probe(done.stdout)
+
+
+def candidates(python: str, path: str | None = None) -> list[str]:
+    """Every pythonX.Y executable on PATH, in PATH order, without repeats."""
+    seen, found = set(), []
+    for folder in (path if path is not None else os.environ.get("PATH", "")).split(os.pathsep):
+        if not folder:
+            continue
+        candidate = os.path.join(folder, f"python{python}")
+        real = os.path.realpath(candidate)
+        if real in seen or not os.path.isfile(candidate) or not os.access(candidate, os.X_OK):
+            continue
+        seen.add(real)
+        found.append(candidate)
+    return found
+
+
+def find_local_python(python: str, arch: str, path: str | None = None) -> Interpreter | None:
+    """The first working interpreter of exactly this version on this Lambda architecture, or None."""
+    machine = MACHINE.get(arch, arch)
+    for candidate in candidates(python, path):
+        found = probe(candidate)
+        if found and found.python == python and found.machine == machine:
+            return found
+    return None

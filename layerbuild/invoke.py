@@ -1,0 +1,204 @@
+"""`layerbuild invoke`: run a handler locally with layers stacked as Lambda stacks them.
+
+The layers are extracted (vetted by safezip) in order into one private read-only /opt-like
+directory - a later layer's file wins - and the handler runs in a fresh child interpreter
+(-I -S: nothing of the host's site-packages) with Lambda's sys.path order, a context object with
+Lambda's attribute names, and Lambda's timeout semantics: after init, the handler has --timeout
+seconds; then the child is killed and the result is "Task timed out after N.NN seconds".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import _invoke_runner
+from .errors import LayerbuildError
+from .interpreters import find_local_python
+from .layerfacts import manifest_beside
+from .optdir import layers_extracted, read_only_command
+from .runtimes import check_architecture, get_runtime
+from .smoketest import CannotTestError
+
+RUNNER_SOURCE = Path(_invoke_runner.__file__).read_text(encoding="utf-8")
+DEFAULT_TIMEOUT = 3.0  # Lambda's default
+MAX_TIMEOUT = 900.0
+INIT_TIMEOUT = 10.0  # Lambda's init phase limit
+MEMORY_RANGE = (128, 10240)
+ACCOUNT = "123456789012"
+
+
+@dataclass(frozen=True)
+class InvokeSpec:
+    handler: str  # module.function (module may be a path: dir/file.function)
+    layers: tuple[Path, ...]
+    event_path: Path
+    code_dir: Path
+    timeout: float = DEFAULT_TIMEOUT
+    function_name: str = "layerbuild-local"
+    memory_mb: int = 128
+    python: str | None = None
+    region: str = "us-east-1"
+
+
+@dataclass
+class InvokeResult:
+    ok: bool
+    payload: object  # the handler's return value, or Lambda's error object
+    request_id: str
+    logs: str = ""
+    python: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- pure parts -------------------------------------------------------------------------------
+
+
+def split_handler(handler: str) -> tuple[str, str]:
+    """'pkg/mod.fn' or 'pkg.mod.fn' -> ('pkg.mod', 'fn'), with a one-line error otherwise."""
+    module, dot, function = handler.rpartition(".")
+    module = module.replace("/", ".")
+    if not dot or not module or not all(p.isidentifier() for p in module.split(".")) or not function.isidentifier():
+        raise LayerbuildError(f"HANDLER {handler!r}: expected MODULE.FUNCTION, e.g. 'app.handler' or 'src/app.handler'")
+    return module, function
+
+
+def check_limits(timeout: float, memory_mb: int) -> None:
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise LayerbuildError(f"--timeout {timeout:g}: Lambda timeouts are more than 0 and at most {MAX_TIMEOUT:g} seconds")
+    if not MEMORY_RANGE[0] <= memory_mb <= MEMORY_RANGE[1]:
+        raise LayerbuildError(f"--memory {memory_mb}: Lambda memory is {MEMORY_RANGE[0]} to {MEMORY_RANGE[1]} MB")
+
+
+def read_event(path: Path) -> object:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LayerbuildError(f"--event {path}: no such file (write one with 'layerbuild event s3-put ... > event.json')") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LayerbuildError(f"--event {path}: cannot read: {exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise LayerbuildError(f"--event {path}: not valid JSON: {exc}") from None
+
+
+def timed_out_payload(timeout: float) -> dict:
+    return {"errorMessage": f"Task timed out after {timeout:.2f} seconds", "errorType": "Sandbox.Timedout"}
+
+
+def target_python(spec: InvokeSpec) -> tuple[str, str]:
+    """(python, arch) of the run: --python, else the first layer's manifest, else this interpreter's."""
+    manifest = manifest_beside(spec.layers[0]) if spec.layers else None
+    python = get_runtime(spec.python).python if spec.python else (manifest.python if manifest else "%d.%d" % sys.version_info[:2])
+    arch = manifest.architecture if manifest else check_architecture(platform.machine())
+    return python, arch
+
+
+# ---- running --------------------------------------------------------------------------------
+
+
+def invoke(spec: InvokeSpec) -> InvokeResult:
+    module, function = split_handler(spec.handler)
+    check_limits(spec.timeout, spec.memory_mb)
+    read_event(spec.event_path)  # a bad event file is the user's error, reported before anything runs
+    code_dir = Path(spec.code_dir).resolve()
+    if not code_dir.is_dir():
+        raise LayerbuildError(f"--code {spec.code_dir}: no such directory")
+    python, arch = target_python(spec)
+    interpreter = find_local_python(python, arch)
+    if interpreter is None:
+        raise CannotTestError(f"cannot invoke for python{python} on {arch}: no local python{python} for that architecture on PATH; "
+                              f"install Python {python} or pass --python with one you have")  # fmt: skip
+    request_id = str(uuid.uuid4())
+    with layers_extracted(spec.layers, prefix="layerbuild-invoke-") as root:
+        work = root.parent  # private (mkdtemp), writable; only root/ is read-only
+        config_path, result_path = work / "config.json", work / "result.json"
+        read_fd, write_fd = os.pipe()
+        config = {
+            "module": module, "function": function, "code_dir": str(code_dir), "root": str(root),
+            "event_path": str(Path(spec.event_path).resolve()), "result_path": str(result_path), "ready_fd": write_fd,
+            "timeout": spec.timeout, "function_name": spec.function_name, "memory_limit_in_mb": spec.memory_mb,
+            "aws_request_id": request_id,
+            "invoked_function_arn": f"arn:aws:lambda:{spec.region}:{ACCOUNT}:function:{spec.function_name}",
+            "log_stream_name": time.strftime("%Y/%m/%d/[$LATEST]", time.gmtime()) + uuid.uuid4().hex,
+        }  # fmt: skip
+        config_path.write_text(json.dumps(config), encoding="utf-8")
+        env = {
+            "PATH": f"{root}/bin:/usr/local/bin:/usr/bin:/bin", "LD_LIBRARY_PATH": f"{root}/lib", "LANG": "C.UTF-8",
+            "TZ": ":UTC", "HOME": str(work), "LAMBDA_TASK_ROOT": str(code_dir), "AWS_REGION": spec.region,
+            "AWS_DEFAULT_REGION": spec.region, "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.function_name}", "AWS_LAMBDA_LOG_STREAM_NAME": config["log_stream_name"],
+        }  # fmt: skip — built from scratch: no host credentials reach the handler
+        argv = read_only_command(root, [str(interpreter.executable), "-I", "-S", "-B", "-c", RUNNER_SOURCE, str(config_path)])
+        log_file = tempfile.TemporaryFile(dir=work)
+        try:
+            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                     cwd=code_dir, pass_fds=(write_fd,), start_new_session=True)  # fmt: skip
+        finally:
+            os.close(write_fd)
+        try:
+            outcome = _supervise(child, read_fd, spec.timeout)
+        finally:
+            os.close(read_fd)
+            _kill(child)
+        log_file.seek(0)
+        logs = log_file.read().decode("utf-8", errors="replace")
+        log_file.close()
+        if outcome == "init-timeout":
+            payload = {"errorMessage": f"Init phase did not finish within {INIT_TIMEOUT:.2f} seconds", "errorType": "Runtime.InitTimeout"}
+            return InvokeResult(False, payload, request_id, logs, python)
+        if outcome == "timeout":
+            logs += f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z {request_id} Task timed out after {spec.timeout:.2f} seconds\n"
+            return InvokeResult(False, timed_out_payload(spec.timeout), request_id, logs, python)
+        try:
+            result = json.loads(result_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            payload = {"errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: exit status {child.returncode}",
+                       "errorType": "Runtime.ExitError"}  # fmt: skip
+            return InvokeResult(False, payload, request_id, logs, python)
+    if result.get("ok"):
+        return InvokeResult(True, result.get("value"), request_id, logs, python)
+    return InvokeResult(False, result.get("error"), request_id, logs, python)
+
+
+def _supervise(child: subprocess.Popen, ready_fd: int, timeout: float) -> str:
+    """'done' when the child exits in time; 'timeout' / 'init-timeout' when it had to be stopped."""
+    init_deadline = time.monotonic() + INIT_TIMEOUT
+    while True:  # bounded: init_deadline
+        remaining = init_deadline - time.monotonic()
+        if remaining <= 0:
+            return "init-timeout"
+        readable, _, _ = select.select([ready_fd], [], [], min(remaining, 0.5))
+        if readable:
+            if os.read(ready_fd, 1) == b"R":
+                break
+            child.wait(timeout=INIT_TIMEOUT)  # EOF without the signal: the child ended during init
+            return "done"
+        if child.poll() is not None:
+            return "done"
+    try:
+        child.wait(timeout=timeout)
+        return "done"
+    except subprocess.TimeoutExpired:
+        return "timeout"
+
+
+def _kill(child: subprocess.Popen) -> None:
+    if child.poll() is None:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child.wait(timeout=10)
