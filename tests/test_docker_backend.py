@@ -394,9 +394,12 @@ def test_missing_image_that_cannot_be_pulled(invoke, write_recipe, tmp_path, doc
 @pytest.mark.docker
 def test_unknown_system_package(invoke, write_recipe, tmp_path, docker_env):
     path = _recipe(write_recipe, packages=["six==1.17.0"], system_packages=["layerbuild-no-such-package"])
-    error = _failing_build(invoke, path, tmp_path / "out")
+    out = tmp_path / "out"
+    error = _failing_build(invoke, path, out)
     assert "field 'system_packages': apt-get in build image" in error
     assert "cannot find 'layerbuild-no-such-package'" in error
+    log = out / "sample-python3.11-x86_64.build.log"
+    assert error.endswith(f"(log: {log})") and "Unable to locate package layerbuild-no-such-package" in log.read_text()
 
 
 @pytest.mark.docker

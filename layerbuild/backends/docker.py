@@ -394,6 +394,7 @@ def _derive(engine: Engine, request: BuildRequest, image: str, base: ImageInfo, 
             raise BuildImageError(f"{where} has no python{target.python} or python3 on its PATH: it cannot build for {target.slug}")
         if kind == "python-version":
             raise python_mismatch(image, probe, target)
+        log = _write_log(log_path_for(request), log_tail(result.output))
         if kind == "no-package-manager":
             raise SystemPackageError(
                 f"{recipe.path or recipe.name}: field 'system_packages': {where} has no package manager "
@@ -405,16 +406,16 @@ def _derive(engine: Engine, request: BuildRequest, image: str, base: ImageInfo, 
             if missing:
                 raise SystemPackageError(
                     f"{recipe.path or recipe.name}: field 'system_packages': {manager} in {where} cannot find "
-                    f"{', '.join(repr(m) for m in missing)}; check the package names for that image's OS"
+                    f"{', '.join(repr(m) for m in missing)}; check the package names for that image's OS (log: {log})"
                 )
             raise SystemPackageError(
                 f"{recipe.path or recipe.name}: field 'system_packages': {manager} in {where} failed to install "
-                f"{', '.join(recipe.system_packages)}: {last_error_line(result.output)}"
+                f"{', '.join(recipe.system_packages)}: {last_error_line(result.output)}; log: {log}"
             )
         if kind == "tools":
             raise BuildError(f"cannot install {TOOLS_REQUIREMENT} into {where} from {request.index.index_url}: "
-                             f"{last_error_line(result.output)}")  # fmt: skip
-        raise BuildError(f"preparing {where} failed (exit status {result.exit_code}): {last_error_line(result.output)}")
+                             f"{last_error_line(result.output)}; log: {log}")  # fmt: skip
+        raise BuildError(f"preparing {where} failed (exit status {result.exit_code}): {last_error_line(result.output)}; log: {log}")
     labels = {"layerbuild.base": base.id, "layerbuild.package_manager": probe.package_manager,
               "layerbuild.python": probe.python, "layerbuild.python_version": probe.version,
               "layerbuild.machine": probe.machine}  # fmt: skip
