@@ -396,3 +396,20 @@ def test_any_json_parses_or_is_a_malformed_response_error(data):
         for layer in layers:
             assert layer.arn.startswith("arn:") and isinstance(layer.package, str) and isinstance(layer.version, str)
             select(layers, [layer.package])  # matching never crashes on what parsing accepted
+
+
+def test_history_finds_klayers_own_spelling(api, invoke):
+    api.expect_request("/api/v2/p3.12/layers/us-east-1/pillow").respond_with_json([])
+    result = invoke("klayers-lookup", "us-east-1", "3.12", "--history", "pillow", "--format", "arns")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-Pillow:4",
+                                          "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-Pillow:3"]  # fmt: skip
+    assert requests_to(api, "/api/v2/p3.12/layers/us-east-1/Pillow") == 1
+
+
+def test_history_of_an_unknown_package_is_missing(api, invoke):
+    api.expect_request("/api/v2/p3.12/layers/us-east-1/nothing-here").respond_with_json([])
+    result = invoke("klayers-lookup", "us-east-1", "3.12", "--history", "nothing-here")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert "missing: nothing-here (Klayers has no p3.12 layer in us-east-1)" in result.stderr

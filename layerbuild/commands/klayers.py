@@ -108,18 +108,24 @@ def _print_lookup(lookup: Lookup, answer, target: KlayersTarget, region: str, fm
 
 def _history(client, target, region, package, fmt, json_output):
     answer = client.history(target, region, package)
+    if not answer.layers:
+        # The API keys history by Klayers' own spelling (Pillow, not pillow): find it in the listing.
+        listed = select(client.latest(target, region).layers, [package]).found
+        if listed and listed[0].package != package:
+            package = listed[0].package
+            answer = client.history(target, region, package)
     _note_cache(answer, client)
     rows = history_rows(answer.layers)
     if json_output:
         _cli().echo_json({"region": region, "python": target.segment, "package": package,
                           "versions": [layer.to_dict() for layer in rows], "source": answer.url,
                           "from_cache": answer.from_cache, "age_seconds": round(answer.age, 3)})  # fmt: skip
-    elif fmt == "table":
+    elif fmt == "table" and rows:
         _cli().print_table(
             [[layer.version, layer.layer_version or "", layer.status + (f" (expires {layer.expiry})" if layer.status == "deprecated" and layer.expiry else ""), layer.arn] for layer in rows],
             ["VERSION", "LAYER", "STATUS", "ARN"],
         )  # fmt: skip
-    elif rows:
+    elif rows and fmt != "table":
         click.echo(_render(fmt, [layer.arn for layer in rows]).rstrip("\n"))
     if not rows:
         click.echo(f"missing: {package} (Klayers has no {target.segment} layer in {region})", err=True)
