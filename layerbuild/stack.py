@@ -200,11 +200,17 @@ def render_stack(report: StackReport, max_overrides: int = 20) -> str:
         for finding in findings:
             lines.append(f"  {label} [{finding.rule}] {finding.message}")
     if report.overrides:
-        lines.append(f"overridden paths ({len(report.overrides)}; the winner is listed last):")
-        for override in report.overrides[:max_overrides]:
-            lines.append(f"  {override.path}: {' < '.join(override.layers)} -> {override.winner}")
-        if len(report.overrides) > max_overrides:
-            lines.append(f"  ... and {len(report.overrides) - max_overrides} more (--json lists all)")
+        # Grouped by folder (python/numpy/, lib/) so a whole shadowed package is one line; --json lists every path.
+        groups: dict[tuple[str, tuple[str, ...]], int] = defaultdict(int)
+        for override in report.overrides:
+            parts = override.path.split("/")
+            folder = "/".join(parts[:2]) + "/" if len(parts) > 2 else override.path
+            groups[(folder, override.layers)] += 1
+        lines.append(f"overridden paths ({len(report.overrides)}; the last layer wins):")
+        for (folder, chain), count in list(groups.items())[:max_overrides]:
+            lines.append(f"  {folder} ({count} path{'s' if count > 1 else ''}): {' < '.join(chain)} -> {chain[-1]}")
+        if len(groups) > max_overrides:
+            lines.append(f"  ... and {len(groups) - max_overrides} more folders (--json lists every path)")
     lines.append(f"size: {report.unzipped_bytes:,} bytes unzipped (limit {UNZIPPED_LIMIT:,} for function plus layers)")
     if report.common_runtimes is not None:
         lines.append(f"common runtimes: {', '.join(report.common_runtimes) or 'none'}")
