@@ -45,10 +45,10 @@ def cache_dir() -> Path:
     return Path(base) / "layerbuild" / "klayers"
 
 
-def api_url(explicit: str | None = None) -> str:
+def api_url(explicit: str | None = None, option: str = "--api-url") -> str:
     url = explicit or os.environ.get(API_URL_ENV) or DEFAULT_API_URL
     if not url.startswith(("http://", "https://")):
-        source = "--api-url" if explicit else API_URL_ENV
+        source = option if explicit else API_URL_ENV
         raise KlayersError(f"{source}: invalid Klayers API URL {url!r}: expected http:// or https://")
     return url.rstrip("/")
 

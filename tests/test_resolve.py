@@ -218,11 +218,15 @@ def test_prefer_klayers_usage_errors(invoke, args, message):
     assert message in result.stderr
 
 
-def test_prefer_klayers_bad_region_and_url(invoke, tmp_path):
+def test_prefer_klayers_bad_region_and_url(invoke, tmp_path, monkeypatch):
     result = invoke("build", "pymysql", "--prefer-klayers", "--region", "mars-1", "--out", tmp_path)
     assert result.exit_code == 1
     assert result.stderr.startswith("error: unknown AWS region 'mars-1'")
     result = invoke("build", "pymysql", "--prefer-klayers", "--region", "us-east-1", "--klayers-url", "nope", "--out", tmp_path)
     assert result.exit_code == 1
-    assert result.stderr.strip() == "error: --api-url: invalid Klayers API URL 'nope': expected http:// or https://"
+    assert result.stderr.strip() == "error: --klayers-url: invalid Klayers API URL 'nope': expected http:// or https://"
     assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("LAYERBUILD_KLAYERS_URL", "127.0.0.1:8080")
+    result = invoke("build", "pymysql", "--prefer-klayers", "--region", "us-east-1", "--out", tmp_path)
+    assert result.stderr.strip() == ("error: LAYERBUILD_KLAYERS_URL: invalid Klayers API URL '127.0.0.1:8080': "
+                                     "expected http:// or https://")  # fmt: skip

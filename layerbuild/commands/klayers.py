@@ -10,6 +10,7 @@ import click
 
 from ..errors import KlayersError, KlayersNotFound, LockError, TargetError
 from ..klayers import KlayersClient, describe_age
+from ..klayers import api_url as klayers_api_url
 from ..klayers_model import KlayersTarget, Lookup, history_rows, klayers_target, select
 from ..lockfile import parse_lock, requirements_digest
 from ..parallel import TargetFailures
@@ -219,7 +220,7 @@ def build_with_klayers(recipes: list[Recipe], region: str, api_url: str | None, 
                        out_dir: Path, image: str | None, json_output: bool, use_cache: bool, progress) -> None:  # fmt: skip
     from ..build import build_recipes  # late: keeps `klayers-lookup` free of the build machinery
 
-    client = KlayersClient(api_url)
+    client = KlayersClient(klayers_api_url(api_url, "--klayers-url"))
     results, failures = [], []
     for recipe in recipes:
         for plan in plan_recipe(recipe, region, client, pythons, arches):
