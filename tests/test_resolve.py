@@ -230,3 +230,12 @@ def test_prefer_klayers_bad_region_and_url(invoke, tmp_path, monkeypatch):
     result = invoke("build", "pymysql", "--prefer-klayers", "--region", "us-east-1", "--out", tmp_path)
     assert result.stderr.strip() == ("error: LAYERBUILD_KLAYERS_URL: invalid Klayers API URL '127.0.0.1:8080': "
                                      "expected http:// or https://")  # fmt: skip
+
+
+def test_resolve_offline_uses_the_cache_and_says_so(api, invoke):
+    first = resolve_json(invoke, "pymysql", "--region", "us-east-1")["python3.12-x86_64"]
+    assert first["notes"] == []
+    plan = resolve_json(invoke, "pymysql", "--region", "us-east-1", "--offline")["python3.12-x86_64"]
+    assert plan["arns"] == [arn("us-east-1", "Klayers-p312-PyMySQL", 5)]
+    assert plan["notes"][0].startswith("offline: Klayers answer from the cache, fetched ")
+    assert requests_to(api, "/api/v2/p3.12/layers/latest/us-east-1") == 1

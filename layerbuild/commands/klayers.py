@@ -159,7 +159,10 @@ def plan_recipe(recipe: Recipe, region: str, client: KlayersClient, pythons=None
             layers = None
         else:
             try:
-                layers = client.latest(ktarget, region).layers
+                answer = client.latest(ktarget, region)
+                layers = answer.layers
+                if answer.from_cache and client.offline:
+                    notes.append(f"offline: Klayers answer from the cache, fetched {describe_age(answer.age)} ago")
             except KlayersNotFound as exc:  # the API's way of saying "nothing here": build it all
                 layers = None
                 notes.append(f"Klayers has no {ktarget.segment} listing in {region} ({exc})")
