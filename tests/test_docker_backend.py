@@ -473,10 +473,14 @@ def arm64_image(docker_client):
 
 @pytest.mark.docker
 def test_missing_emulation_for_arm64_says_how_to_install_it(invoke, write_recipe, tmp_path, docker_env, arm64_image,
-                                                             monkeypatch):  # fmt: skip
-    monkeypatch.setenv("LAYERBUILD_PIP_CACHE_VOLUME", f"layerbuild-test-pip-cache-{uuid.uuid4().hex[:8]}")
+                                                             monkeypatch, docker_client):  # fmt: skip
+    volume = f"layerbuild-test-pip-cache-{uuid.uuid4().hex[:8]}"  # new: preparing it runs the arm64 image first
+    monkeypatch.setenv("LAYERBUILD_PIP_CACHE_VOLUME", volume)
     path = _recipe(write_recipe, packages=["six==1.17.0"], architectures=["arm64"], backend="docker")
-    error = _failing_build(invoke, path, tmp_path / "out", "--image", arm64_image)
+    try:
+        error = _failing_build(invoke, path, tmp_path / "out", "--image", arm64_image)
+    finally:
+        _remove_volume(docker_client, volume)
     assert "cannot run linux/arm64 containers on its x86_64 machine: no emulation for arm64 is installed" in error
     assert "tonistiigi/binfmt --install arm64" in error and "qemu-user-static" in error
 
