@@ -1,8 +1,6 @@
 """`layerbuild invoke`: handlers run with real layers stacked as Lambda stacks them."""
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 

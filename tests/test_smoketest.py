@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import stat
 from pathlib import Path
 
@@ -10,8 +9,6 @@ import pytest
 
 from layerbuild.distinfo import top_level_modules
 from layerbuild.interpreters import find_local_python, parse_probe
-from layerbuild.runtimes import make_target
-from layerbuild.smoketest import smoke_test
 from runtime_layers import build_real_layer, hostile_layer, make_layer
 
 HAVE_PY311 = find_local_python("3.11", "x86_64") is not None
@@ -62,6 +59,7 @@ def test_real_layers_pass_locally(invoke, real_layers):
     assert result.exit_code == 0, result.stderr
     assert report["ok"] and report["read_only"] and report["where"].startswith("local ")
     assert [r["module"] for r in report["results"]] == ["pymysql"]
+    assert report["modules_from"] == "recipe pymysql"  # the manifest names recipes/pymysql.yaml, which has imports:
     assert report["results"][0]["ms"] > 0 and report["results"][0]["error"] is None
     # pyyaml: a compiled extension; the modules come from the dist-info metadata
     result, report = run_json(invoke, real_layers["yaml"], "--where", "local", "--import", "yaml", "--import", "_yaml")
@@ -256,3 +254,13 @@ def test_missing_runtime_image_with_docker_required(invoke, tmp_path):
     assert result.exit_code == 1
     assert result.stderr.startswith("error: runtime image 'layerbuild-no-such-image:0' is not on the Docker engine")
     assert result.stderr.count("\n") == 1 and "--image or LAYERBUILD_RUNTIME_IMAGE" in result.stderr
+
+
+@needs_docker
+@needs_py311
+def test_auto_falls_back_to_a_local_interpreter_when_the_image_is_missing(invoke, tmp_path):
+    zip_path = make_layer(tmp_path / "l.zip", {"python/x.py": ""}, MANIFEST_311)
+    result, report = run_json(invoke, zip_path, "--image", "layerbuild-no-such-image:0", "--import", "x")
+    assert result.exit_code == 0, result.stderr
+    assert report["where"].startswith("local ") and report["ok"]
+    assert report["notes"][0].startswith("not in Docker: runtime image 'layerbuild-no-such-image:0' is not on the Docker engine")
