@@ -8,6 +8,7 @@ compression ratio (zip bombs). Extraction only ever writes below a directory the
 
 from __future__ import annotations
 
+import lzma
 import os
 import stat
 import zipfile
@@ -21,6 +22,9 @@ from .errors import LayerbuildError
 # Lambda's own limit for function plus layers, unzipped, plus headroom for reporting oversize layers.
 MAX_TOTAL_BYTES = 2 * 262_144_000
 MAX_ENTRIES = 200_000
+# What zipfile raises on damaged or exotic data (bad CRC, bad deflate stream, unsupported flags...).
+CORRUPT_DATA_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError,
+                       ValueError)  # fmt: skip
 # Deflate tops out near 1032:1; real layers sit well below 100:1. A larger ratio on a big entry is a bomb.
 MAX_RATIO = 200
 # Small files may compress absurdly well: real shared libraries carry megabytes of zero padding
@@ -112,7 +116,7 @@ def open_layer_zip(path, max_total_bytes: int = MAX_TOTAL_BYTES, max_ratio: int 
         raise UnsafeZipError(f"{path}: no such file")
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
+    except CORRUPT_DATA_ERRORS as exc:
         raise UnsafeZipError(f"{path}: not a zip archive ({exc}); is the file truncated?") from None
     except OSError as exc:
         raise UnsafeZipError(f"{path}: cannot read: {exc}") from None
@@ -134,8 +138,8 @@ def open_layer_zip(path, max_total_bytes: int = MAX_TOTAL_BYTES, max_ratio: int 
                 raise UnsafeZipError(f"{path}: entry {key!r} appears twice; which copy wins is undefined")
             seen.add(key)
             # Refused up front so that no later read meets zipfile's RuntimeError/NotImplementedError.
-            if info.flag_bits & 0x1:
-                raise UnsafeZipError(f"{path}: entry {key!r} is encrypted; a layer's entries never are")
+            if info.flag_bits & 0x61:  # traditional/strong encryption, patched data
+                raise UnsafeZipError(f"{path}: entry {key!r} is encrypted or patched; a layer's entries never are")
             if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
                 raise UnsafeZipError(f"{path}: entry {key!r} uses unknown compression method {info.compress_type} (corrupt header?)")
             total += info.file_size
@@ -149,11 +153,39 @@ def open_layer_zip(path, max_total_bytes: int = MAX_TOTAL_BYTES, max_ratio: int 
                     raise UnsafeZipError(f"{path}: symlink {key!r} has an implausible {info.file_size}-byte target")
                 try:
                     target = archive.read(info).decode("utf-8", "replace")
-                except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-                    raise UnsafeZipError(f"{path}: symlink {key!r} is corrupt: {exc}") from None
+                except (*CORRUPT_DATA_ERRORS, OSError) as exc:  # OSError: a header offset before the file's start
+                    raise UnsafeZipError(f"{path}: symlink {key!r} is corrupt: {' '.join(str(exc).split())}") from None
                 _check_link(key, target, path)
             entries.append(ZipEntry(key, is_dir, is_link, info.file_size, info.compress_size, mode, target))
+    _check_link_chains({e.name: e.link_target for e in entries if e.is_symlink}, path)
     return LayerZip(path, entries)
+
+
+MAX_LINK_HOPS = 40  # as Linux's path walk
+
+
+def _check_link_chains(links: dict[str, str], zip_path: Path) -> None:
+    """Walk every link as the kernel would once extracted (following the other links): each link
+    passes _check_link alone, but b -> ../.. plus a -> b/../x still points above the layer."""
+    for name in links:
+        pending, resolved, hops = list(PurePosixPath(name).parts), [], 0
+        while pending:
+            part = pending.pop(0)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not resolved:
+                    raise UnsafeZipError(f"{zip_path}: symlink {name!r} resolves outside the layer through other links")
+                resolved.pop()
+                continue
+            candidate = "/".join(resolved + [part])
+            if candidate in links:
+                hops += 1
+                if hops > MAX_LINK_HOPS:
+                    raise UnsafeZipError(f"{zip_path}: symlink {name!r} is a loop (more than {MAX_LINK_HOPS} links deep)")
+                pending = list(PurePosixPath(links[candidate]).parts) + pending  # relative to the link's folder
+                continue
+            resolved.append(part)
 
 
 def extract(layer: LayerZip, dest: Path) -> Path:
@@ -192,11 +224,11 @@ def extract(layer: LayerZip, dest: Path) -> Path:
                 if real != dest and dest not in real.parents:
                     (dest / entry.name).unlink()
                     raise UnsafeZipError(f"{layer.path}: symlink {entry.name!r} resolves outside the layer through other links")
-    except (zipfile.BadZipFile, zlib.error) as exc:
-        raise UnsafeZipError(f"{layer.path}: corrupt archive: {exc}") from None
     except EOFError:
         raise UnsafeZipError(f"{layer.path}: truncated archive") from None
-    except (OSError, RuntimeError) as exc:  # e.g. a link and a directory fighting over one path
+    except CORRUPT_DATA_ERRORS as exc:
+        raise UnsafeZipError(f"{layer.path}: corrupt archive: {' '.join(str(exc).split())}") from None
+    except OSError as exc:  # e.g. a link and a directory fighting over one path
         raise UnsafeZipError(f"{layer.path}: cannot extract: {' '.join(str(exc).split())}") from None
     return dest
 
@@ -209,8 +241,8 @@ def _read_entry(layer: LayerZip, archive: zipfile.ZipFile, name: str, limit: int
     try:
         with archive.open(info) as handle:
             data = handle.read(wanted + 1 if limit is None else wanted)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise UnsafeZipError(f"{layer.path}: entry {name!r} is corrupt: {exc}") from None
+    except CORRUPT_DATA_ERRORS as exc:
+        raise UnsafeZipError(f"{layer.path}: entry {name!r} is corrupt: {' '.join(str(exc).split())}") from None
     if len(data) > wanted:
         raise UnsafeZipError(f"{layer.path}: entry {name!r} expands beyond its declared {info.file_size:,} bytes (zip bomb)")
     return data

@@ -219,3 +219,144 @@ def test_extraction_of_refused_zip_writes_nothing(hostile_dir, tmp_path, case):
         extract(open_layer_zip(hostile_dir[case]), canary / "dest")
     assert tree_snapshot(canary) == before
     assert not Path("/tmp/layerbuild-evil-absolute.py").exists()
+
+
+# --- fuzzing: damaged bytes of a real layer zip -------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+GOOD_LAYER = zip_bytes([
+    ("python/", None),
+    ("python/pkg/__init__.py", b"VALUE = 1\n" * 50),
+    ("python/pkg/data.txt", bytes(range(256)) * 8),
+    ("python/alias", b"pkg", "link"),
+    ("lib/libx.so.1", b"\x7fELF" + bytes(300)),
+])  # fmt: skip
+
+
+@st.composite
+def damaged_layers(draw):
+    data = bytearray(GOOD_LAYER)
+    for _ in range(draw(st.integers(1, 6))):
+        op = draw(st.sampled_from(["flip", "set", "cut", "splice"]))
+        at = draw(st.integers(0, len(data) - 1))
+        if op == "flip":
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set":
+            data[at] = draw(st.integers(0, 255))
+        elif op == "cut":
+            del data[at: at + draw(st.integers(1, 64))]
+        else:
+            data[at:at] = draw(st.binary(min_size=1, max_size=32))
+        if not data:
+            break
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+          database=None)  # fmt: skip
+@given(damaged_layers())
+def test_damaged_zip_is_read_or_refused_in_one_line(tmp_path, data):
+    path = tmp_path / "damaged.zip"
+    path.write_bytes(data)
+    reliability_figures.count("bad_inputs", detail="damaged zips (fuzzed)")
+    private = tmp_path / "private"
+    dest = private / f"x{len(list(private.glob('x*'))) if private.exists() else 0}"
+    try:
+        layer = open_layer_zip(path)
+        for entry in layer.files:
+            if not entry.is_symlink:
+                layer.read(entry.name, limit=1 << 20)
+        layer.extract_to(dest)
+    except UnsafeZipError as exc:
+        assert "\n" not in str(exc) and str(path) in str(exc), str(exc)
+    for written in private.rglob("*") if private.exists() else []:
+        assert written.resolve().is_relative_to(private.resolve()) or written.is_symlink(), written
+
+
+# --- through the CLI: audit, stack, test, invoke ----------------------------------------------
+
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+from conftest import HOST_PYTHON  # noqa: E402
+
+CLI_CASES = sorted(CASES) + ["forged-sizes", "symlink-chain"]
+
+
+@pytest.fixture(scope="module")
+def cli_zips(hostile_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli-hostile")
+    paths = dict(hostile_dir)
+    paths["forged-sizes"] = folder / "forged-sizes.zip"
+    paths["forged-sizes"].write_bytes(patch_sizes(zeros_bomb(8), 1024, central_only=False))
+    paths["symlink-chain"] = folder / "symlink-chain.zip"
+    paths["symlink-chain"].write_bytes(zip_bytes([("python/sub/b", b"../..", "link"), ("python/sub/a", b"b/../escaped", "link"),
+                                                  ("python/mod.py", b"X = 1\n")]))  # fmt: skip
+    return paths
+
+
+def command_lines(zip_path: Path, work: Path) -> dict[str, list[str]]:
+    (work / "event.json").write_text("{}")
+    (work / "code").mkdir(exist_ok=True)
+    (work / "code" / "handler.py").write_text("def main(event, context):\n    return 'ok'\n")
+    target = ["--python", HOST_PYTHON, "--arch", "x86_64"]
+    return {
+        "audit": ["audit", str(zip_path), *target],
+        "stack": ["stack", str(zip_path)],
+        # --where local with the host's Python: the zip is checked whatever the machine has.
+        "test": ["test", str(zip_path), *target, "--where", "local", "--import", "mod"],
+        "invoke": ["invoke", "handler.main", "--layer", str(zip_path), "--event", str(work / "event.json"),
+                   "--code", str(work / "code"), "--python", HOST_PYTHON],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["audit", "stack", "test", "invoke"])
+def test_cli_commands_refuse_hostile_zips_in_one_line(cli_zips, runner, tmp_path, monkeypatch, command):
+    from layerbuild.cli import main
+
+    if command not in main.commands:
+        pytest.skip(f"`layerbuild {command}` is not registered")
+    private_tmp = tmp_path / "private-tmp"
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))  # every temp dir the command makes lands here
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "keep.txt").write_text("untouched")
+    before = tree_snapshot(canary)
+    env = {"TMPDIR": str(private_tmp), "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    work = tmp_path / "work"
+    work.mkdir()
+    for case in CLI_CASES:
+        args = command_lines(cli_zips[case], work)[command]
+        result = runner.invoke(main, args, env=env, catch_exceptions=False)
+        reliability_figures.count("bad_inputs", detail=f"hostile zips through `{command}`")
+        lines = result.stderr.strip().splitlines()
+        if command == "stack" and case == "forged-sizes":
+            # stack sizes layers from their headers and reads no data: a lying header is not seen.
+            assert result.exit_code in (0, 1) and "Traceback" not in result.output, result.output
+            continue
+        assert result.exit_code == 1, (case, result.exit_code, result.output)
+        assert lines and lines[-1].startswith("error: ") and str(cli_zips[case]) in lines[-1], (case, result.stderr)
+        assert "Traceback" not in result.output, (case, result.output)
+        assert tree_snapshot(canary) == before, case
+        assert list(private_tmp.iterdir()) == [], (case, list(private_tmp.iterdir()))  # cleaned up
+        assert not Path("/tmp/layerbuild-evil-absolute.py").exists()
+        assert not (cli_zips[case].parent.parent / "evil.py").exists() and not (tmp_path / "evil.py").exists()
+
+
+def test_symlink_chains_and_loops_are_refused_before_extraction(tmp_path):
+    chain = tmp_path / "chain.zip"
+    chain.write_bytes(zip_bytes([("python/sub/b", b"../..", "link"), ("python/sub/a", b"b/../escaped", "link")]))
+    loop = tmp_path / "loop.zip"
+    loop.write_bytes(zip_bytes([("python/x", b"y", "link"), ("python/y", b"x", "link")]))
+    fine = tmp_path / "fine.zip"
+    fine.write_bytes(zip_bytes([("lib/libx.so.1.2", b"\x7fELF"), ("lib/libx.so.1", b"libx.so.1.2", "link"),
+                                ("lib/libx.so", b"libx.so.1", "link"), ("python/up", b"../lib", "link")]))  # fmt: skip
+    reliability_figures.count("bad_inputs", 2, detail="hostile zips")
+    with pytest.raises(UnsafeZipError, match="resolves outside the layer through other links"):
+        open_layer_zip(chain)
+    with pytest.raises(UnsafeZipError, match="is a loop"):
+        open_layer_zip(loop)
+    assert {e.name for e in open_layer_zip(fine).entries if e.is_symlink} == {"lib/libx.so.1", "lib/libx.so", "python/up"}
