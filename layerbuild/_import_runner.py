@@ -12,6 +12,8 @@ import time
 import traceback
 
 MARKER = "LAYERBUILD-RESULT: "
+# Written before each import: if a module kills the interpreter (segfault in a .so), the last one names it.
+IMPORTING = "LAYERBUILD-IMPORTING: "
 
 
 def lambda_paths(root):
@@ -37,6 +39,8 @@ def main(argv):
     sys.dont_write_bytecode = True  # a layer is read-only: never try to write __pycache__
     results = []
     for module in modules:
+        sys.stdout.write("\n" + IMPORTING + module + "\n")
+        sys.stdout.flush()
         started = time.perf_counter()
         try:
             __import__(module)

@@ -76,16 +76,23 @@ def modules_from_metadata(root: Path, python: str) -> list[str]:
     return names
 
 
-def parse_runner_output(output: str, where: str) -> dict:
+def parse_runner_output(output: str, where: str, exit_status: int | None = None) -> dict:
     """The runner's JSON line out of everything the interpreter printed."""
-    for line in reversed(output.splitlines()):
+    importing = None
+    for line in output.splitlines():
         if line.startswith(_import_runner.MARKER):
             try:
                 return json.loads(line[len(_import_runner.MARKER):])
             except ValueError:
                 break
-    tail = " ".join(output.split())[-300:] or "no output"
-    raise LayerbuildError(f"the import runner in {where} did not report (is it a Python interpreter?): {tail}")
+        if line.startswith(_import_runner.IMPORTING):
+            importing = line[len(_import_runner.IMPORTING):]
+    lines = [ln for ln in output.splitlines() if not ln.startswith(_import_runner.IMPORTING)]
+    tail = " ".join(" ".join(lines).split())[-300:] or "no output"
+    status = f"exit status {exit_status}" if exit_status is None or exit_status >= 0 else f"signal {-exit_status}"
+    if importing:
+        raise LayerbuildError(f"importing {importing} ended the interpreter in {where} ({status}) before it could report: {tail}")
+    raise LayerbuildError(f"the import runner in {where} did not report ({status}; is it a Python interpreter?): {tail}")
 
 
 def render(report: SmokeReport) -> str:
@@ -143,7 +150,7 @@ def run_local(interpreter: Path, root: Path, modules: list[str], timeout: float)
                               stdin=subprocess.DEVNULL, cwd=root.parent)  # fmt: skip
     except subprocess.TimeoutExpired:
         raise LayerbuildError(f"importing {', '.join(modules)} with {interpreter} did not finish within {timeout:g}s and was stopped") from None
-    return parse_runner_output(done.stdout + "\n" + done.stderr, where)
+    return parse_runner_output(done.stdout + "\n" + done.stderr, where, done.returncode)
 
 
 def smoke_test(zip_path: Path, target: Target, imports=(), mode: str = "auto", image: str | None = None,

@@ -16,9 +16,10 @@ from .runtimes import DOCKER_PLATFORM, Target
 # Lambda's LD_LIBRARY_PATH in the python3.12 image (reference/lambda.md), /opt/lib last.
 LAMBDA_LD_LIBRARY_PATH = "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib"
 LAMBDA_PATH = "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin"
+# Not exec: as PID 1, python would be immune to signals it has no handler for (a crash would not end it).
 _FIND_PYTHON = (
     'for p in /var/lang/bin/python3 /usr/local/bin/python3 /usr/bin/python3; do '
-    '[ -x "$p" ] && exec "$p" "$@"; done; echo "no python3 in this image" >&2; exit 127'
+    'if [ -x "$p" ]; then "$p" "$@"; exit $?; fi; done; echo "no python3 in this image" >&2; exit 127'
 )
 
 
@@ -74,14 +75,15 @@ def run_imports(engine: Engine, reference: str, target: Target, root: Path, runn
         except docker.errors.APIError as exc:
             raise LayerbuildError(f"cannot start the runtime image {reference!r}: {' '.join(str(exc.explanation or exc).split())}") from None
         try:
-            container.wait(timeout=timeout)
+            status = container.wait(timeout=timeout)
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             container.kill()
             raise LayerbuildError(f"importing {', '.join(modules)} in {reference} did not finish within {timeout:g}s and was stopped") from None
         output = container.logs(stdout=True, stderr=True).decode("utf-8", errors="replace")
         if "exec format error" in output.lower():
             raise engine.emulation_error(DOCKER_PLATFORM[target.arch])
-        return parse_runner_output(output, where)
+        code = int(status.get("StatusCode", 1))
+        return parse_runner_output(output, where, 128 - code if code > 128 else code)  # 128+N: killed by signal N
     finally:
         if container is not None:
             try:

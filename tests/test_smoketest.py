@@ -264,3 +264,21 @@ def test_auto_falls_back_to_a_local_interpreter_when_the_image_is_missing(invoke
     assert result.exit_code == 0, result.stderr
     assert report["where"].startswith("local ") and report["ok"]
     assert report["notes"][0].startswith("not in Docker: runtime image 'layerbuild-no-such-image:0' is not on the Docker engine")
+
+
+@needs_py311
+def test_a_module_that_crashes_the_interpreter_is_named(invoke, tmp_path):
+    zip_path = make_layer(tmp_path / "l.zip", {"python/fine.py": "", "python/crasher.py": "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n"},
+                          MANIFEST_311)  # fmt: skip
+    result = invoke("test", zip_path, "--where", "local", "--import", "fine", "--import", "crasher")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: importing crasher ended the interpreter in local ")
+    assert "(signal 11) before it could report" in result.stderr and result.stderr.count("\n") == 1
+
+
+@needs_docker
+def test_a_crash_in_the_runtime_image_is_named(invoke, tmp_path):
+    zip_path = make_layer(tmp_path / "l.zip", {"python/crasher.py": "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n"}, MANIFEST_311)
+    result = invoke("test", zip_path, "--image", STANDIN, "--where", "docker", "--import", "crasher")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: importing crasher ended the interpreter in docker {STANDIN} (signal 11)")
