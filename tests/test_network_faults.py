@@ -208,3 +208,57 @@ def test_proxy_dropped_and_stalled_connections(aws_proxy):
     reliability_figures.count("faults", drop.injected + stall.injected, detail="AWS dropped/stalled connection")
     assert "timeout" in type(info.value).__name__.lower() or "timed out" in str(info.value).lower()
     assert stall.injected == 2
+
+
+# --- the Klayers API: the fault proxy in front of a loopback Klayers server ---------------------
+
+from klayers_server import serve_klayers  # noqa: E402
+
+KLAYERS_PATH = "/api/v2/p3.12/layers/latest/us-east-1"
+
+
+@pytest.fixture
+def klayers_proxy(httpserver_ipv4, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # no answer carried over from other tests
+    monkeypatch.delenv("LAYERBUILD_KLAYERS_TTL", raising=False)
+    with FaultProxy(serve_klayers(httpserver_ipv4)) as proxy:
+        yield proxy
+
+
+def klayers_cache_files(tmp_path):
+    return [p for p in (tmp_path / "xdg").rglob("*.json")] if (tmp_path / "xdg").exists() else []
+
+
+def test_klayers_throttling_is_retried_through(klayers_proxy, invoke):
+    plan = klayers_proxy.fault(FaultPlan(THROTTLE, count=2))
+    result = invoke("klayers-lookup", "us-east-1", "3.12", "--api-url", klayers_proxy.url, "--format", "arns")
+    reliability_figures.count("faults", plan.injected, detail="Klayers 429")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.count("arn:aws:lambda:us-east-1:") > 3
+    assert plan.injected == 2 and len(plan.seen) == 3
+
+
+def test_klayers_dropped_connections_end_in_one_line_after_bounded_attempts(klayers_proxy, invoke, tmp_path):
+    plan = klayers_proxy.fault(FaultPlan(DROP))
+    result = invoke("klayers-lookup", "us-east-1", "3.12", "--api-url", klayers_proxy.url)
+    reliability_figures.count("faults", plan.injected, detail="Klayers dropped connection")
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and klayers_proxy.url + KLAYERS_PATH in line and "attempts" in line, line
+    assert 2 <= plan.injected <= 4
+    assert klayers_cache_files(tmp_path) == []
+
+
+def test_klayers_truncated_answer_is_one_line_and_not_cached(klayers_proxy, invoke, tmp_path):
+    plan = klayers_proxy.fault(FaultPlan(TRUNCATE))
+    result = invoke("klayers-lookup", "us-east-1", "3.12", "--api-url", klayers_proxy.url)
+    reliability_figures.count("faults", plan.injected, detail="Klayers truncated answer")
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and KLAYERS_PATH in line, line
+    assert klayers_cache_files(tmp_path) == []  # a half answer is never cached
+    again = invoke("klayers-lookup", "us-east-1", "3.12", "--api-url", klayers_proxy.url)  # plan is persistent
+    assert again.exit_code == 1
+    plan.count = plan.injected  # the fault clears
+    healed = invoke("klayers-lookup", "us-east-1", "3.12", "--api-url", klayers_proxy.url)
+    assert healed.exit_code == 0, healed.stderr
