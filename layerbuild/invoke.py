@@ -49,6 +49,7 @@ class InvokeSpec:
     memory_mb: int = 128
     python: str | None = None
     region: str = "us-east-1"
+    init_timeout: float = INIT_TIMEOUT
 
 
 @dataclass
@@ -149,7 +150,7 @@ def invoke(spec: InvokeSpec) -> InvokeResult:
         finally:
             os.close(write_fd)
         try:
-            outcome = _supervise(child, read_fd, spec.timeout)
+            outcome = _supervise(child, read_fd, spec.timeout, spec.init_timeout)
         finally:
             os.close(read_fd)
             _kill(child)
@@ -157,7 +158,7 @@ def invoke(spec: InvokeSpec) -> InvokeResult:
         logs = log_file.read().decode("utf-8", errors="replace")
         log_file.close()
         if outcome == "init-timeout":
-            payload = {"errorMessage": f"Init phase did not finish within {INIT_TIMEOUT:.2f} seconds", "errorType": "Runtime.InitTimeout"}
+            payload = {"errorMessage": f"Init phase did not finish within {spec.init_timeout:.2f} seconds", "errorType": "Runtime.InitTimeout"}
             return InvokeResult(False, payload, request_id, logs, python)
         if outcome == "timeout":
             logs += f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z {request_id} Task timed out after {spec.timeout:.2f} seconds\n"
@@ -173,9 +174,9 @@ def invoke(spec: InvokeSpec) -> InvokeResult:
     return InvokeResult(False, result.get("error"), request_id, logs, python)
 
 
-def _supervise(child: subprocess.Popen, ready_fd: int, timeout: float) -> str:
+def _supervise(child: subprocess.Popen, ready_fd: int, timeout: float, init_timeout: float) -> str:
     """'done' when the child exits in time; 'timeout' / 'init-timeout' when it had to be stopped."""
-    init_deadline = time.monotonic() + INIT_TIMEOUT
+    init_deadline = time.monotonic() + init_timeout
     while True:  # bounded: init_deadline
         remaining = init_deadline - time.monotonic()
         if remaining <= 0:
@@ -184,7 +185,7 @@ def _supervise(child: subprocess.Popen, ready_fd: int, timeout: float) -> str:
         if readable:
             if os.read(ready_fd, 1) == b"R":
                 break
-            child.wait(timeout=INIT_TIMEOUT)  # EOF without the signal: the child ended during init
+            child.wait(timeout=init_timeout)  # EOF without the signal: the child ended during init
             return "done"
         if child.poll() is not None:
             return "done"

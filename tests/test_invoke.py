@@ -215,3 +215,23 @@ def test_split_handler():
     for bad in ("app", ".handler", "app.", "my-app.handler", "app.1x"):
         with pytest.raises(Exception, match="expected MODULE.FUNCTION"):
             split_handler(bad)
+
+
+@needs_py311
+def test_a_runtime_that_exits_is_reported_like_lambda(invoke, code, s3_event):
+    (code / "quits.py").write_text("import os\n\ndef handler(event, context):\n    os._exit(3)\n")
+    result = invoke("invoke", "quits.handler", "--event", s3_event, "--code", code, "--python", "3.11")
+    assert result.exit_code == 1
+    error = json.loads(result.stdout)
+    assert error["errorType"] == "Runtime.ExitError"
+    assert error["errorMessage"].endswith("Error: Runtime exited with error: exit status 3")
+
+
+@needs_py311
+def test_init_longer_than_the_init_limit_is_stopped(code, s3_event):
+    from layerbuild.invoke import InvokeSpec, invoke as run_invoke
+
+    (code / "slowinit.py").write_text("import time\ntime.sleep(60)\n\ndef handler(event, context):\n    return 1\n")
+    result = run_invoke(InvokeSpec("slowinit.handler", (), s3_event, code, python="3.11", init_timeout=1.0))
+    assert not result.ok
+    assert result.payload == {"errorMessage": "Init phase did not finish within 1.00 seconds", "errorType": "Runtime.InitTimeout"}
