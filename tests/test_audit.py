@@ -363,3 +363,15 @@ def test_hostile_zip_is_refused_in_one_line(invoke, tmp_path):
     result = invoke("audit", path, "--python", "3.12", "--arch", "x86_64")
     assert result.exit_code == 1 and "climbs out of the layer" in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_build_audit_turns_warnings_into_notes_and_the_manifest_summary(tmp_path):
+    from layerbuild.layerfacts import audit_built_zip
+
+    path = write_zip(tmp_path / "warn.zip", {"python/ok.py": b"", "docs/readme.txt": b"hello"})
+    notes: list[str] = []
+    summary = audit_built_zip(path, make_target("3.12", "x86_64"), notes)
+    assert summary["ok"] is True and summary["errors"] == 0
+    assert [w["rule"] for w in summary["warnings"]] == ["layout"]
+    assert notes == ["audit warning [layout] docs/readme.txt: 1 file(s) under docs/, which Lambda puts on no search path "
+                     "(use python/, lib/ or bin/)"]  # fmt: skip
