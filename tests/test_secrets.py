@@ -211,3 +211,28 @@ def test_a_real_container_sees_no_aws_variables(monkeypatch):
     assert "PIP_INDEX_URL" in seen  # the listing is real
     assert not [k for k in seen if k.startswith("AWS_")], seen
     assert_no_secrets(result.output, "container env")
+
+
+# --- audit, stack and klayers-lookup with credentials in the environment ------------------------
+
+
+def test_audit_stack_and_klayers_never_show_credentials(invoke, tmp_path, httpserver_ipv4, monkeypatch):
+    from conftest import HOST_PYTHON
+    from klayers_server import serve_klayers
+    from test_hostile_zips import zip_bytes
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    layer = tmp_path / "layer.zip"
+    layer.write_bytes(zip_bytes([("python/", None), ("python/mod.py", b"X = 1\n")]))
+    env = dict(AWS_ENV, LAYERBUILD_KLAYERS_URL=serve_klayers(httpserver_ipv4))
+    results = [
+        invoke("audit", layer, "--python", HOST_PYTHON, "--arch", "x86_64", "--json", env=env),
+        invoke("stack", layer, env=env),
+        invoke("klayers-lookup", "us-east-1", "3.12", "--format", "sam", env=env),
+        invoke("klayers-lookup", "us-east-1", "3.12", "--json", env=env),
+    ]
+    for result in results:
+        assert result.exit_code in (0, 1), result.output
+        assert "Traceback" not in result.output
+        assert_no_secrets(result.stdout + result.stderr, "command output")
+    scan_tree(tmp_path / "xdg")  # the Klayers answer cache
