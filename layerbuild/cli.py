@@ -83,3 +83,7 @@ from .commands.klayers import klayers_lookup_cmd, resolve_cmd  # noqa: E402
 
 for _command in (klayers_lookup_cmd, resolve_cmd):
     main.add_command(_command)
+
+from .commands.publish import publish_cmd  # noqa: E402
+
+main.add_command(publish_cmd)
