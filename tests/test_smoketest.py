@@ -222,6 +222,7 @@ def test_top_level_modules_of_real_distribution_shapes(tmp_path):
 
 
 @pytest.mark.network
+@pytest.mark.docker
 @needs_docker
 def test_in_the_standin_runtime_image(invoke, real_layers, tmp_path, monkeypatch):
     monkeypatch.setenv("LAYERBUILD_RUNTIME_IMAGE", STANDIN)
@@ -238,6 +239,7 @@ def test_in_the_standin_runtime_image(invoke, real_layers, tmp_path, monkeypatch
     assert "Read-only file system" in by_module["writer"]["error"]
 
 
+@pytest.mark.docker
 @needs_docker
 def test_image_of_another_python_cannot_test_the_target(invoke, tmp_path):
     zip_path = make_layer(tmp_path / "l.zip", {"python/x.py": ""}, {**MANIFEST_311, "python": "3.12", "runtime": "python3.12"})
@@ -247,6 +249,7 @@ def test_image_of_another_python_cannot_test_the_target(invoke, tmp_path):
                              "choose an image or interpreter of Python 3.12\n")  # fmt: skip
 
 
+@pytest.mark.docker
 @needs_docker
 def test_missing_runtime_image_with_docker_required(invoke, tmp_path):
     zip_path = make_layer(tmp_path / "l.zip", {"python/x.py": ""}, MANIFEST_311)
@@ -256,6 +259,7 @@ def test_missing_runtime_image_with_docker_required(invoke, tmp_path):
     assert result.stderr.count("\n") == 1 and "--image or LAYERBUILD_RUNTIME_IMAGE" in result.stderr
 
 
+@pytest.mark.docker
 @needs_docker
 @needs_py311
 def test_auto_falls_back_to_a_local_interpreter_when_the_image_is_missing(invoke, tmp_path):
@@ -276,6 +280,7 @@ def test_a_module_that_crashes_the_interpreter_is_named(invoke, tmp_path):
     assert "(signal 11) before it could report" in result.stderr and result.stderr.count("\n") == 1
 
 
+@pytest.mark.docker
 @needs_docker
 def test_a_crash_in_the_runtime_image_is_named(invoke, tmp_path):
     zip_path = make_layer(tmp_path / "l.zip", {"python/crasher.py": "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n"}, MANIFEST_311)
