@@ -192,6 +192,9 @@ def smoke_test(zip_path: Path, target: Target, imports=(), mode: str = "auto", i
     if data.get("python") != target.python:
         raise CannotTestError(f"{where} runs Python {data.get('python')}, but {zip_path} targets {target.slug}; "
                               f"choose an image or interpreter of Python {target.python}")  # fmt: skip
+    if data.get("machine") and data["machine"] != target.machine:
+        raise CannotTestError(f"{where} runs on {data['machine']}, but {zip_path} targets {target.slug} ({target.machine}); "
+                              f"choose an image or interpreter for {target.arch}")  # fmt: skip
     results = [ModuleResult(r["module"], bool(r["ok"]), float(r["ms"]), r.get("error")) for r in data["results"]]
     if not data.get("read_only"):
         notes.append("the layer directory was writable in the test (Lambda's /opt is not)")

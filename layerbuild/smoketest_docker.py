@@ -38,8 +38,16 @@ def image_ready(engine: Engine, reference: str, target: Target, required: bool) 
     import docker
 
     platform = DOCKER_PLATFORM[target.arch]
-    if engine.local_image(reference) is not None:
-        return None
+    found = engine.local_image(reference)
+    if found is not None:
+        if found.platform == platform:
+            return None
+        why = f"runtime image {reference!r} is {found.platform}, not {platform} as {target.slug} needs"
+        if required:
+            from .smoketest import CannotTestError
+
+            raise CannotTestError(f"cannot test for {target.slug}: {why}; choose an image for {platform} with --image")
+        return why
     try:
         engine.client.images.pull(reference, platform=platform)
         return None

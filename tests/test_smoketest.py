@@ -287,3 +287,13 @@ def test_a_crash_in_the_runtime_image_is_named(invoke, tmp_path):
     result = invoke("test", zip_path, "--image", STANDIN, "--where", "docker", "--import", "crasher")
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: importing crasher ended the interpreter in docker {STANDIN} (signal 11)")
+
+
+@pytest.mark.docker
+@needs_docker
+def test_an_image_of_another_architecture_cannot_test_the_target(invoke, tmp_path):
+    zip_path = make_layer(tmp_path / "l.zip", {"python/x.py": ""}, {**MANIFEST_311, "architecture": "arm64"})
+    result = invoke("test", zip_path, "--image", STANDIN, "--where", "docker", "--import", "x")
+    assert result.exit_code == 3
+    assert result.stderr == (f"error: cannot test for python3.11-arm64: runtime image {STANDIN!r} is linux/amd64, not linux/arm64 "
+                             "as python3.11-arm64 needs; choose an image for linux/arm64 with --image\n")  # fmt: skip
