@@ -413,3 +413,16 @@ def test_history_of_an_unknown_package_is_missing(api, invoke):
     assert result.exit_code == 1
     assert result.stdout == ""
     assert "missing: nothing-here (Klayers has no p3.12 layer in us-east-1)" in result.stderr
+
+
+def test_sam_and_terraform_snippets(api, invoke):
+    result = invoke("klayers-lookup", "us-east-1", "3.12", "requests", "pymysql", "--format", "sam")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ("Layers:\n"
+                             "  - arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-requests:9  # requests 2.32.3\n"
+                             "  - arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-PyMySQL:5  # PyMySQL 1.1.1\n")  # fmt: skip
+    result = invoke("klayers-lookup", "us-east-1", "3.12", "requests", "--format", "terraform")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ("layers = [\n"
+                             '  "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-requests:9",  # requests 2.32.3\n'
+                             "]\n")  # fmt: skip

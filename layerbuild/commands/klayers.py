@@ -18,6 +18,7 @@ from ..recipe import Recipe, load_recipe
 from ..regions import check_region
 from ..resolver import MAX_LAYERS, TargetPlan, plan_target, shadowed
 from ..runtimes import Target
+from ..snippets import render_arns
 
 OUTPUT_FORMATS = ("table", "arns", "sam", "terraform")
 
@@ -49,12 +50,10 @@ def _note_cache(answer, client: KlayersClient) -> None:
         click.echo(f"offline: answer from the cache, fetched {describe_age(answer.age)} ago ({answer.url})", err=True)
 
 
-def _render(fmt: str, arns: list[str]) -> str:
-    if fmt == "arns":  # for scripts: nothing but the ARNs
-        return "\n".join(arns) + "\n"
-    from ..snippets import render_arns  # the publish command's SAM/Terraform snippets
-
-    return render_arns(arns, fmt)
+def _render(fmt: str, layers) -> str:
+    """arns: one ARN a line; sam/terraform: the publish command's snippets, each ARN noted with its package."""
+    comments = {layer.arn: f"{layer.package} {layer.version}" for layer in layers}
+    return render_arns([layer.arn for layer in layers], fmt, comments)
 
 
 # -- klayers-lookup --------------------------------------------------------------------------------
@@ -102,7 +101,7 @@ def _print_lookup(lookup: Lookup, answer, target: KlayersTarget, region: str, fm
         elif not asked:
             click.echo(f"Klayers lists no layers for {target.segment} in {region}", err=True)
     elif lookup.found:
-        click.echo(_render(fmt, [layer.arn for layer in lookup.found]).rstrip("\n"))
+        click.echo(_render(fmt, lookup.found).rstrip("\n"))
     if lookup.missing:
         click.echo(f"missing: {', '.join(lookup.missing)} (Klayers has no {target.segment} layer in {region})", err=True)
 
@@ -127,7 +126,7 @@ def _history(client, target, region, package, fmt, json_output):
             ["VERSION", "LAYER", "STATUS", "ARN"],
         )  # fmt: skip
     elif rows and fmt != "table":
-        click.echo(_render(fmt, [layer.arn for layer in rows]).rstrip("\n"))
+        click.echo(_render(fmt, rows).rstrip("\n"))
     if not rows:
         click.echo(f"missing: {package} (Klayers has no {target.segment} layer in {region})", err=True)
         raise click.exceptions.Exit(1)
