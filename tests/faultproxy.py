@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 PASS, STATUS, DROP, STALL, TRUNCATE, THROTTLE = "pass", "status", "drop", "stall", "truncate", "throttle"
+DROP_AFTER = "drop-after"  # forward the request, then hang up instead of answering (the server did the work)
 
 
 @dataclass
@@ -290,7 +291,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         with proxy.lock:
             proxy.requests.append(f"{self.command} {self.path}")
             plan = next((p for p in proxy.plans if p.applies(self.command, self.path)), None)
-        if plan is not None and plan.kind != TRUNCATE:
+        if plan is not None and plan.kind not in (TRUNCATE, DROP_AFTER):
             _fault(self, plan)
             return
         upstream = urlsplit(proxy.upstream)
@@ -300,6 +301,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             conn.request(self.command, self.path, body=body, headers=headers)
             response = conn.getresponse()
             payload = response.read()
+            if plan is not None and plan.kind == DROP_AFTER:
+                _fault(self, FaultPlan(DROP))
+                return
             if plan is not None:  # TRUNCATE: the real answer, cut in half
                 _fault(self, plan, payload, response.getheader("Content-Type", "application/octet-stream"))
                 return

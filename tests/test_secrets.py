@@ -236,3 +236,37 @@ def test_audit_stack_and_klayers_never_show_credentials(invoke, tmp_path, httpse
         assert "Traceback" not in result.output
         assert_no_secrets(result.stdout + result.stderr, "command output")
     scan_tree(tmp_path / "xdg")  # the Klayers answer cache
+
+
+@pytest.fixture(scope="module")
+def secrets_moto():
+    from faultproxy import free_port
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.mark.network
+def test_publish_never_shows_or_writes_credentials(invoke, write_recipe, tmp_path, monkeypatch, secrets_moto):
+    from layerbuild.cli import main
+
+    if "publish" not in main.commands:
+        pytest.skip("`layerbuild publish` is not registered")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "dist"
+    path = write_recipe(name="secretpub", packages=["six"])
+    assert invoke("build", path, "--out", out).exit_code == 0
+    zip_path = out / "secretpub-python3.12-x86_64.zip"
+    env = dict(AWS_ENV, AWS_ENDPOINT_URL=secrets_moto)
+    results = [invoke("publish", zip_path, "--region", "us-east-1", "--dry-run", env=env),
+               invoke("publish", zip_path, "--region", "us-east-1", "--share", "public", "--json", env=env),
+               invoke("publish", zip_path, "--region", "us-east-1", "--format", "sam", env=env)]  # fmt: skip
+    for result in results:
+        assert result.exit_code == 0, result.output
+        assert_no_secrets(result.stdout + result.stderr, "publish output")
+    assert "arn:aws:lambda:us-east-1:" in results[1].stdout
+    scan_tree(tmp_path)  # dist/ (zip, manifest, any arns.json), the recipe and its lock
