@@ -192,6 +192,8 @@ def test_prefer_klayers_stays_within_five_layers(api, invoke, write_recipe, tmp_
     arns = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("arn:")]
     assert arns == [arn("ap-southeast-2", f"Klayers-p312-{n}", v) for n, v in (("requests", 9), ("PyMySQL", 5), ("boto3", 14), ("pytz", 6))]
     assert "building six, idna into the own layer instead" in result.stdout
+    # boto3's layer bundles six and requests' bundles idna: the own layer's copies shadow them
+    assert "note: shadowing: the own layer also ships idna, six, which a Klayers layer provides" in result.stdout
     names = zip_names(out / "many-python3.12-x86_64.zip")
     assert "python/six.py" in names and "python/idna/__init__.py" in names
 
@@ -239,3 +241,23 @@ def test_resolve_offline_uses_the_cache_and_says_so(api, invoke):
     assert plan["arns"] == [arn("us-east-1", "Klayers-p312-PyMySQL", 5)]
     assert plan["notes"][0].startswith("offline: Klayers answer from the cache, fetched ")
     assert requests_to(api, "/api/v2/p3.12/layers/latest/us-east-1") == 1
+
+
+def test_prefer_klayers_finds_shadowing_through_bundled_dependencies(api, invoke, write_recipe, tmp_path):
+    # Klayers' requests layer bundles urllib3 2.2.3 (its history says so); the own layer's urllib3 1.x overrides it.
+    path = write_recipe(name="bundled", packages=["requests", "urllib3<2"], python=["3.12"])
+    result = invoke("build", path, "--prefer-klayers", "--region", "us-east-1", "--out", tmp_path / "dist")
+    assert result.exit_code == 0, result.output
+    assert ("note: shadowing: the own layer also ships urllib3, which a Klayers layer provides; attached last, "
+            "its copy wins at run time") in result.stdout  # fmt: skip
+    assert requests_to(api, "/api/v2/p3.12/layers/us-east-1/requests") == 1
+
+
+def test_prefer_klayers_without_history_still_builds_and_says_so(api, invoke, write_recipe, tmp_path):
+    api.expect_request("/api/v2/p3.12/layers/us-east-1/lxml").respond_with_data("no", status=403)
+    path = write_recipe(name="nohistory", packages=["lxml", "six"], python=["3.12"])
+    result = invoke("build", path, "--prefer-klayers", "--region", "us-east-1", "--out", tmp_path / "dist")
+    assert result.exit_code == 0, result.output
+    assert "note: could not read what lxml's Klayers layer bundles: " in result.stdout
+    assert "HTTP 403 FORBIDDEN" in result.stdout
+    assert (tmp_path / "dist" / "nohistory-python3.12-x86_64.zip").is_file()

@@ -235,6 +235,7 @@ def build_with_klayers(recipes: list[Recipe], region: str, api_url: str | None, 
                     failures.append(exc)
                     continue
                 own = [p.name for p in outcome.manifest.packages]
+                _add_bundled_dependencies(plan, client, region)
                 overlap = shadowed(plan, own)
                 if overlap:
                     plan.notes.append(
@@ -249,6 +250,22 @@ def build_with_klayers(recipes: list[Recipe], region: str, api_url: str | None, 
             _print_result(recipe, plan, outcome, region)
     if failures:
         raise failures[0]
+
+
+def _add_bundled_dependencies(plan: TargetPlan, client: KlayersClient, region: str) -> None:
+    """Fill in what each covering Klayers layer bundles (the latest listing omits it; the history has it)."""
+    ktarget = klayers_target(plan.target.python, plan.target.arch)
+    for index, item in enumerate(plan.covered):
+        if item.layer.dependencies:
+            continue
+        try:
+            versions = client.history(ktarget, region, item.layer.package).layers
+        except KlayersError as exc:  # only the shadowing check suffers: say so, keep going
+            plan.notes.append(f"could not read what {item.layer.package}'s Klayers layer bundles: {exc}")
+            continue
+        same = [v for v in versions if v.arn == item.layer.arn]
+        if same and same[0].dependencies:
+            plan.covered[index] = dataclasses.replace(item, layer=dataclasses.replace(item.layer, dependencies=same[0].dependencies))
 
 
 def _result_dict(recipe: Recipe, plan: TargetPlan, outcome) -> dict:
