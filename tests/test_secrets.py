@@ -61,7 +61,6 @@ PYPROJECT = '[build-system]\nrequires = []\nbuild-backend = "envbackend"\nbacken
 
 
 def assert_no_secrets(text: str, where: str) -> None:
-    reliability_figures.count("faults", detail="secret leak checks")
     for secret in SECRETS + (ACCESS_KEY,):
         assert secret not in text, f"{where} contains a credential"
 
@@ -86,6 +85,7 @@ def scan_tree(folder: Path) -> None:
 
 
 def test_uv_env_strips_every_aws_variable(monkeypatch):
+    reliability_figures.count("faults", detail="fake AWS credentials planted")
     for key, value in AWS_ENV.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AWS_PROFILE", "prod")
@@ -122,6 +122,7 @@ def hostile_home(tmp_path, monkeypatch):
 
 @pytest.mark.network
 def test_build_and_lock_never_show_or_package_credentials(write_recipe, invoke, tmp_path, hostile_home):
+    reliability_figures.count("faults", detail="fake AWS credentials planted")
     path = write_recipe(name="secretive", packages=["six"])
     out = tmp_path / "dist"
     results = [invoke("lock", path, env=hostile_home), invoke("build", path, "--out", out, env=hostile_home),
@@ -143,6 +144,7 @@ def test_build_and_lock_never_show_or_package_credentials(write_recipe, invoke, 
 
 def test_package_build_scripts_get_no_aws_variables(write_recipe, invoke, tmp_path, monkeypatch):
     """A real sdist built by uv during the build records its environment: no AWS_* in it."""
+    reliability_figures.count("faults", detail="fake AWS credentials planted")
     dump = tmp_path / "env-dump.jsonl"
     with PackageIndex() as index:
         index.add_sdist("envdump", "1.0", {"pyproject.toml": PYPROJECT, "envbackend.py": ENV_BACKEND})
@@ -165,6 +167,7 @@ STANDIN_IMAGE = "layerbuild-standin-build:bookworm"  # tests/images/build-standi
 
 
 def test_container_env_is_built_from_scratch_without_aws(monkeypatch):
+    reliability_figures.count("faults", detail="fake AWS credentials planted")
     from layerbuild.backends.docker import container_env
     from layerbuild.uvdriver import IndexSettings
 
@@ -191,6 +194,7 @@ def test_container_mounts_expose_no_home_or_recipe_directory(tmp_path):
 @pytest.mark.docker
 def test_a_real_container_sees_no_aws_variables(monkeypatch):
     """The environment layerbuild hands Docker, as a real container sees it (`env` inside it)."""
+    reliability_figures.count("faults", detail="fake AWS credentials planted")
     from layerbuild.backends.docker import container_env
     from layerbuild.dockerengine import Engine, RunSpec
     from layerbuild.runtimes import DOCKER_PLATFORM
@@ -217,6 +221,7 @@ def test_a_real_container_sees_no_aws_variables(monkeypatch):
 
 
 def test_audit_stack_and_klayers_never_show_credentials(invoke, tmp_path, httpserver_ipv4, monkeypatch):
+    reliability_figures.count("faults", detail="fake AWS credentials planted")
     from conftest import HOST_PYTHON
     from klayers_server import serve_klayers
     from test_hostile_zips import zip_bytes
@@ -252,6 +257,7 @@ def secrets_moto():
 
 @pytest.mark.network
 def test_publish_never_shows_or_writes_credentials(invoke, write_recipe, tmp_path, monkeypatch, secrets_moto):
+    reliability_figures.count("faults", detail="fake AWS credentials planted")
     from layerbuild.cli import main
 
     if "publish" not in main.commands:
