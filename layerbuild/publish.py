@@ -141,6 +141,25 @@ def upload_to_s3(layer: LayerToPublish, region: str, template: str) -> dict:
     return {"S3Bucket": bucket, "S3Key": layer.s3_key}
 
 
+def drop_retry_duplicate(lam, layer: LayerToPublish, checked: dict | None, version: int, arn: str) -> tuple[int, str]:
+    """Undo the duplicate a retried PublishLayerVersion makes when AWS acted but its answer was lost.
+
+    botocore retries the call after a dropped connection; the first attempt's version then exists
+    too, with the same content. Keep that earlier version (looking back at most 5) and delete the
+    one this call just created, which nobody has been told about.
+    """
+    first_new = (checked["Version"] if checked else 0) + 1
+    for candidate in range(max(first_new, version - 5), version):
+        try:
+            earlier = lam.get_layer_version(LayerName=layer.layer_name, VersionNumber=candidate)
+        except Exception:  # deleted meanwhile, or not ours to read: nothing to undo
+            continue
+        if earlier.get("Content", {}).get("CodeSha256") == layer.manifest.code_sha256:
+            lam.delete_layer_version(LayerName=layer.layer_name, VersionNumber=version)
+            return candidate, earlier["LayerVersionArn"]
+    return version, arn
+
+
 def publish_region(layer: LayerToPublish, region: str, options: PublishOptions) -> RegionResult:
     try:
         lam = client("lambda", region)
@@ -154,6 +173,8 @@ def publish_region(layer: LayerToPublish, region: str, options: PublishOptions) 
                 content = {"ZipFile": layer.zip_path.read_bytes()}
             response = lam.publish_layer_version(**layer.publish_parameters(), Content=content)
             version, arn, status = response["Version"], response["LayerVersionArn"], "published"
+            if not options.force:
+                version, arn = drop_retry_duplicate(lam, layer, current, version, arn)
         shared = ensure_shares(lam, layer.layer_name, version, options)
         return RegionResult(region, layer.layer_name, status, version, arn, shared=shared)
     except PublishError as exc:

@@ -342,12 +342,11 @@ def test_publish_persistent_throttling_is_bounded_and_one_line(publish, aws_prox
     assert layer_versions(moto_url, name) == [1]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug (reported to the publish owner): botocore retries PublishLayerVersion after a lost answer and "
-    "creates a second version with the same content; fix: after publishing, if an older version newer than the "
-    "one checked holds the same CodeSha256, delete the version just created and report the older one"))
 def test_publish_answer_lost_after_the_server_acted_then_rerun(publish, aws_proxy, moto_url, built_layer):
-    """The proxy forwards PublishLayerVersion, then hangs up: the version exists but the client never heard."""
+    """The proxy forwards PublishLayerVersion, then hangs up: the version exists but the client never heard.
+
+    botocore retries and AWS makes a second version with the same content; publish must undo it.
+    """
     name = "faultpub-lost-answer"
     plan = aws_proxy.fault(FaultPlan(DROP_AFTER, count=1, match=PUBLISH_MATCH, methods=("POST",)))
     first = publish(built_layer, "--layer-name", name)
@@ -356,4 +355,8 @@ def test_publish_answer_lost_after_the_server_acted_then_rerun(publish, aws_prox
     rerun = publish(built_layer, "--layer-name", name)
     assert rerun.exit_code == 0, rerun.output
     versions = layer_versions(moto_url, name)
-    assert len(versions) == 1, versions  # today: [1, 2], two versions with one content
+    if len(versions) > 1:
+        reliability_figures.count("artifacts_lost_or_corrupted", detail="duplicate layer version")
+    assert versions == [1], versions  # without publish.drop_retry_duplicate: [1, 2], one content twice
+    [row] = json.loads(first.stdout)
+    assert first.exit_code == 0 and row["version"] == 1 and row["status"] == "published", first.stdout
