@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from .errors import LayerbuildError
+
 FORMATS = ("arn", "sam", "terraform")
 _ALIASES = {"arns": "arn", "plain": "arn", "cloudformation": "sam", "cfn": "sam", "tf": "terraform"}
+
+
+class SnippetFormatError(LayerbuildError, ValueError):
+    """An output format render_arns does not know."""
 
 
 def normalise_format(fmt: str) -> str:
     value = _ALIASES.get(fmt.lower(), fmt.lower())
     if value not in FORMATS:
-        raise ValueError(f"unknown snippet format {fmt!r}; valid: {', '.join(FORMATS)}")
+        raise SnippetFormatError(f"unknown snippet format {fmt!r}; valid: {', '.join(FORMATS)}")
     return value
 
 
