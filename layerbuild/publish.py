@@ -21,7 +21,7 @@ from .manifest import Manifest, manifest_path_for, read_manifest
 from .publish_plan import LayerToPublish, PublishError, PublishOptions, bucket_for
 
 MAX_PARALLEL_REGIONS = 4
-MAX_ATTEMPTS = 5  # botocore's standard mode: exponential backoff with jitter, throttling included
+MAX_ATTEMPTS = 5  # retries after the first try (botocore's max_attempts): standard mode, backoff with jitter, throttling included
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 120  # a 50 MB upload on a slow link
 
