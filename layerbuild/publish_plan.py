@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LayerbuildError
+from .errors import LayerbuildError, TargetError
 from .manifest import Manifest
 from .regions import check_region
 from .runtimes import RUNTIMES, check_architecture
@@ -25,6 +25,7 @@ STATEMENT_ID = re.compile(r"^[a-zA-Z0-9_-]{1,100}$")
 ACCOUNT_ID = re.compile(r"^\d{12}$")
 ORG_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
 BUCKET = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+IP_ADDRESS = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 
 
 class PublishError(LayerbuildError):
@@ -100,10 +101,24 @@ def parse_share(spec: str) -> Share:
     return share
 
 
+def bucket_problem(bucket: str) -> str | None:
+    """Why S3 would refuse this bucket name (general purpose bucket rules), or None."""
+    if not BUCKET.match(bucket):
+        return "3-63 of a-z, 0-9, '.', '-', starting and ending with a letter or digit"
+    if IP_ADDRESS.match(bucket):
+        return "not formatted like an IP address"
+    if ".-" in bucket or "-." in bucket:
+        return "no '-' next to '.'"
+    if bucket.startswith(("sthree-", "amzn-s3-demo-")) or bucket.endswith(("-s3alias", "--ol-s3", "--x-s3", ".mrap")):
+        return "not a prefix or suffix S3 reserves (sthree-, amzn-s3-demo-, -s3alias, --ol-s3, --x-s3, .mrap)"
+    return None
+
+
 def bucket_for(template: str, region: str) -> str:
     bucket = template.replace("{region}", region)
-    if not BUCKET.match(bucket):
-        raise PublishError(f"--s3-bucket {template!r}: {bucket!r} is not a valid S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
+    problem = bucket_problem(bucket)
+    if problem:
+        raise PublishError(f"--s3-bucket {template!r}: {bucket!r} is not a valid S3 bucket name ({problem})")
     return bucket
 
 
@@ -143,12 +158,16 @@ class LayerToPublish:
 
 def layer_to_publish(zip_path: Path, manifest: Manifest, layer_name: str | None = None) -> LayerToPublish:
     runtimes = list(dict.fromkeys(manifest.compatible_runtimes or [manifest.runtime]))
+    # The count first: a hand-edited manifest listing too many would otherwise only hear about one name.
+    if len(runtimes) > MAX_RUNTIMES:
+        raise PublishError(f"{zip_path}: {len(runtimes)} compatible runtimes; Lambda accepts at most {MAX_RUNTIMES}")
     for runtime in runtimes:
         if runtime.removeprefix("python") not in RUNTIMES:
             raise PublishError(f"{zip_path}: manifest runtime {runtime!r} is not a Lambda Python runtime ({', '.join('python' + v for v in RUNTIMES)})")
-    if len(runtimes) > MAX_RUNTIMES:
-        raise PublishError(f"{zip_path}: {len(runtimes)} compatible runtimes; Lambda accepts at most {MAX_RUNTIMES}")
-    arch = check_architecture(manifest.architecture)
+    try:
+        arch = check_architecture(manifest.architecture)
+    except TargetError as exc:
+        raise PublishError(f"{zip_path}: manifest {exc.message}") from None
     license_info = manifest.license
     if license_info and len(license_info) > MAX_LICENSE:
         raise PublishError(f"{zip_path}: license is {len(license_info)} characters; Lambda accepts at most {MAX_LICENSE}")

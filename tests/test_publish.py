@@ -2,7 +2,7 @@
 
 import json
 import os
-import zipfile
+from pathlib import Path
 
 import boto3
 import pytest
@@ -11,7 +11,9 @@ import requests
 from faultproxy import closed_url
 from layerbuild.build import build_target
 from layerbuild.manifest import Manifest, PackagePin
-from layerbuild.publish_plan import DIRECT_UPLOAD_LIMIT, describe, parse_share, sanitise_layer_name
+from layerbuild.publish_plan import (
+    DIRECT_UPLOAD_LIMIT, PublishError, bucket_for, describe, layer_to_publish, parse_share, sanitise_layer_name,
+)
 from layerbuild.layout import write_deterministic_zip
 from layerbuild.recipe import load_recipe, parse_recipe
 from layerbuild.runtimes import make_target
@@ -105,7 +107,6 @@ def test_changed_content_publishes_version_two(aws, invoke, tmp_path):
     changed = parse_recipe({"name": "pub", "packages": ["six", "idna"], "license": "MIT"}, "pub.yaml")
     two = build_target(changed, target, out_dir=tmp_path / "b")
     result = publish(invoke, two.zip_path, "--region", "us-east-1", "--json")
-    assert json.loads(result.stdout)[0] | {"arn": None} == json.loads(result.stdout)[0] | {"arn": None}
     row = json.loads(result.stdout)[0]
     assert row["status"] == "published" and row["version"] == 2
     assert versions("us-east-1", "pub-py312-x86_64") == [2, 1]
@@ -255,3 +256,78 @@ def test_pure_helpers():
                     unzipped_bytes=1, sha256="0", code_sha256="0", zip="x.zip")
     text = describe(many)
     assert len(text) <= 256 and text.endswith(" ...") and text.startswith("big (python3.12 arm64): package-number-0==1.0.0")
+
+
+def manifest_with(**changes):
+    fields = dict(name="m", runtime="python3.12", python="3.12", architecture="x86_64", backend="wheels",
+                  packages=[PackagePin("six", "1.17.0")], file_count=1, zipped_bytes=1, unzipped_bytes=1,
+                  sha256="0", code_sha256="0", zip="m.zip", license="MIT")  # fmt: skip
+    return Manifest(**{**fields, **changes})
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"compatible_runtimes": ["python3.12", "python2.7"]},
+     "m.zip: manifest runtime 'python2.7' is not a Lambda Python runtime (python3.8, "),
+    ({"compatible_runtimes": [f"python3.{n}" for n in range(16)]},
+     "m.zip: 16 compatible runtimes; Lambda accepts at most 15"),
+    ({"license": "L" * 513}, "m.zip: license is 513 characters; Lambda accepts at most 512"),
+    ({"architecture": "sparc"}, "m.zip: manifest unknown architecture 'sparc': Lambda architectures are x86_64, arm64"),
+])  # fmt: skip
+def test_manifests_lambda_would_refuse_are_refused_locally(changes, message):
+    with pytest.raises(PublishError) as caught:
+        layer_to_publish(Path("m.zip"), manifest_with(**changes))
+    assert message in caught.value.message
+
+
+def test_manifest_limits_at_the_edge_are_accepted():
+    layer = layer_to_publish(Path("m.zip"), manifest_with(license="L" * 512, architecture="arm64",
+                                                          compatible_runtimes=["python3.12", "python3.13"]))  # fmt: skip
+    assert layer.publish_parameters() == {
+        "LayerName": "m-py312-arm64", "Description": "m (python3.12 arm64): six==1.17.0",
+        "CompatibleRuntimes": ["python3.12", "python3.13"], "CompatibleArchitectures": ["arm64"],
+        "LicenseInfo": "L" * 512,
+    }
+
+
+@pytest.mark.parametrize("bucket,why", [
+    ("ab", "3-63 of a-z"), ("x" * 64, "3-63 of a-z"), ("my..bucket", "3-63 of a-z"), ("-bucket", "3-63 of a-z"),
+    ("192.168.10.20", "not formatted like an IP address"), ("my-.bucket", "no '-' next to '.'"),
+    ("sthree-layers", "not a prefix or suffix S3 reserves"), ("layers-s3alias", "not a prefix or suffix S3 reserves"),
+])  # fmt: skip
+def test_bucket_names_s3_would_refuse(bucket, why):
+    with pytest.raises(PublishError) as caught:
+        bucket_for(bucket, "us-east-1")
+    assert caught.value.message.startswith(f"--s3-bucket {bucket!r}: {bucket!r} is not a valid S3 bucket name (")
+    assert why in caught.value.message
+    assert bucket_for("layers-{region}.example", "eu-west-1") == "layers-eu-west-1.example"
+
+
+def test_a_manifest_lambda_would_refuse_stops_the_cli_before_any_call(aws, invoke, pymysql_zip, tmp_path):
+    copy = tmp_path / pymysql_zip.name
+    copy.write_bytes(pymysql_zip.read_bytes())
+    data = json.loads(pymysql_zip.with_suffix(".json").read_text())
+    copy.with_suffix(".json").write_text(json.dumps({**data, "compatible_runtimes": ["python3.12", "nodejs20.x"]}))
+    result = publish(invoke, copy, "--region", "us-east-1")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "manifest runtime 'nodejs20.x' is not a Lambda Python runtime" in result.stderr
+    assert lam("us-east-1").list_layers()["Layers"] == []
+
+
+def test_zip_arguments_that_do_not_fit(aws, invoke, pymysql_zip, tmp_path):
+    missing = publish(invoke, tmp_path / "missing.zip", "--region", "us-east-1")
+    assert missing.exit_code == 1 and missing.stderr == f"error: {tmp_path / 'missing.zip'}: no such zip\n"
+    other_python = publish(invoke, pymysql_zip, "--region", "us-east-1", "--python", "3.13")
+    assert other_python.exit_code == 1
+    assert other_python.stderr == f"error: --python 3.13: {pymysql_zip.name} was built for Python 3.12\n"
+    other_arch = publish(invoke, pymysql_zip, "--region", "us-east-1", "--arch", "arm64")
+    assert other_arch.stderr == f"error: --arch arm64: {pymysql_zip.name} was built for x86_64\n"
+    assert publish(invoke, pymysql_zip, "--region", "us-east-1", "--python", "3.12", "--arch", "x86_64").exit_code == 0
+
+
+def test_layer_name_for_many_targets_is_refused_before_building(aws, invoke, tmp_path):
+    result = publish(invoke, "pymysql", "--region", "us-east-1", "--python", "3.12", "--python", "3.13",
+                     "--layer-name", "mine", "--out", tmp_path)  # fmt: skip
+    assert result.exit_code == 1
+    assert result.stderr == ("error: --layer-name names one layer but pymysql has 2 targets (python3.12-x86_64, "
+                             "python3.13-x86_64); narrow with --python/--arch\n")  # fmt: skip
+    assert list(tmp_path.iterdir()) == []

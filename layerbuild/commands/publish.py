@@ -10,6 +10,7 @@ from ..build import DEFAULT_OUT_DIR, build_recipe
 from ..publish import load_built_layer, publish_layer
 from ..publish_plan import PublishError, check_s3, dry_run_plan, layer_to_publish, make_options
 from ..recipe import load_recipe
+from ..runtimes import check_architecture, normalise_python
 from ..snippets import render_arns
 
 FORMATS = ("table", "arn", "sam", "terraform")
@@ -30,11 +31,28 @@ def default_regions() -> list[str]:
     return [region]
 
 
-def built_layers(target: str, pythons, arches, out_dir: Path) -> list[tuple[Path, object]]:
+def check_zip_matches(zip_path: Path, manifest, pythons, arches) -> None:
+    """--python/--arch with a ZIP must describe that zip: publishing it under another runtime would lie."""
+    wanted_py = {normalise_python(p) for p in pythons}
+    wanted_arch = {check_architecture(a) for a in arches}
+    if wanted_py and manifest.python not in wanted_py:
+        raise PublishError(f"--python {', '.join(sorted(wanted_py))}: {zip_path.name} was built for Python {manifest.python}")
+    if wanted_arch and manifest.architecture not in wanted_arch:
+        raise PublishError(f"--arch {', '.join(sorted(wanted_arch))}: {zip_path.name} was built for {manifest.architecture}")
+
+
+def built_layers(target: str, pythons, arches, out_dir: Path, layer_name: str | None) -> list[tuple[Path, object]]:
     """(zip, manifest) pairs: the zip given, or every target of the recipe, built now."""
     if target.endswith(".zip") or Path(target).is_file():
-        return [(Path(target), load_built_layer(Path(target)))]
+        zip_path = Path(target)
+        manifest = load_built_layer(zip_path)
+        check_zip_matches(zip_path, manifest, pythons, arches)
+        return [(zip_path, manifest)]
     recipe = load_recipe(target)
+    targets = recipe.targets(pythons or None, arches or None)
+    if layer_name and len(targets) > 1:  # before building: the answer is already known
+        raise PublishError(f"--layer-name names one layer but {target} has {len(targets)} targets "
+                           f"({', '.join(t.slug for t in targets)}); narrow with --python/--arch")  # fmt: skip
     outcomes = build_recipe(recipe, pythons or None, arches or None, out_dir=out_dir,
                             progress=lambda t, m: click.echo(f"[{t.slug}] {m}", err=True))  # fmt: skip
     return [(o.zip_path, o.manifest) for o in outcomes]
@@ -58,9 +76,7 @@ def built_layers(target: str, pythons, arches, out_dir: Path) -> list[tuple[Path
 def publish_cmd(target, regions, layer_name, shares, s3_bucket, force, dry_run, pythons, arches, out_dir, fmt, json_output):
     """Publish a built layer ZIP (with its manifest), or build RECIPE and publish every target."""
     options = make_options(regions or default_regions(), shares, s3_bucket, force, dry_run)
-    layers_built = built_layers(target, pythons, arches, out_dir)
-    if layer_name and len(layers_built) > 1:
-        raise PublishError(f"--layer-name names one layer but {target} has {len(layers_built)} targets; narrow with --python/--arch")
+    layers_built = built_layers(target, pythons, arches, out_dir, layer_name)
     layers = [layer_to_publish(zip_path, manifest, layer_name) for zip_path, manifest in layers_built]
     for layer in layers:
         check_s3(layer, options)
