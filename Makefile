@@ -14,6 +14,9 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e .
+	@# Editable installs compile nothing, and PYTHONDONTWRITEBYTECODE would keep it so: every run would
+	@# recompile layerbuild itself (~0.1 s of a 0.25 s cache hit). Stale .pyc files are simply ignored.
+	$(BIN)/python -m compileall -q layerbuild
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import time
 
-import requests
 from packaging.utils import canonicalize_name, parse_wheel_filename, InvalidWheelFilename
 
 from .tls import requests_verify
@@ -21,6 +20,8 @@ _ATTEMPTS = 3
 
 def project_files(name: str, index_url: str, timeout: float = 20.0) -> list[str] | None:
     """File names the index lists for a project, or None when the index cannot be asked."""
+    import requests  # here, not at the top: a cache hit never needs it, and it costs ~0.1 s to import
+
     url = f"{index_url.rstrip('/')}/{canonicalize_name(name)}/"
     headers = {"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
     for attempt in range(_ATTEMPTS):

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import requests
 
 from .errors import KlayersError, KlayersNotFound
 from .klayers_model import (
@@ -153,6 +152,8 @@ class KlayersClient:
 
     # -- HTTP ----------------------------------------------------------------------------------
     def _fetch(self, url: str):
+        import requests  # here, not at the top: answers from the cache never need it (~0.1 s to import)
+
         problem = ""
         for attempt in range(1, self.max_attempts + 1):
             wait = self.backoff * (2 ** (attempt - 1))
