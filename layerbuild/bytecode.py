@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .interpreters import pyenv_installs, pyenv_root
+
 MODES = ("alongside", "only", "none")
 # Where Lambda extracts layers: python/ is /opt/python on the function's sys.path.
 LAMBDA_LAYER_ROOT = "/opt"
@@ -59,23 +61,6 @@ def _probe(executable: str) -> Interpreter | None:
     return Interpreter(executable, lines[0], lines[1])
 
 
-def _pyenv_root() -> Path:
-    return Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
-
-
-def _pyenv_candidates(version: str) -> list[str]:
-    root = _pyenv_root() / "versions"
-    pattern = re.compile(rf"^{re.escape(version)}\.(\d+)$")  # final releases only: 3.12.1, not 3.12.0rc1
-    found = []
-    if root.is_dir():
-        for entry in root.iterdir():
-            match = pattern.match(entry.name)
-            exe = entry / "bin" / f"python{version}"
-            if match and exe.is_file():
-                found.append((int(match.group(1)), str(exe)))
-    return [exe for _, exe in sorted(found, reverse=True)]
-
-
 @lru_cache(maxsize=32)
 def find_interpreter(version: str) -> Interpreter | None:
     """A local interpreter of the target's major.minor version, or None."""
@@ -83,11 +68,11 @@ def find_interpreter(version: str) -> Interpreter | None:
         return Interpreter(sys.executable, version, sys.implementation.cache_tag)
     on_path = shutil.which(f"python{version}")
     # A pyenv shim fails for a version that is not selected; look in pyenv's versions directly instead.
-    if on_path and Path(on_path).parent != _pyenv_root() / "shims":
+    if on_path and Path(on_path).parent != pyenv_root() / "shims":
         found = _probe(on_path)
         if found and found.version == version:
             return found
-    for exe in _pyenv_candidates(version):
+    for exe in pyenv_installs(version):
         # versions/3.12.1/bin/python3.12 is CPython 3.12 by construction: no need to start it (~0.1 s).
         return Interpreter(exe, version, "cpython-" + version.replace(".", ""))
     return None

@@ -7,6 +7,7 @@ non-zero ("pyenv: python3.8: command not found"), so each candidate is probed by
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +45,28 @@ def probe(executable: str) -> Interpreter | None:
     return parse_probe(done.stdout)
 
 
+def pyenv_root() -> Path:
+    return Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+
+
+def pyenv_installs(python: str) -> list[str]:
+    """pyenv's own installs of X.Y (newest patch first): usable even when no shim selects them."""
+    root = pyenv_root() / "versions"
+    pattern = re.compile(rf"^{re.escape(python)}\.(\d+)$")  # final releases only: 3.12.1, not 3.12.0rc1
+    found = []
+    if root.is_dir():
+        for entry in root.iterdir():
+            match = pattern.match(entry.name)
+            exe = entry / "bin" / f"python{python}"
+            if match and exe.is_file():
+                found.append((int(match.group(1)), str(exe)))
+    return [exe for _, exe in sorted(found, reverse=True)]
+
+
 def candidates(python: str, path: str | None = None) -> list[str]:
-    """Every pythonX.Y executable on PATH, in PATH order, without repeats."""
+    """Every pythonX.Y executable on PATH, in PATH order, without repeats; then pyenv's installs
+    (a pyenv shim only answers for the versions pyenv currently selects)."""
+    extra = pyenv_installs(python) if path is None else []
     seen, found = set(), []
     for folder in (path if path is not None else os.environ.get("PATH", "")).split(os.pathsep):
         if not folder:
@@ -56,6 +77,10 @@ def candidates(python: str, path: str | None = None) -> list[str]:
             continue
         seen.add(real)
         found.append(candidate)
+    for candidate in extra:
+        if os.path.realpath(candidate) not in seen:
+            seen.add(os.path.realpath(candidate))
+            found.append(candidate)
     return found
 
 
