@@ -10,19 +10,20 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from . import __version__
-from . import cachestep, contents
+from . import cacheprune, cachestep, contents
 from .parallel import run_all
 from .backends import docker as docker_backend
 from .backends import wheels
 from .backends.base import BuildRequest, LayerTree
 from .distlock import publish_pair, remove_orphan_zip, remove_stale_temps, sigint_held, temp_prefix, workdir_prefix
 from .errors import BuildError, DockerUnavailableError, LockError, NeedsCompilingError
-from .layerfacts import audit_built_zip
+from .layerfacts import audit_built_layer, read_tree_facts
 from .layout import fix_records, remove_paths, write_deterministic_zip
 from .lockfile import Lock, parse_lock, requirements_digest
 from .manifest import Manifest, manifest_path_for
@@ -140,6 +141,8 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
         request = BuildRequest(recipe=recipe, target=target, work_dir=work_dir, index=index, lock=lock, image=image,
                                out_dir=out_dir)  # fmt: skip
         # Build cache (layerbuild/cache.py): an unchanged target is copied, not rebuilt.
+        if use_cache:
+            cacheprune.configured_max_size()  # a bad LAYERBUILD_CACHE_MAX_SIZE fails before any work
         cache_key = cachestep.key_for(request, chosen, lambda m: progress(target, m)) if use_cache else None
         cached = cache_key and cachestep.publish_hit(cache_key, stem, zip_path, manifest_path, lambda m: progress(target, m))
         if cached:
@@ -170,8 +173,13 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
         fd, name = tempfile.mkstemp(prefix=temp_prefix(stem), suffix=".zip.tmp", dir=out_dir)
         os.close(fd)
         tmp_zip = Path(name)
-        summary = write_deterministic_zip(tree.root, tmp_zip)
-        audit_summary = audit_built_zip(tmp_zip, target, tree.notes)  # errors raise: nothing reaches out_dir
+        # The audit reads the tree's facts (pure Python, mostly ELF parsing) while the zip writer's
+        # threads deflate (zlib releases the GIL): on two cores the audit costs almost nothing.
+        with ThreadPoolExecutor(max_workers=1) as side:
+            facts = side.submit(read_tree_facts, tree.root)
+            summary = write_deterministic_zip(tree.root, tmp_zip)
+            # Errors raise: nothing reaches out_dir.
+            audit_summary = audit_built_layer(facts.result(), target, summary.zipped_bytes, tree.notes)
 
         manifest = Manifest(
             name=recipe.name,
@@ -203,6 +211,7 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
             # From our own temp files: once published, dist/ may already hold a concurrent build's
             # (different) zip, which must never be cached under this build's key.
             cachestep.cache.store(cache_key, tmp_zip, tmp_manifest)
+            cacheprune.prune_after_store()
         # Under a lock with Ctrl-C held back: concurrent builds never leave a mixed pair.
         publish_pair(tmp_zip, zip_path, tmp_manifest, manifest_path)
         tmp_zip = tmp_manifest = None

@@ -9,7 +9,8 @@ build resolves first (uv, ~0.3 s with its cache warm) and keys on the *resolved*
 release of a dependency is a cache miss, never a stale layer; only install, slimming, bytecode and
 zipping are skipped. (A TTL keyed without the lock was rejected: it would serve outdated layers.)
 
-Entries live in $XDG_CACHE_HOME/layerbuild/builds/KEY[:2]/KEY/ (~/.cache/... without XDG):
+Entries live in $XDG_CACHE_HOME/layerbuild/builds/KEY[:2]/KEY/ (~/.cache/... without XDG; bounded
+by cacheprune, least recently used first):
 layer.zip, manifest.json and entry.json recording both files' sha256. A hit verifies both hashes;
 a corrupted entry is removed and the target rebuilt. Entries are written into a temporary
 directory and renamed into place, so readers never see half an entry.
@@ -89,6 +90,10 @@ def lookup(key: str, root: Path | None = None) -> tuple[CacheEntry | None, str]:
     if not intact:
         shutil.rmtree(directory, ignore_errors=True)
         return None, "corrupted"
+    try:
+        os.utime(directory / ENTRY_NAME)  # last use: pruning by size removes the least recently used first
+    except OSError:
+        pass
     return entry, "hit"
 
 
@@ -97,7 +102,8 @@ def store(key: str, zip_path: Path, manifest_path: Path, root: Path | None = Non
     directory = entry_dir(key, root)
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=directory.parent))
+        # The pid lets a later prune tell a killed store's leftovers from a concurrent one in progress.
+        staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.{os.getpid()}.", suffix=".tmp", dir=directory.parent))
         try:
             link_or_copy(zip_path, staging / ZIP_NAME)
             shutil.copyfile(manifest_path, staging / MANIFEST_NAME)

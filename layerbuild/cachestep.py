@@ -59,8 +59,11 @@ def publish_hit(key: str, stem: str, zip_path: Path, manifest_path: Path,
         token = tempfile.mkdtemp(prefix=temp_prefix(stem), suffix=".tmp", dir=out_dir)
         os.rmdir(token)
         tmp_zip, tmp_manifest = Path(token[:-4] + ".zip.tmp"), Path(token[:-4] + ".json.tmp")
-        cache.link_or_copy(entry.zip_path, tmp_zip)
-        cache.link_or_copy(entry.manifest_path, tmp_manifest)
+        try:
+            cache.link_or_copy(entry.zip_path, tmp_zip)
+            cache.link_or_copy(entry.manifest_path, tmp_manifest)
+        except FileNotFoundError:  # pruned by a concurrent build between lookup and link: a miss
+            return None
         manifest = read_manifest(tmp_manifest)
         if manifest.sha256 != entry.zip_sha256:  # the manifest must describe this very zip
             progress("cache entry inconsistent: rebuilding")

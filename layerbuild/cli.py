@@ -87,3 +87,7 @@ for _command in (klayers_lookup_cmd, resolve_cmd):
 from .commands.publish import publish_cmd  # noqa: E402
 
 main.add_command(publish_cmd)
+
+from .commands.cache import cache_group  # noqa: E402
+
+main.add_command(cache_group)

@@ -31,7 +31,7 @@ def workdir_prefix(stem: str) -> str:
     return f"layerbuild-{stem}-{os.getpid()}-"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
@@ -49,12 +49,12 @@ def remove_stale_temps(out_dir: Path, stem: str) -> list[Path]:
     for path in Path(out_dir).glob(f".{stem}.*.tmp"):
         match = _PID_IN_NAME.search(path.name)
         # Names without a pid come from older layerbuild versions; no live build still uses them.
-        if match is None or not _alive(int(match.group(1))):
+        if match is None or not pid_alive(int(match.group(1))):
             path.unlink(missing_ok=True)
             removed.append(path)
     for path in Path(tempfile.gettempdir()).glob(f"layerbuild-{stem}-*"):
         match = _PID_IN_WORKDIR.search(path.name)
-        if match and path.is_dir() and not _alive(int(match.group(1))):
+        if match and path.is_dir() and not pid_alive(int(match.group(1))):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed

@@ -9,8 +9,10 @@ Nothing here knows about recipes or pip; backends/docker.py decides what to run.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 
+from .distlock import pid_alive
 from .errors import BuildError, BuildImageError, DockerUnavailableError, EmulationError
 
 DEFAULT_ADDRESS = "unix:///var/run/docker.sock"
@@ -71,6 +73,26 @@ def _is_exec_format_error(text: str) -> bool:
     return "exec format error" in text.lower()
 
 
+# Every container layerbuild creates names its owner (host:pid). A build killed outright (SIGKILL,
+# OOM) cannot remove its container, which may even keep running; the next build on the same host
+# removes containers whose owner process is gone.
+OWNER_LABEL = "layerbuild.owner"
+
+
+# Committed images would inherit the owner label (and pass it to every container made from them).
+NO_OWNER = f'LABEL {OWNER_LABEL}=""'
+
+
+def owner_label() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def orphaned(owner: str, hostname: str) -> bool:
+    """A container label's owner is this host's and that process no longer exists."""
+    host, _, pid = owner.rpartition(":")
+    return host == hostname and pid.isdigit() and not pid_alive(int(pid))
+
+
 class Engine:
     """A connected Docker engine."""
 
@@ -91,7 +113,27 @@ class Engine:
                 f"cannot reach a Docker engine at {address} ({_short(exc, 160)}): start Docker "
                 "(e.g. 'sudo systemctl start docker' or Docker Desktop), or point DOCKER_HOST at a running engine"
             ) from None
-        return cls(client, address)
+        engine = cls(client, address)
+        engine.remove_orphans()
+        return engine
+
+    def remove_orphans(self) -> list[str]:
+        """Remove containers left by killed layerbuild processes of this host; returns their ids."""
+        import docker
+
+        hostname, removed = socket.gethostname(), []
+        try:
+            containers = self.client.containers.list(all=True, filters={"label": OWNER_LABEL})
+        except docker.errors.DockerException:
+            return removed  # housekeeping never fails a build
+        for container in containers:
+            if orphaned(container.labels.get(OWNER_LABEL, ""), hostname):
+                try:
+                    container.remove(force=True)
+                    removed.append(container.id)
+                except docker.errors.DockerException:
+                    pass  # removed meanwhile by another build's sweep
+        return removed
 
     def native_machine(self) -> str:
         """The engine's own machine name: x86_64 or aarch64."""
@@ -163,6 +205,7 @@ class Engine:
                 container = self.client.containers.create(
                     spec.image, spec.command, user=spec.user or None, environment=spec.environment,
                     mounts=mounts, working_dir=spec.working_dir, platform=spec.platform, network_mode="bridge",
+                    labels={OWNER_LABEL: owner_label()},
                 )  # fmt: skip
                 container.start()
             except docker.errors.APIError as exc:
@@ -184,7 +227,7 @@ class Engine:
                 raise self.emulation_error(spec.platform)
             if exit_code == 0 and commit_as:
                 repository, tag, changes = commit_as
-                container.commit(repository=repository, tag=tag, changes=changes)
+                container.commit(repository=repository, tag=tag, changes=[*changes, NO_OWNER])
             return RunResult(exit_code, output)
         finally:
             if container is not None:
@@ -197,8 +240,8 @@ class Engine:
         """Tag `source` as repository:tag with labels added (a created, never started container committed)."""
         import docker
 
-        changes = ["LABEL " + " ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))]
-        container = self.client.containers.create(source, ["true"], platform=platform)
+        changes = ["LABEL " + " ".join(f'{k}="{v}"' for k, v in sorted(labels.items())), NO_OWNER]
+        container = self.client.containers.create(source, ["true"], platform=platform, labels={OWNER_LABEL: owner_label()})
         try:
             container.commit(repository=repository, tag=tag, changes=changes)
         finally:

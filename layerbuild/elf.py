@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 from dataclasses import dataclass, field
 
 from .errors import LayerbuildError
@@ -20,6 +21,54 @@ MACHINE_NAMES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64", "EM_386": "i686
 # GLIBC_2.17, GLIBCXX_3.4.21, CXXABI_1.3.9 (CXXABI_TM_1, GLIBC_PRIVATE are not numbered: ignored).
 VERSION_PATTERN = re.compile(r"^(GLIBC|GLIBCXX|CXXABI)_(\d+(?:\.\d+)*)$")
 FAMILIES = ("GLIBC", "GLIBCXX", "CXXABI")
+
+
+# e_machine numbers, for the header-only reader below (no pyelftools needed).
+E_MACHINE_NUMBERS = {"x86_64": 62, "aarch64": 183}
+
+
+@dataclass(frozen=True)
+class ElfHeaderFacts:
+    machine: int  # e_machine number
+    section_names: tuple[str, ...]
+
+
+def read_section_names(handle) -> ElfHeaderFacts | None:
+    """e_machine and section names from the ELF header and section headers only (a few reads, no
+    pyelftools): enough to decide whether a file needs stripping. None if not ELF or malformed."""
+    try:
+        handle.seek(0)
+        ident = handle.read(64)
+        if len(ident) < 52 or ident[:4] != ELF_MAGIC or ident[4] not in (1, 2) or ident[5] not in (1, 2):
+            return None
+        wide, order = ident[4] == 2, "<" if ident[5] == 1 else ">"
+        machine = struct.unpack_from(order + "H", ident, 18)[0]
+        if wide:
+            shoff, = struct.unpack_from(order + "Q", ident, 40)
+            shentsize, shnum, shstrndx = struct.unpack_from(order + "HHH", ident, 58)
+            header = order + "IIQQQQIIQQ"
+        else:
+            shoff, = struct.unpack_from(order + "I", ident, 32)
+            shentsize, shnum, shstrndx = struct.unpack_from(order + "HHH", ident, 46)
+            header = order + "IIIIIIIIII"
+        if shoff == 0 or shnum == 0 or shnum > 65280 or shstrndx >= shnum or shentsize < struct.calcsize(header):
+            return ElfHeaderFacts(machine, ())
+        handle.seek(shoff)
+        table = handle.read(shentsize * shnum)
+        if len(table) < shentsize * shnum:
+            return None
+        sections = [struct.unpack_from(header, table, i * shentsize) for i in range(shnum)]
+        # (name, type, flags, addr, offset, size, ...): the string table's offset and size.
+        strtab = sections[shstrndx]
+        handle.seek(strtab[4])
+        names = handle.read(min(strtab[5], 1 << 20))
+        found = []
+        for entry in sections:
+            end = names.find(b"\0", entry[0])
+            found.append(names[entry[0]:end if end >= 0 else None].decode("ascii", "replace"))
+        return ElfHeaderFacts(machine, tuple(found))
+    except (OSError, struct.error):
+        return None
 
 
 class ElfReadError(LayerbuildError):

@@ -13,6 +13,7 @@ from pathlib import Path
 from .audit import AuditReport, FileFact, audit_files
 from .elf import ElfReadError, is_elf, read_elf_facts
 from .errors import AuditError, LayerbuildError
+from .layout import iter_tree
 from .manifest import Manifest, manifest_path_for, read_manifest
 from .runtimes import Target, make_target
 from .safezip import LayerZip, open_layer_zip
@@ -34,17 +35,38 @@ def read_layer_facts(path: Path) -> LayerFacts:
                 facts.append(FileFact(entry.name, entry.file_size, True, entry.link_target))
                 continue
             head = read(entry.name, 4) if entry.file_size >= 4 else b""
-            if entry.name.endswith(".pyc"):
-                magic = int.from_bytes(head[:2], "little") if len(head) >= 2 else None
-                facts.append(FileFact(entry.name, entry.file_size, pyc_magic=magic))
-            elif is_elf(head):
-                try:
-                    facts.append(FileFact(entry.name, entry.file_size, elf=read_elf_facts(read(entry.name), entry.name)))
-                except ElfReadError as exc:
-                    facts.append(FileFact(entry.name, entry.file_size, elf_error=str(exc)))
-            else:
-                facts.append(FileFact(entry.name, entry.file_size))
+            facts.append(_file_fact(entry.name, entry.file_size, head, lambda: read(entry.name)))
     return LayerFacts(layer, facts)
+
+
+def read_tree_facts(root: Path) -> list[FileFact]:
+    """The same facts from the layer tree a build is zipping, read from disk while the zip is being
+    deflated. The zip's entries are exactly these files by construction (write_deterministic_zip
+    stores iter_tree(root), symlinks as the files they point to), so this audits the same bytes
+    without inflating them back out of the zip."""
+    facts = []
+    for rel, full in iter_tree(root):
+        if full.is_dir():
+            continue
+        size = full.stat().st_size
+        with open(full, "rb") as handle:
+            head = handle.read(4)
+        facts.append(_file_fact(rel, size, head if size >= 4 else b"", full.read_bytes))
+    return facts
+
+
+def _file_fact(name: str, size: int, head: bytes, read_all) -> FileFact:
+    """ELF files are read whole (pyelftools needs the section headers at the end), .pyc files only
+    for their magic number, everything else only for its first four bytes."""
+    if name.endswith(".pyc"):
+        magic = int.from_bytes(head[:2], "little") if len(head) >= 2 else None
+        return FileFact(name, size, pyc_magic=magic)
+    if is_elf(head):
+        try:
+            return FileFact(name, size, elf=read_elf_facts(read_all(), name))
+        except ElfReadError as exc:
+            return FileFact(name, size, elf_error=str(exc))
+    return FileFact(name, size)
 
 
 def manifest_beside(zip_path: Path) -> Manifest | None:
@@ -79,10 +101,10 @@ def stack_layer(zip_path: Path, label: str | None = None) -> StackLayer:
     return StackLayer(label or Path(zip_path).name, {e.name: e.file_size for e in layer.files}, runtimes, architectures)
 
 
-def audit_built_zip(zip_path: Path, target: Target, notes: list[str]) -> dict:
+def audit_built_layer(files: list[FileFact], target: Target, zipped_bytes: int, notes: list[str]) -> dict:
     """The audit after a build: errors raise AuditError (the caller publishes nothing), warnings
     become build notes; returns the summary for the manifest's extra["audit"]."""
-    report = audit_zip(zip_path, target)
+    report = audit_files(files, target, zipped_bytes)
     if report.errors:
         first = report.errors[0]
         raise AuditError(f"{target.slug}: the built layer fails the audit with {len(report.errors)} error(s), the first "

@@ -15,17 +15,19 @@ import os
 import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .elf import E_MACHINE_NUMBERS, ELF_MAGIC, read_section_names
 from .layout import fix_records, iter_tree, prune_empty_dirs
+from .runtimes import MACHINE
 
 SOURCE_SUFFIXES = (".pyi", ".pyx", ".pxd", ".pxi", ".c", ".h", ".cpp", ".hpp", ".cc")
 OPTIONAL_DIR_NAMES = ("tests", "test", "docs", "doc")
 # Directories that look optional but are imported at run time (checked by the import scan anyway).
 KEEP_DIRS = ("numpy/testing", "pandas/_testing", "Cython/Tests")
 # e_machine of the ELF header per Lambda architecture, and the strip binaries that understand it.
-ELF_MACHINE = {"x86_64": "EM_X86_64", "arm64": "EM_AARCH64"}
 STRIP_TOOLS = {"x86_64": ("x86_64-linux-gnu-strip", "strip"), "arm64": ("aarch64-linux-gnu-strip",)}
 STRIP_PACKAGES = {"x86_64": "binutils", "arm64": "binutils-aarch64-linux-gnu"}  # Debian's
 _HOST_STRIP_MACHINE = {"x86_64": "x86_64", "aarch64": "arm64"}
@@ -227,25 +229,17 @@ def slim_tree(root: Path, arch: str, cache_tag: str) -> SlimResult:
 
 def elf_files_with_debug(root: Path, arch: str) -> list[Path]:
     """ELF files of the architecture's machine that carry debug sections (only those are rewritten)."""
-    from elftools.common.exceptions import ELFError  # late: ~50 ms that a cache hit never needs
-    from elftools.elf.elffile import ELFFile
-
     found = []
     for _, full in iter_tree(root):
         if full.is_symlink() or not full.is_file():
             continue
         with open(full, "rb") as handle:
-            if handle.read(4) != b"\x7fELF":
+            if handle.read(4) != ELF_MAGIC:
                 continue
-            handle.seek(0)
-            try:
-                elf = ELFFile(handle)
-                if elf["e_machine"] != ELF_MACHINE[arch]:
-                    continue
-                if any(s.name.startswith((".debug_", ".zdebug_")) for s in elf.iter_sections()):
-                    found.append(full)
-            except (ELFError, ValueError, KeyError):
-                continue
+            facts = read_section_names(handle)
+        if facts and facts.machine == E_MACHINE_NUMBERS[MACHINE[arch]] and any(
+                name.startswith((".debug_", ".zdebug_")) for name in facts.section_names):  # fmt: skip
+            found.append(full)
     return found
 
 
@@ -259,16 +253,23 @@ def strip_debug(root: Path, arch: str, result: SlimResult) -> None:
                             f"installed ({' or '.join(STRIP_TOOLS[arch])}, Debian's {STRIP_PACKAGES[arch]})")  # fmt: skip
         return
     before = sum(p.stat().st_size for p in candidates)
-    for path in candidates:
+
+    def strip(path: Path) -> str | None:
         mode = path.stat().st_mode
         # strip writes a new file; -p is not used so the mtime does not matter (zips fix it anyway).
         proc = subprocess.run([tool, "--strip-debug", str(path)], capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
-            result.notes.append(f"slim: strip failed for {path.relative_to(root).as_posix()}, kept as is: "
-                                f"{(proc.stderr.strip().splitlines() or ['no message'])[-1]}")  # fmt: skip
-            continue
+            return (proc.stderr.strip().splitlines() or ["no message"])[-1]
         os.chmod(path, mode)
-        result.stripped += 1
+        return None
+
+    # One strip process per file, a core each; results in candidate order, so notes are deterministic.
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        for path, failure in zip(candidates, pool.map(strip, candidates)):
+            if failure is not None:
+                result.notes.append(f"slim: strip failed for {path.relative_to(root).as_posix()}, kept as is: {failure}")
+                continue
+            result.stripped += 1
     result.stripped_bytes = before - sum(p.stat().st_size for p in candidates)
     site = root / "python"
     if site.is_dir():

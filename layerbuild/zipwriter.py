@@ -2,7 +2,11 @@
 
 zipfile compresses one entry at a time on one core; for a numpy-sized layer that is most of a
 build. zlib releases the GIL while it deflates, so entries are compressed on a thread pool and
-written in their sorted order: the bytes are identical whatever the number of threads.
+written in their sorted order. A large entry (numpy's 25 MB OpenBLAS) would still keep one core
+busy alone, so it is cut into fixed-size chunks deflated in parallel, each primed with the 32 KiB
+before it and ended with a sync flush, as pigz does: their concatenation is one valid deflate
+stream, nearly as small as a single pass. Chunk size is fixed, so the bytes are identical whatever
+the number of threads.
 Only what layers need: no ZIP64 (callers fall back to zipfile past 65,535 entries or 4 GiB), no
 encryption, no data descriptors.
 """
@@ -14,6 +18,7 @@ import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Iterator
 
 # DOS date and time of 1980-01-01 00:00:00, the earliest a zip can hold.
 DOS_TIME, DOS_DATE = 0, (0 << 9) | (1 << 5) | 1
@@ -22,6 +27,8 @@ MADE_BY_UNIX = (3 << 8) | VERSION
 UTF8_FLAG = 0x800
 MAX_ENTRIES = 0xFFFF - 1
 MAX_BYTES = 0xFFFFFFFF - 1
+CHUNK = 1 << 20  # entries larger than this are deflated in chunks of this size, in parallel
+WINDOW = 1 << 15  # deflate's history window: how much of the previous chunk primes the next
 
 
 class NeedsZip64(Exception):
@@ -40,16 +47,83 @@ def _deflate(data: bytes, level: int) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
-def _prepare(entry: Entry, level: int) -> tuple[bytes, int, int, int, int]:
-    """(payload, method, crc, compressed size, uncompressed size) for one entry."""
+@dataclass(frozen=True)
+class _Job:
+    entry: Entry
+    start: int = 0  # byte offset of a chunk; whole-entry jobs start at 0 with size None
+    size: int | None = None
+    last: bool = True
+
+
+@dataclass(frozen=True)
+class _Done:
+    payload: bytes
+    method: int = 8
+    crc: int = 0  # whole-entry jobs and the first chunk: the CRC of the whole file
+    usize: int = 0  # whole-entry jobs: the file's size
+
+
+def _jobs(entry: Entry) -> list[_Job]:
     if entry.source is None:
-        return b"", 0, 0, 0, 0
+        return [_Job(entry)]
+    size = os.stat(entry.source).st_size
+    if size <= CHUNK:
+        return [_Job(entry)]
+    starts = range(0, size, CHUNK)
+    return [_Job(entry, start, min(CHUNK, size - start), start + CHUNK >= size) for start in starts]
+
+
+def _run(job: _Job, level: int) -> _Done:
+    entry = job.entry
+    if entry.source is None:
+        return _Done(b"", 0)
     with open(entry.source, "rb") as handle:
-        data = handle.read()
-    deflated = _deflate(data, level)
-    if len(deflated) >= len(data):  # incompressible (already-compressed data, tiny files): store
-        return data, 0, zlib.crc32(data), len(data), len(data)
-    return deflated, 8, zlib.crc32(data), len(deflated), len(data)
+        if job.size is None:
+            data = handle.read()
+            deflated = _deflate(data, level)
+            if len(deflated) >= len(data):  # incompressible (already-compressed data, tiny files): store
+                return _Done(data, 0, zlib.crc32(data), len(data))
+            return _Done(deflated, 8, zlib.crc32(data), len(data))
+        primer = max(0, job.start - WINDOW)
+        handle.seek(primer)
+        history = handle.read(job.start - primer)
+        chunk = handle.read(job.size)
+        crc = 0
+        if job.start == 0:  # one worker also checksums the whole file (zlib releases the GIL for it too)
+            handle.seek(0)
+            crc = _file_crc(handle)
+    options = {"zdict": history} if history else {}
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -15, **options)
+    payload = compressor.compress(chunk) + compressor.flush(zlib.Z_FINISH if job.last else zlib.Z_SYNC_FLUSH)
+    return _Done(payload, 8, crc)
+
+
+def _file_crc(handle) -> int:
+    crc = 0
+    for block in iter(lambda: handle.read(CHUNK), b""):
+        crc = zlib.crc32(block, crc)
+    return crc
+
+
+def _prepared(jobs: list[_Job], results) -> Iterator[tuple[Entry, bytes, int, int, int, int]]:
+    """(entry, payload, method, crc, compressed size, uncompressed size) per entry, chunks joined."""
+    pending: list[_Done] = []
+    for job, done in zip(jobs, results):
+        if job.size is None:
+            yield job.entry, done.payload, done.method, done.crc, len(done.payload), done.usize
+            continue
+        pending.append(done)
+        if not job.last:
+            continue
+        payload = b"".join(d.payload for d in pending)
+        crc, usize = pending[0].crc, job.start + job.size
+        pending = []
+        if len(payload) >= usize:  # incompressible after all: store (rare for a file this large)
+            with open(job.entry.source, "rb") as handle:
+                data = handle.read()
+            yield job.entry, data, 0, crc, len(data), len(data)
+        else:
+            yield job.entry, payload, 8, crc, len(payload), usize
 
 
 def write_zip(dest: str, entries: list[Entry], level: int = 6, threads: int | None = None) -> int:
@@ -60,8 +134,9 @@ def write_zip(dest: str, entries: list[Entry], level: int = 6, threads: int | No
     central = []
     offset = 0
     total = 0
+    jobs = [job for entry in entries for job in _jobs(entry)]
     with open(dest, "wb") as out, ThreadPoolExecutor(max_workers=threads) as pool:
-        for entry, (payload, method, crc, csize, usize) in zip(entries, pool.map(lambda e: _prepare(e, level), entries)):
+        for entry, payload, method, crc, csize, usize in _prepared(jobs, pool.map(lambda j: _run(j, level), jobs)):
             name = entry.name.encode("utf-8")
             flags = UTF8_FLAG if not entry.name.isascii() else 0
             if offset > MAX_BYTES or csize > MAX_BYTES or usize > MAX_BYTES:

@@ -366,12 +366,39 @@ def test_hostile_zip_is_refused_in_one_line(invoke, tmp_path):
 
 
 def test_build_audit_turns_warnings_into_notes_and_the_manifest_summary(tmp_path):
-    from layerbuild.layerfacts import audit_built_zip
+    from layerbuild.layerfacts import audit_built_layer, read_tree_facts
 
-    path = write_zip(tmp_path / "warn.zip", {"python/ok.py": b"", "docs/readme.txt": b"hello"})
+    (tmp_path / "tree" / "python").mkdir(parents=True)
+    (tmp_path / "tree" / "docs").mkdir()
+    (tmp_path / "tree" / "python" / "ok.py").write_bytes(b"")
+    (tmp_path / "tree" / "docs" / "readme.txt").write_bytes(b"hello")
     notes: list[str] = []
-    summary = audit_built_zip(path, make_target("3.12", "x86_64"), notes)
+    summary = audit_built_layer(read_tree_facts(tmp_path / "tree"), make_target("3.12", "x86_64"), 100, notes)
     assert summary["ok"] is True and summary["errors"] == 0
     assert [w["rule"] for w in summary["warnings"]] == ["layout"]
     assert notes == ["audit warning [layout] docs/readme.txt: 1 file(s) under docs/, which Lambda puts on no search path "
                      "(use python/, lib/ or bin/)"]  # fmt: skip
+
+
+@needs_gcc
+def test_tree_facts_equal_the_facts_read_back_from_the_zip(tmp_path):
+    """A build audits the tree while zipping it: what it sees must be what the zip holds."""
+    from layerbuild.layerfacts import read_layer_facts, read_tree_facts
+    from layerbuild.layout import write_deterministic_zip
+
+    root = tmp_path / "tree"
+    (root / "python" / "pkg" / "__pycache__").mkdir(parents=True)
+    (root / "lib").mkdir()
+    (root / "python" / "pkg" / "__init__.py").write_text("x = 1\n")
+    (root / "python" / "pkg" / "__pycache__" / "__init__.cpython-312.pyc").write_bytes(b"\xcb\x0d\r\n" + b"\0" * 12)
+    (root / "python" / "pkg" / "tiny").write_bytes(b"ab")
+    (root / "python" / "pkg" / "broken.so").write_bytes(b"\x7fELF\x02\x01\x01" + b"\xff" * 40)
+    so = compile_shared(tmp_path, "libthreads.so", PTHREAD_SOURCE, "-pthread")
+    (root / "python" / "pkg" / "_threads.so").write_bytes(so.read_bytes())
+    (root / "lib" / "libthreads.so").symlink_to("../python/pkg/_threads.so")  # zipped as the file it names
+    write_deterministic_zip(root, tmp_path / "layer.zip")
+    from_zip = sorted(read_layer_facts(tmp_path / "layer.zip").files, key=lambda f: f.path)
+    from_tree = sorted(read_tree_facts(root), key=lambda f: f.path)
+    assert from_tree == from_zip
+    assert {f.path for f in from_tree if f.elf} == {"lib/libthreads.so", "python/pkg/_threads.so"}
+    assert [f.path for f in from_tree if f.elf_error] == ["python/pkg/broken.so"]

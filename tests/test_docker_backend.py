@@ -497,3 +497,46 @@ def test_system_packages_are_installed_and_their_libs_copied(invoke, write_recip
     # The glob matches the soname link and the real file: one copy is kept, under the soname the loader wants.
     assert [n for n in names if n.startswith("lib/") and not n.endswith("/")] == ["lib/libyaml-0.so.2"]
     assert _manifest(out, "withyaml")["backend"] == "docker"
+
+
+def test_containers_left_by_killed_builds_are_removed_by_the_next_connection(docker_client, standin_image):
+    """A SIGKILLed build cannot remove its (maybe still running) container; the next build on this host does,
+    and never touches containers of live processes, of other hosts, or of images derived by a build."""
+    import subprocess
+    import sys
+
+    import docker
+
+    from layerbuild.dockerengine import OWNER_LABEL, Engine, RunSpec
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    orphan = docker_client.containers.create(standin_image, ["sleep", "300"], labels={OWNER_LABEL: f"{host}:{dead.pid}"})
+    orphan.start()
+    kept = [docker_client.containers.create(standin_image, ["true"], labels={OWNER_LABEL: owner})
+            for owner in (f"{host}:{os.getpid()}", f"another-host:{dead.pid}")]  # fmt: skip
+    repository, tag = "layerbuild-test-owner", uuid.uuid4().hex[:8]
+    try:
+        engine = Engine.connect()
+        present = {c.id for c in docker_client.containers.list(all=True)}
+        assert orphan.id not in present
+        assert all(c.id in present for c in kept)
+        # A committed image must not carry the committing process as owner into its own containers.
+        platform = "linux/" + docker_client.images.get(standin_image).attrs["Architecture"]
+        result = engine.run(RunSpec(standin_image, ["true"], platform), commit_as=(repository, tag, []))
+        assert result.exit_code == 0
+        assert not docker_client.images.get(f"{repository}:{tag}").labels.get(OWNER_LABEL)
+        # The run's own container (labelled with this process) was removed when it finished.
+        ours = docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={host}:{os.getpid()}"})
+        assert [c.id for c in ours] == [kept[0].id]
+    finally:
+        for container in [orphan, *kept]:
+            try:
+                container.remove(force=True)
+            except docker.errors.DockerException:
+                pass
+        try:
+            docker_client.images.remove(f"{repository}:{tag}")
+        except docker.errors.DockerException:
+            pass

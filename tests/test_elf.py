@@ -91,3 +91,32 @@ def test_parse_version():
     assert parse_version("GLIBC_PRIVATE") is None
     assert parse_version("CXXABI_TM_1") is None
     assert parse_version("OPENSSL_3.0.0") is None
+
+
+@needs_gcc
+def test_header_reader_sees_the_sections_pyelftools_sees(tmp_path):
+    """slim decides what to strip from section names read without pyelftools: they must agree."""
+    import io
+
+    from elftools.elf.elffile import ELFFile
+
+    from layerbuild.elf import E_MACHINE_NUMBERS, read_section_names
+
+    debug = compile_shared(tmp_path, "libdebug.so", PLAIN_SOURCE, "-g")
+    plain = compile_shared(tmp_path, "libplain.so", PLAIN_SOURCE, "-s")
+    import sys
+
+    candidates = [debug, plain] + [p for p in (Path("/bin/ls"), Path(sys.executable).resolve()) if p.read_bytes()[:4] == b"\x7fELF"]
+    for path in candidates:
+        data = path.read_bytes()
+        elf = ELFFile(io.BytesIO(data))
+        facts = read_section_names(io.BytesIO(data))
+        assert facts is not None, path
+        assert facts.section_names == tuple(s.name for s in elf.iter_sections()), path
+        assert facts.machine == E_MACHINE_NUMBERS[HOST_MACHINE]
+    assert any(n.startswith(".debug_") for n in read_section_names(io.BytesIO(debug.read_bytes())).section_names)
+    assert not any(n.startswith(".debug_") for n in read_section_names(io.BytesIO(plain.read_bytes())).section_names)
+    # Not ELF, truncated, or a section table pointing past the end: None, never an exception.
+    whole = debug.read_bytes()
+    for broken in (b"", b"#!/bin/sh\n", whole[:40], whole[:64], whole[: len(whole) // 2]):
+        assert read_section_names(io.BytesIO(broken)) is None

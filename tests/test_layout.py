@@ -85,6 +85,11 @@ def test_parallel_writer_output_is_a_valid_zip_equal_to_zipfiles(tmp_path):
     make_tree(root)
     (root / "python" / "pkg" / "données.txt").write_text("é" * 5000)  # non-ASCII name: UTF-8 flag
     (root / "python" / "pkg" / "random.bin").write_bytes(os.urandom(70_000))  # incompressible: stored
+    # Larger than a chunk: deflated in parallel chunks that must join into one valid stream (and one CRC).
+    from layerbuild.zipwriter import CHUNK
+    words = b" ".join(b"symbol_%d" % (i % 5000) for i in range(CHUNK // 3))
+    (root / "python" / "pkg" / "big.so").write_bytes(words[: 2 * CHUNK + 12345])
+    (root / "python" / "pkg" / "bigrandom.bin").write_bytes(os.urandom(CHUNK + 1))  # chunked, then stored
     summary = write_deterministic_zip(root, tmp_path / "fast.zip")
     with zipfile.ZipFile(tmp_path / "fast.zip") as archive:
         assert archive.testzip() is None
@@ -92,6 +97,8 @@ def test_parallel_writer_output_is_a_valid_zip_equal_to_zipfiles(tmp_path):
         methods = {i.filename: i.compress_type for i in archive.infolist()}
     assert methods["python/pkg/random.bin"] == zipfile.ZIP_STORED
     assert methods["python/pkg/données.txt"] == zipfile.ZIP_DEFLATED
+    assert methods["python/pkg/big.so"] == zipfile.ZIP_DEFLATED and methods["python/pkg/bigrandom.bin"] == zipfile.ZIP_STORED
+    assert fast["python/pkg/big.so"][0] == (root / "python" / "pkg" / "big.so").read_bytes()
     # The zipfile fallback (used past plain-zip limits) holds exactly the same entries.
     from layerbuild.layout import iter_tree, _external_attr, DIR_MODE, EXEC_MODE, FILE_MODE
     slow_entries = [Entry(rel + "/", _external_attr(DIR_MODE, True), None) if full.is_dir() else

@@ -1,0 +1,173 @@
+"""Keeping the build cache bounded: what it holds, and removing the least recently used entries.
+
+A hit touches its entry (entry.json's mtime is the last use), so pruning by size removes what has
+gone unused longest. After every store the cache is cut back to LAYERBUILD_CACHE_MAX_SIZE (default
+5 GiB; `off` disables it); `layerbuild cache prune` does the same on demand, by size, by age or all.
+Staging directories of stores that were killed (pid gone) are removed as well.
+
+Selection (select_for_pruning) and parsing (parse_size, parse_age) are pure; the rest touches disk.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import cache
+from .distlock import pid_alive
+from .errors import LayerbuildError
+
+MAX_SIZE_ENV = "LAYERBUILD_CACHE_MAX_SIZE"
+DEFAULT_MAX_SIZE = 5 * 1024**3
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+          "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}  # fmt: skip
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_STAGING = re.compile(r"^\.[0-9a-f]{12}\.(\d+)\.")
+
+
+class CacheSettingError(LayerbuildError):
+    """A cache size or age that cannot be read."""
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    key: str
+    directory: Path
+    size: int  # bytes of the entry's files
+    last_used: float  # epoch seconds: entry.json's mtime, touched by every hit
+
+
+@dataclass
+class PruneReport:
+    removed: list[EntryInfo] = field(default_factory=list)
+    leftovers: list[Path] = field(default_factory=list)  # staging directories of killed stores
+    kept: int = 0
+    kept_bytes: int = 0
+
+    @property
+    def freed_bytes(self) -> int:
+        return sum(e.size for e in self.removed)
+
+    def to_dict(self) -> dict:
+        return {"removed": len(self.removed), "freed_bytes": self.freed_bytes, "leftovers_removed": len(self.leftovers),
+                "kept": self.kept, "kept_bytes": self.kept_bytes}  # fmt: skip
+
+
+def parse_size(text: str, where: str) -> int:
+    """'500MB', '2GiB', '1.5g', '0' -> bytes; decimal units are powers of 1000, binary ones of 1024."""
+    match = _SIZE.match(str(text))
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _UNITS:
+        raise CacheSettingError(f"{where}: {text!r} is not a size; use a number with an optional unit, "
+                                f"e.g. 500MB, 2GiB or 0")  # fmt: skip
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def parse_age(text: str, where: str) -> float:
+    """'30d', '12h', '90m', '2w' -> seconds."""
+    match = _AGE.match(str(text))
+    if not match:
+        raise CacheSettingError(f"{where}: {text!r} is not an age; use a number and a unit s, m, h, d or w, e.g. 30d")
+    return float(match.group(1)) * _AGE_UNITS[match.group(2)]
+
+
+def configured_max_size(environ=os.environ) -> int | None:
+    """The automatic cap after each store: None when LAYERBUILD_CACHE_MAX_SIZE is 'off'."""
+    value = environ.get(MAX_SIZE_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_SIZE
+    if value.lower() in ("off", "none", "unlimited"):
+        return None
+    return parse_size(value, MAX_SIZE_ENV)
+
+
+def select_for_pruning(entries: list[EntryInfo], max_size: int | None = None, older_than: float | None = None,
+                       now: float | None = None, everything: bool = False) -> list[EntryInfo]:  # fmt: skip
+    """Pure: the entries to remove. Everything; or those unused for longer than older_than, then the
+    least recently used until the rest fits in max_size (ties broken by key, so the choice is stable)."""
+    if everything:
+        return sorted(entries, key=lambda e: e.key)
+    now = time.time() if now is None else now
+    doomed = {e.key for e in entries if older_than is not None and now - e.last_used > older_than}
+    if max_size is not None:
+        remaining = sum(e.size for e in entries if e.key not in doomed)
+        for entry in sorted(entries, key=lambda e: (e.last_used, e.key)):
+            if remaining <= max_size:
+                break
+            if entry.key not in doomed:
+                doomed.add(entry.key)
+                remaining -= entry.size
+    return sorted((e for e in entries if e.key in doomed), key=lambda e: (e.last_used, e.key))
+
+
+def list_entries(root: Path | None = None) -> list[EntryInfo]:
+    root = root or cache.cache_root()
+    found = []
+    if not root.is_dir():
+        return found
+    for shard in sorted(root.iterdir()):
+        if not shard.is_dir() or len(shard.name) != 2:
+            continue
+        for directory in sorted(shard.iterdir()):
+            if directory.name.startswith(".") or not directory.is_dir():
+                continue
+            try:
+                size = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+                marker = directory / cache.ENTRY_NAME
+                last_used = (marker if marker.exists() else directory).stat().st_mtime
+            except OSError:
+                continue  # removed meanwhile by a concurrent prune
+            found.append(EntryInfo(directory.name, directory, size, last_used))
+    return found
+
+
+def staging_leftovers(root: Path | None = None) -> list[Path]:
+    """Staging directories of stores whose process is gone (killed between copy and rename)."""
+    root = root or cache.cache_root()
+    if not root.is_dir():
+        return []
+    found = []
+    for shard in sorted(root.iterdir()):
+        if not shard.is_dir():
+            continue
+        for path in sorted(shard.glob(".*.tmp")):
+            match = _STAGING.match(path.name)
+            if match and not pid_alive(int(match.group(1))):
+                found.append(path)
+    return found
+
+
+def prune(root: Path | None = None, max_size: int | None = None, older_than: float | None = None,
+          everything: bool = False, now: float | None = None) -> PruneReport:  # fmt: skip
+    root = root or cache.cache_root()
+    entries = list_entries(root)
+    report = PruneReport()
+    doomed = select_for_pruning(entries, max_size, older_than, now, everything)
+    for entry in doomed:
+        shutil.rmtree(entry.directory, ignore_errors=True)
+        if not entry.directory.exists():
+            report.removed.append(entry)
+    for path in staging_leftovers(root):
+        shutil.rmtree(path, ignore_errors=True)
+        report.leftovers.append(path)
+    gone = {e.key for e in report.removed}
+    report.kept = sum(1 for e in entries if e.key not in gone)
+    report.kept_bytes = sum(e.size for e in entries if e.key not in gone)
+    return report
+
+
+def prune_after_store(root: Path | None = None) -> PruneReport | None:
+    """The automatic cap; a failure here never fails a build (the setting itself is checked earlier)."""
+    max_size = configured_max_size()
+    if max_size is None:
+        return None
+    try:
+        return prune(root, max_size=max_size)
+    except OSError:
+        return None

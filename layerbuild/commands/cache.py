@@ -1,0 +1,75 @@
+"""`layerbuild cache info|prune`: what the build cache holds, and bounding it."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from .. import cache, cacheprune
+
+
+def _cli():
+    from .. import cli  # late: cli imports this module
+
+    return cli
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
+
+
+@click.group("cache")
+def cache_group():
+    """Inspect or prune the build cache ($XDG_CACHE_HOME/layerbuild/builds)."""
+
+
+@cache_group.command("info")
+@click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+def info_cmd(json_output):
+    """Where the cache is, how many entries, how large, and the automatic size cap."""
+    root = cache.cache_root()
+    entries = cacheprune.list_entries(root)
+    cap = cacheprune.configured_max_size()
+    data = {
+        "path": str(root),
+        "entries": len(entries),
+        "bytes": sum(e.size for e in entries),
+        "max_bytes": cap,
+        "oldest_use": min((e.last_used for e in entries), default=None),
+        "newest_use": max((e.last_used for e in entries), default=None),
+    }
+    if json_output:
+        _cli().echo_json(data)
+        return
+    click.echo(f"path:     {root}")
+    click.echo(f"entries:  {len(entries)} ({_megabytes(data['bytes'])})")
+    click.echo(f"max size: {_megabytes(cap) if cap is not None else 'off'} ({cacheprune.MAX_SIZE_ENV})")
+    if entries:
+        age_days = (time.time() - data["oldest_use"]) / 86400
+        click.echo(f"least recently used: {age_days:.1f} days ago")
+
+
+@cache_group.command("prune")
+@click.option("--max-size", help="Remove least recently used entries until the cache fits, e.g. 2GiB or 500MB.")
+@click.option("--older-than", help="Remove entries unused for longer than this, e.g. 30d, 12h.")
+@click.option("--all", "everything", is_flag=True, help="Empty the cache.")
+@click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+def prune_cmd(max_size, older_than, everything, json_output):
+    """Remove cache entries (zips already in dist/ are never touched).
+
+    Without options: cut the cache back to LAYERBUILD_CACHE_MAX_SIZE, as every build does.
+    """
+    if everything and (max_size or older_than):
+        raise cacheprune.CacheSettingError("--all empties the cache: give it alone, or use --max-size/--older-than")
+    size = cacheprune.parse_size(max_size, "--max-size") if max_size is not None else None
+    age = cacheprune.parse_age(older_than, "--older-than") if older_than is not None else None
+    if not everything and size is None and age is None:
+        size = cacheprune.configured_max_size()
+    report = cacheprune.prune(max_size=size, older_than=age, everything=everything)
+    if json_output:
+        _cli().echo_json(report.to_dict())
+        return
+    click.echo(f"removed {len(report.removed)} entries ({_megabytes(report.freed_bytes)}); "
+               f"kept {report.kept} ({_megabytes(report.kept_bytes)})"
+               + (f"; removed {len(report.leftovers)} leftovers of interrupted stores" if report.leftovers else ""))  # fmt: skip
