@@ -2,7 +2,8 @@
 
 Key: sha256 over the normalised recipe (Recipe.to_dict()), the lock text, the target, the backend,
 the image, the local tools that change the layer's bytes (bytecode compiler, strip) and
-layerbuild's version.
+layerbuild's version and code (a digest of its sources, so a checkout that changed never serves
+layers made by the code before).
 
 The lock: a committed lock makes the key complete without resolving anything. Without one, the
 build resolves first (uv, ~0.3 s with its cache warm) and keys on the *resolved* lock, so a new
@@ -24,6 +25,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from . import __version__
@@ -40,11 +42,24 @@ def cache_root() -> Path:
     return Path(base) / "layerbuild" / "builds"
 
 
-def cache_key(recipe: dict, target: str, backend: str, image: str | None, lock_text: str, toolchain: dict) -> str:
-    """Pure: the same inputs always give the same key; any change gives another."""
+@lru_cache(maxsize=1)
+def tool_digest() -> str:
+    """sha256 over layerbuild's own code and data. The version number alone would let a checkout that
+    changed how layers are made (slimming rules, the zip writer, the manifest) serve layers made before."""
+    package = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".txt") and "__pycache__" not in p.parts):
+        h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def cache_key(recipe: dict, target: str, backend: str, image: str | None, lock_text: str, toolchain: dict,
+              tool: str = "") -> str:  # fmt: skip
+    """Pure: the same inputs always give the same key; any change gives another. `tool` is tool_digest()."""
     payload = {
         "key_version": KEY_VERSION,
         "layerbuild": __version__,
+        "layerbuild_code": tool,
         "recipe": recipe,
         "target": target,
         "backend": backend,

@@ -41,7 +41,7 @@ def key_for(request: BuildRequest, backend: str, progress: Callable[[str], None]
     for per_target in ("python", "architectures"):  # the target itself is keyed; widening the matrix keeps hits
         normalised.pop(per_target, None)
     return cache.cache_key(normalised, target.slug, backend, request.image, request.lock.render(target),
-                           contents.toolchain_identity(recipe, target))  # fmt: skip
+                           contents.toolchain_identity(recipe, target), cache.tool_digest())  # fmt: skip
 
 
 def publish_hit(key: str, stem: str, zip_path: Path, manifest_path: Path,

@@ -44,9 +44,33 @@ def test_key_is_stable_and_changes_with_every_input():
         {"image": "my/image"},
         {"lock_text": "six==1.16.0 --hash=sha256:bb\n"},
         {"toolchain": {"bytecode": "none", "strip": "/usr/bin/strip"}},
+        {"tool": "another-checkout"},
     ]
     keys = {cache.cache_key(**{**BASE, **change}) for change in changes}
     assert len(keys) == len(changes) and key not in keys
+
+
+def test_tool_digest_covers_layerbuilds_code(tmp_path, monkeypatch):
+    """A changed checkout (same version number) must not serve layers its previous code made."""
+    import shutil
+
+    import layerbuild
+
+    copy = tmp_path / "layerbuild"
+    shutil.copytree(Path(layerbuild.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache, "__file__", str(copy / "cache.py"))
+    cache.tool_digest.cache_clear()
+    try:
+        before = cache.tool_digest()
+        assert before == cache.tool_digest.__wrapped__()
+        (copy / "slim.py").write_text((copy / "slim.py").read_text() + "\n# a changed rule\n")
+        assert cache.tool_digest.__wrapped__() != before
+        (copy / "data" / "al2-libs.txt").write_text("libc.so.6\n")
+        changed = cache.tool_digest.__wrapped__()
+        (copy / "data" / "al2-libs.txt").write_text("libc.so.6\nlibm.so.6\n")
+        assert cache.tool_digest.__wrapped__() != changed
+    finally:
+        cache.tool_digest.cache_clear()
 
 
 # --- hits, misses, corruption -----------------------------------------------------------------
