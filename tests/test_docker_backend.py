@@ -499,6 +499,7 @@ def test_system_packages_are_installed_and_their_libs_copied(invoke, write_recip
     assert _manifest(out, "withyaml")["backend"] == "docker"
 
 
+@pytest.mark.docker
 def test_containers_left_by_killed_builds_are_removed_by_the_next_connection(docker_client, standin_image):
     """A SIGKILLed build cannot remove its (maybe still running) container; the next build on this host does,
     and never touches containers of live processes, of other hosts, or of images derived by a build."""
@@ -540,3 +541,52 @@ def test_containers_left_by_killed_builds_are_removed_by_the_next_connection(doc
             docker_client.images.remove(f"{repository}:{tag}")
         except docker.errors.DockerException:
             pass
+
+
+@pytest.mark.docker
+def test_a_sigkilled_docker_build_is_cleaned_up_by_the_next_build(write_recipe, tmp_path, docker_env, docker_client):
+    """SIGKILL while the build container runs: the container survives its owner (and may keep running);
+    the next build removes it and the killed build's temp files, and publishes a good pair."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+    from layerbuild.dockerengine import OWNER_LABEL
+
+    path = _recipe(write_recipe, name="killed", packages=[SDIST_ONLY], backend="docker")
+    out = tmp_path / "out"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, TMPDIR=str(scratch), XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    proc = subprocess.Popen([sys.executable, "-m", "layerbuild", "build", str(path), "--out", str(out)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    owner = f"{socket.gethostname()}:{proc.pid}"
+    containers = []
+    try:
+        deadline = time.monotonic() + 300  # bounded: the image derivation and the build both run in containers
+        while time.monotonic() < deadline and proc.poll() is None:
+            containers = docker_client.containers.list(filters={"label": f"{OWNER_LABEL}={owner}", "status": "running"})
+            if containers:
+                break
+            time.sleep(0.2)
+        assert containers, "the build never started a container"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        left = docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})
+        assert left, "the killed build's container vanished by itself: nothing to test"
+        assert any(scratch.iterdir()), "the killed build left no work dir: nothing to test"
+
+        again = subprocess.run([sys.executable, "-m", "layerbuild", "build", str(path), "--out", str(out)], cwd=REPO,
+                               env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"}) == []
+        assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".lock")) == [
+            "killed-python3.11-x86_64.json", "killed-python3.11-x86_64.zip"]
+        assert not [p for p in scratch.iterdir() if f"-{proc.pid}-" in p.name]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for container in docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"}):
+            container.remove(force=True)
