@@ -177,7 +177,7 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
         # threads deflate (zlib releases the GIL): on two cores the audit costs almost nothing.
         with ThreadPoolExecutor(max_workers=1) as side:
             facts = side.submit(read_tree_facts, tree.root)
-            summary = write_deterministic_zip(tree.root, tmp_zip)
+            summary = write_deterministic_zip(tree.root, tmp_zip, tree.raw_sources)
             # Errors raise: nothing reaches out_dir.
             audit_summary = audit_built_layer(facts.result(), target, summary.zipped_bytes, tree.notes)
 

@@ -1,9 +1,11 @@
 """Keeping the build cache bounded: what it holds, and removing the least recently used entries.
 
-A hit touches its entry (entry.json's mtime is the last use), so pruning by size removes what has
-gone unused longest. After every store the cache is cut back to LAYERBUILD_CACHE_MAX_SIZE (default
-5 GiB; `off` disables it); `layerbuild cache prune` does the same on demand, by size, by age or all.
-Staging directories of stores that were killed (pid gone) are removed as well.
+Two kinds of entries share one budget: built layers (builds/) and the downloaded wheels the wheels
+backend installs from (wheels/, see wheelstore). A hit touches its entry (entry.json's or the
+wheel's mtime is the last use), so pruning by size removes what has gone unused longest. After
+every store the cache is cut back to LAYERBUILD_CACHE_MAX_SIZE (default 5 GiB; `off` disables it);
+`layerbuild cache prune` does the same on demand, by size, by age or all. Staging directories and
+partial downloads of processes that were killed (pid gone) are removed as well.
 
 Selection (select_for_pruning) and parsing (parse_size, parse_age) are pure; the rest touches disk.
 """
@@ -29,6 +31,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _STAGING = re.compile(r"^\.[0-9a-f]{12}\.(\d+)\.")
+_PARTIAL_DOWNLOAD = re.compile(r"^\.(\d+)\..*\.part$")
 
 
 class CacheSettingError(LayerbuildError):
@@ -41,6 +44,7 @@ class EntryInfo:
     directory: Path
     size: int  # bytes of the entry's files
     last_used: float  # epoch seconds: entry.json's mtime, touched by every hit
+    kind: str = "build"  # or "wheel"
 
 
 @dataclass
@@ -106,33 +110,67 @@ def select_for_pruning(entries: list[EntryInfo], max_size: int | None = None, ol
     return sorted((e for e in entries if e.key in doomed), key=lambda e: (e.last_used, e.key))
 
 
+def wheel_root(root: Path) -> Path:
+    """The wheel store beside a build cache root (layerbuild/builds -> layerbuild/wheels)."""
+    return root.parent / "wheels"
+
+
 def list_entries(root: Path | None = None) -> list[EntryInfo]:
+    """Build entries, then stored wheels."""
     root = root or cache.cache_root()
-    found = []
+    return _build_entries(root) + _wheel_entries(wheel_root(root))
+
+
+def _entry_dirs(root: Path):
+    """Entry directories below root's two-character shards (staging names, starting with '.', skipped)."""
     if not root.is_dir():
-        return found
+        return
     for shard in sorted(root.iterdir()):
         if not shard.is_dir() or len(shard.name) != 2:
             continue
         for directory in sorted(shard.iterdir()):
-            if directory.name.startswith(".") or not directory.is_dir():
-                continue
-            try:
-                size = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
-                marker = directory / cache.ENTRY_NAME
-                last_used = (marker if marker.exists() else directory).stat().st_mtime
-            except OSError:
-                continue  # removed meanwhile by a concurrent prune
-            found.append(EntryInfo(directory.name, directory, size, last_used))
+            if not directory.name.startswith(".") and directory.is_dir():
+                yield directory
+
+
+def _wheel_entries(root: Path) -> list[EntryInfo]:
+    found = []
+    for directory in _entry_dirs(root):
+        try:
+            files = [f for f in directory.iterdir() if f.is_file()]
+            if files:
+                found.append(EntryInfo(directory.name, directory, sum(f.stat().st_size for f in files),
+                                       max(f.stat().st_mtime for f in files), "wheel"))  # fmt: skip
+        except OSError:
+            continue  # removed meanwhile by a concurrent prune
+    return found
+
+
+def _build_entries(root: Path) -> list[EntryInfo]:
+    found = []
+    for directory in _entry_dirs(root):
+        try:
+            size = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+            marker = directory / cache.ENTRY_NAME
+            last_used = (marker if marker.exists() else directory).stat().st_mtime
+        except OSError:
+            continue  # removed meanwhile by a concurrent prune
+        found.append(EntryInfo(directory.name, directory, size, last_used))
     return found
 
 
 def staging_leftovers(root: Path | None = None) -> list[Path]:
-    """Staging directories of stores whose process is gone (killed between copy and rename)."""
+    """Staging directories of stores, and partial downloads, whose process is gone (killed mid-way)."""
     root = root or cache.cache_root()
-    if not root.is_dir():
-        return []
     found = []
+    store = wheel_root(root)
+    if store.is_dir():
+        for path in sorted(store.glob(".*.part")):
+            match = _PARTIAL_DOWNLOAD.match(path.name)
+            if match and not pid_alive(int(match.group(1))):
+                found.append(path)
+    if not root.is_dir():
+        return found
     for shard in sorted(root.iterdir()):
         if not shard.is_dir():
             continue
@@ -154,7 +192,10 @@ def prune(root: Path | None = None, max_size: int | None = None, older_than: flo
         if not entry.directory.exists():
             report.removed.append(entry)
     for path in staging_leftovers(root):
-        shutil.rmtree(path, ignore_errors=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
         report.leftovers.append(path)
     gone = {e.key for e in report.removed}
     report.kept = sum(1 for e in entries if e.key not in gone)

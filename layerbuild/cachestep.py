@@ -32,6 +32,7 @@ def key_for(request: BuildRequest, backend: str, progress: Callable[[str], None]
             return None
         request.lock = remembered_resolution(request)
         if request.lock is None:
+            wheels.prefetch_listings(request)  # the install needs them next: fetched while uv resolves
             try:
                 request.lock = wheels.resolve_lock(request)
             except NeedsCompilingError:

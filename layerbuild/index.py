@@ -1,13 +1,17 @@
 """Questions to the package index (PEP 691 JSON, or PEP 503 HTML) that uv does not answer.
 
 Used to tell a pure-Python sdist-only package (fine to build anywhere) from a compiled one
-(needs the Docker backend) before spending minutes compiling it on the wrong machine.
+(needs the Docker backend) before spending minutes compiling it on the wrong machine, and to find
+the URL and listed hash of each locked wheel, which the wheels backend downloads itself.
 """
 
 from __future__ import annotations
 
+import html
 import re
 import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
 
 from packaging.utils import canonicalize_name, parse_wheel_filename, InvalidWheelFilename
 
@@ -18,28 +22,95 @@ _HREF = re.compile(r'href="([^"]+)"', re.IGNORECASE)
 _ATTEMPTS = 3
 
 
-def project_files(name: str, index_url: str, timeout: float = 20.0) -> list[str] | None:
-    """File names the index lists for a project, or None when the index cannot be asked."""
+@dataclass(frozen=True)
+class IndexFile:
+    filename: str
+    url: str  # absolute
+    sha256: str | None = None  # as the index lists it (a claim: downloads are checked against the lock)
+
+
+class IndexUnavailable(Exception):
+    """The project page could not be fetched; str() says which URL and why."""
+
+
+def project_page_url(name: str, index_url: str) -> str:
+    return f"{index_url.rstrip('/')}/{canonicalize_name(name)}/"
+
+
+def parse_listing(body: str, content_type: str, page_url: str) -> list[IndexFile]:
+    """Pure: the files of a PEP 691 JSON or PEP 503 HTML project page, with absolute URLs."""
+    files = []
+    if "json" in content_type:
+        for item in json_loads(body).get("files", []):
+            hashes = item.get("hashes") or {}
+            url = urljoin(page_url, item["url"])
+            files.append(IndexFile(item["filename"], url, hashes.get("sha256")))
+        return files
+    for href in _HREF.findall(body):
+        href = html.unescape(href)
+        link, _, fragment = href.partition("#")
+        url = urljoin(page_url, link)
+        filename = urlsplit(url).path.rsplit("/", 1)[-1]
+        sha256 = fragment[len("sha256="):] if fragment.startswith("sha256=") else None
+        files.append(IndexFile(filename, url, sha256))
+    return files
+
+
+def json_loads(body: str) -> dict:
+    import json
+
+    data = json.loads(body)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def project_listing(name: str, index_url: str, timeout: float = 20.0, attempts: int = _ATTEMPTS) -> list[IndexFile] | None:
+    """The files an index lists for a project; None when it has no such project (404/410).
+
+    Raises IndexUnavailable when the page cannot be fetched or read after bounded retries.
+    """
     import requests  # here, not at the top: a cache hit never needs it, and it costs ~0.1 s to import
 
-    url = f"{index_url.rstrip('/')}/{canonicalize_name(name)}/"
+    url = project_page_url(name, index_url)
     headers = {"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
-    for attempt in range(_ATTEMPTS):
+    reason = "no answer"
+    for attempt in range(max(1, attempts)):
         try:
             response = requests.get(url, headers=headers, timeout=timeout, verify=requests_verify())
-        except requests.RequestException:
-            response = None
+        except requests.RequestException as exc:
+            response, reason = None, _short_reason(exc)
         if response is not None and response.status_code == 200:
-            if "json" in response.headers.get("Content-Type", ""):
-                try:
-                    return [f["filename"] for f in response.json().get("files", [])]
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    return None
-            return [href.split("#", 1)[0].rsplit("/", 1)[-1] for href in _HREF.findall(response.text)]
-        if response is not None and response.status_code < 500 and response.status_code != 429:
-            return None
-        time.sleep(0.5 * 2**attempt)
-    return None
+            try:
+                return parse_listing(response.text, response.headers.get("Content-Type", ""), response.url or url)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise IndexUnavailable(f"{url}: unreadable project page ({exc})") from None
+        if response is not None:
+            if response.status_code in (404, 410):
+                return None
+            reason = f"HTTP {response.status_code}"
+            if response.status_code < 500 and response.status_code != 429:
+                break
+        if attempt + 1 < attempts:
+            time.sleep(0.5 * 2**attempt)
+    raise IndexUnavailable(f"{url}: {reason}")
+
+
+def _short_reason(exc: Exception) -> str:
+    text = str(exc)
+    for known in ("Connection refused", "timed out", "Name or service not known", "certificate verify failed"):
+        if known.lower() in text.lower():
+            return known
+    return type(exc).__name__
+
+
+def project_files(name: str, index_url: str, timeout: float = 20.0) -> list[str] | None:
+    """File names the index lists for a project, or None when the index cannot be asked."""
+    try:
+        listing = project_listing(name, index_url, timeout)
+    except IndexUnavailable:
+        return None
+    return None if listing is None else [f.filename for f in listing]
 
 
 def ships_platform_wheels(filenames: list[str]) -> bool:

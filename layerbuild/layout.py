@@ -18,8 +18,9 @@ import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Mapping
 
-from .zipwriter import Entry, NeedsZip64, write_zip
+from .zipwriter import Entry, NeedsZip64, RawSource, write_zip
 
 # Zip timestamps cannot predate 1980; every entry gets this one so rebuilds are byte-identical.
 FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)
@@ -128,19 +129,22 @@ class ZipInfoSummary:
     file_count: int
 
 
-def write_deterministic_zip(layer_root: Path, dest: Path) -> ZipInfoSummary:
+def write_deterministic_zip(layer_root: Path, dest: Path, raw_sources: Mapping[str, RawSource] | None = None) -> ZipInfoSummary:
     """Zip layer_root to dest: sorted entries, fixed timestamps, normalised permissions.
 
     Symlinks are stored as the files they point to (Lambda's extraction follows them poorly).
+    raw_sources (layer path -> wheel member) lets unchanged files reuse their wheel's deflated bytes.
     Writes dest directly; callers write to a temporary name and rename.
     """
+    raw_sources = raw_sources or {}
     entries = []
     for rel, full in iter_tree(layer_root):
         if full.is_dir():
             entries.append(Entry(rel + "/", _external_attr(DIR_MODE, True), None))
         else:
             executable = os.stat(full).st_mode & stat.S_IXUSR
-            entries.append(Entry(rel, _external_attr(EXEC_MODE if executable else FILE_MODE, False), str(full)))
+            entries.append(Entry(rel, _external_attr(EXEC_MODE if executable else FILE_MODE, False), str(full),
+                                 raw_sources.get(rel)))  # fmt: skip
     try:
         unzipped = write_zip(str(dest), entries, COMPRESS_LEVEL)
     except NeedsZip64:

@@ -17,6 +17,7 @@ from . import __version__
 from .runtimes import Target
 
 _META = re.compile(r"^# layerbuild: ([a-z0-9_-]+)=(.*)$")
+_HASH = re.compile(r"--hash=sha256:([0-9a-fA-F]{64})")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
 
 
@@ -48,6 +49,24 @@ class Lock:
             if match:
                 pins[canonicalize_name(match.group(1))] = match.group(2)
         return pins
+
+    @property
+    def hashes(self) -> dict[str, frozenset[str]]:
+        """Canonical project name -> the sha256 digests the lock allows for it."""
+        found: dict[str, set[str]] = {}
+        current = None
+        for line in self.body.splitlines():
+            stripped = line.strip()
+            match = _PIN.match(stripped)
+            if match:
+                current = canonicalize_name(match.group(1))
+                found.setdefault(current, set())
+            elif not stripped or stripped.startswith("#"):
+                current = None
+            for digest in _HASH.findall(stripped):
+                if current is not None:
+                    found[current].add(digest.lower())
+        return {name: frozenset(digests) for name, digests in found.items()}
 
     def render(self, target: Target) -> str:
         header = [

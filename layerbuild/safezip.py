@@ -86,16 +86,24 @@ class LayerZip:
         return extract(self, dest)
 
 
-def _normalise(name: str, zip_path: Path) -> str:
+def relative_member(name: str, where: str, error: type[Exception] | None = None, noun: str = "entry",
+                    relative: str = "layer entries must be relative (python/..., lib/...)", inside: str = "the layer") -> str:  # fmt: skip
+    """A zip member's name as a normalised relative posix path; error(one line) for a NUL byte, an
+    absolute path or a '..' part, anything that could write outside the directory it is unpacked in."""
+    error = error or UnsafeZipError
     if "\x00" in name:
-        raise UnsafeZipError(f"{zip_path}: entry {name!r} has a NUL byte in its name")
+        raise error(f"{where}: {noun} {name!r} has a NUL byte in its name")
     text = name.replace("\\", "/")
     if text.startswith("/") or (len(text) > 1 and text[1] == ":"):
-        raise UnsafeZipError(f"{zip_path}: entry {name!r} is an absolute path; layer entries must be relative (python/..., lib/...)")
+        raise error(f"{where}: {noun} {name!r} is an absolute path; {relative}")
     parts = [p for p in PurePosixPath(text).parts if p not in ("", ".")]
     if ".." in parts:
-        raise UnsafeZipError(f"{zip_path}: entry {name!r} climbs out of the layer with '..'")
+        raise error(f"{where}: {noun} {name!r} climbs out of {inside} with '..'")
     return "/".join(parts)
+
+
+def _normalise(name: str, zip_path: Path) -> str:
+    return relative_member(name, str(zip_path))
 
 
 def _check_link(name: str, target: str, zip_path: Path) -> None:

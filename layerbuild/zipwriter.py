@@ -7,6 +7,10 @@ busy alone, so it is cut into fixed-size chunks deflated in parallel, each prime
 before it and ended with a sync flush, as pigz does: their concatenation is one valid deflate
 stream, nearly as small as a single pass. Chunk size is fixed, so the bytes are identical whatever
 the number of threads.
+Most of a layer is files exactly as some wheel shipped them, and a wheel's members are already
+deflated: an entry with a RawSource whose size and CRC-32 match the file on disk gets the wheel's
+compressed bytes copied as they are (a file that slimming changed is compressed afresh). The
+wheel is pinned by hash, so the layer's bytes still depend only on the build's inputs.
 Only what layers need: no ZIP64 (callers fall back to zipfile past 65,535 entries or 4 GiB), no
 encryption, no data descriptors.
 """
@@ -36,10 +40,22 @@ class NeedsZip64(Exception):
 
 
 @dataclass(frozen=True)
+class RawSource:
+    """A deflated member of another zip (a wheel) holding the same bytes as an entry's file."""
+
+    archive: str  # path of the zip that holds it
+    header_offset: int  # of its local file header
+    compress_size: int
+    crc: int
+    file_size: int
+
+
+@dataclass(frozen=True)
 class Entry:
     name: str  # posix path; directories end with '/'
     external_attr: int
     source: str | None  # file to read, None for a directory
+    raw: RawSource | None = None  # already-deflated bytes to copy when the file still matches them
 
 
 def _deflate(data: bytes, level: int) -> bytes:
@@ -67,7 +83,7 @@ def _jobs(entry: Entry) -> list[_Job]:
     if entry.source is None:
         return [_Job(entry)]
     size = os.stat(entry.source).st_size
-    if size <= CHUNK:
+    if size <= CHUNK or (entry.raw is not None and entry.raw.file_size == size):
         return [_Job(entry)]
     starts = range(0, size, CHUNK)
     return [_Job(entry, start, min(CHUNK, size - start), start + CHUNK >= size) for start in starts]
@@ -80,10 +96,15 @@ def _run(job: _Job, level: int) -> _Done:
     with open(entry.source, "rb") as handle:
         if job.size is None:
             data = handle.read()
+            crc = zlib.crc32(data)
+            if entry.raw is not None and entry.raw.file_size == len(data) and entry.raw.crc == crc:
+                copied = _read_raw(entry.raw)
+                if copied is not None:
+                    return _Done(copied, 8, crc, len(data))
             deflated = _deflate(data, level)
             if len(deflated) >= len(data):  # incompressible (already-compressed data, tiny files): store
-                return _Done(data, 0, zlib.crc32(data), len(data))
-            return _Done(deflated, 8, zlib.crc32(data), len(data))
+                return _Done(data, 0, crc, len(data))
+            return _Done(deflated, 8, crc, len(data))
         primer = max(0, job.start - WINDOW)
         handle.seek(primer)
         history = handle.read(job.start - primer)
@@ -96,6 +117,24 @@ def _run(job: _Job, level: int) -> _Done:
     compressor = zlib.compressobj(level, zlib.DEFLATED, -15, **options)
     payload = compressor.compress(chunk) + compressor.flush(zlib.Z_FINISH if job.last else zlib.Z_SYNC_FLUSH)
     return _Done(payload, 8, crc)
+
+
+def _read_raw(raw: RawSource) -> bytes | None:
+    """The member's deflated bytes, or None when the archive is not what the RawSource says."""
+    try:
+        with open(raw.archive, "rb") as archive:
+            archive.seek(raw.header_offset)
+            header = archive.read(30)
+            if len(header) != 30 or header[:4] != b"PK\x03\x04":
+                return None
+            method, name_len, extra_len = struct.unpack("<H", header[8:10])[0], *struct.unpack("<HH", header[26:30])
+            if method != 8:
+                return None
+            archive.seek(raw.header_offset + 30 + name_len + extra_len)
+            payload = archive.read(raw.compress_size)
+    except OSError:
+        return None
+    return payload if len(payload) == raw.compress_size else None
 
 
 def _file_crc(handle) -> int:

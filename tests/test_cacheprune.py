@@ -151,15 +151,19 @@ def test_builds_keep_the_cache_under_its_cap(invoke, write_recipe, tmp_path, mon
     second = write_recipe(name="two", packages=["six"], python=["3.11"], bytecode="none")  # another key, same size
     out = tmp_path / "dist"
     assert invoke("build", first, "--out", out).exit_code == 0
-    one = cacheprune.list_entries()
-    assert len(one) == 1
-    # A cap that holds one entry: the second build's store evicts the first (least recently used).
-    monkeypatch.setenv(cacheprune.MAX_SIZE_ENV, str(one[0].size * 3 // 2))
+    everything = cacheprune.list_entries()
+    one = [e for e in everything if e.kind == "build"]
+    wheels = [e for e in everything if e.kind == "wheel"]
+    assert len(one) == 1 and len(wheels) == 1  # the layer, and six's wheel
+    # A cap that holds one build and the wheel: the second build's store evicts the first build
+    # (least recently used); the wheel, used again by the second build, stays.
+    monkeypatch.setenv(cacheprune.MAX_SIZE_ENV, str(wheels[0].size + one[0].size * 3 // 2))
     os.utime(one[0].directory / cache.ENTRY_NAME, (1000.0, 1000.0))
     result = invoke("build", second, "--out", out)
     assert result.exit_code == 0, result.output
     left = cacheprune.list_entries()
-    assert len(left) == 1 and left[0].key != one[0].key
+    assert sorted(e.kind for e in left) == ["build", "wheel"]
+    assert one[0].key not in {e.key for e in left} and wheels[0].key in {e.key for e in left}
     assert (out / "one-python3.11-x86_64.zip").is_file()  # dist/ is never touched by pruning
     monkeypatch.setenv(cacheprune.MAX_SIZE_ENV, "huge")
     result = invoke("build", first, "--out", out)

@@ -85,7 +85,9 @@ def test_persistent_index_fault_is_retried_a_bounded_number_of_times(index, invo
     reliability_figures.count("faults", plan.injected, detail=f"index {plan.kind}")
     line = assert_clean_failure(result, out, index.simple_url + "/demo-fault/", reason)
     assert "retr" in line  # says it retried
-    assert 2 <= plan.injected <= RETRIES + 1, index.requests  # retried, and boundedly
+    # Retried, and boundedly: uv's attempts, plus the one early fetch of the project page that the
+    # wheels backend makes while uv resolves (it never retries; the install would ask again).
+    assert 2 <= plan.injected <= RETRIES + 2, index.requests
 
 
 def test_transient_500_is_retried_through(index, invoke, write_recipe, tmp_path, net_env):

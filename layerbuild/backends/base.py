@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from ..manifest import PackagePin
 from ..recipe import Recipe
 from ..runtimes import Target
 from ..uvdriver import IndexSettings
+from ..zipwriter import RawSource
 
 
 @dataclass
@@ -21,6 +23,8 @@ class BuildRequest:
     lock: Lock | None = None  # the committed lock, when there is a current one
     image: str | None = None  # docker backend: the build image to use
     out_dir: Path | None = None  # where the build's outputs go (the docker backend puts failure logs there)
+    # wheels backend: project pages fetched while uv resolves (canonical name -> Future of the listing).
+    listings: dict[str, Future] = field(default_factory=dict)
 
 
 @dataclass
@@ -32,6 +36,8 @@ class LayerTree:
     backend: str
     lock_text: str = ""  # the lock the build installed from (committed or freshly resolved)
     notes: list[str] = field(default_factory=list)  # shown to the user, recorded in the manifest
+    # Layer path -> the wheel member holding the same bytes already deflated (the zip writer copies them).
+    raw_sources: dict[str, RawSource] = field(default_factory=dict)
 
     @property
     def site_packages(self) -> Path:

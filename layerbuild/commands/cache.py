@@ -21,7 +21,7 @@ def _megabytes(size: int) -> str:
 
 @click.group("cache")
 def cache_group():
-    """Inspect or prune the build cache ($XDG_CACHE_HOME/layerbuild/builds)."""
+    """Inspect or prune the build cache ($XDG_CACHE_HOME/layerbuild: builds/ and the downloaded wheels/)."""
 
 
 @cache_group.command("info")
@@ -29,23 +29,29 @@ def cache_group():
 def info_cmd(json_output):
     """Where the cache is, how many entries, how large, and the automatic size cap."""
     root = cache.cache_root()
-    entries = cacheprune.list_entries(root)
+    everything = cacheprune.list_entries(root)
+    entries = [e for e in everything if e.kind == "build"]
+    wheels = [e for e in everything if e.kind == "wheel"]
     cap = cacheprune.configured_max_size()
     data = {
         "path": str(root),
         "entries": len(entries),
         "bytes": sum(e.size for e in entries),
-        "max_bytes": cap,
-        "oldest_use": min((e.last_used for e in entries), default=None),
-        "newest_use": max((e.last_used for e in entries), default=None),
+        "wheels_path": str(cacheprune.wheel_root(root)),
+        "wheels": len(wheels),
+        "wheel_bytes": sum(e.size for e in wheels),
+        "max_bytes": cap,  # for builds and wheels together
+        "oldest_use": min((e.last_used for e in everything), default=None),
+        "newest_use": max((e.last_used for e in everything), default=None),
     }
     if json_output:
         _cli().echo_json(data)
         return
     click.echo(f"path:     {root}")
     click.echo(f"entries:  {len(entries)} ({_megabytes(data['bytes'])})")
-    click.echo(f"max size: {_megabytes(cap) if cap is not None else 'off'} ({cacheprune.MAX_SIZE_ENV})")
-    if entries:
+    click.echo(f"wheels:   {len(wheels)} ({_megabytes(data['wheel_bytes'])}) in {data['wheels_path']}")
+    click.echo(f"max size: {_megabytes(cap) if cap is not None else 'off'} for both ({cacheprune.MAX_SIZE_ENV})")
+    if everything:
         age_days = (time.time() - data["oldest_use"]) / 86400
         click.echo(f"least recently used: {age_days:.1f} days ago")
 

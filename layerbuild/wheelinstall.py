@@ -1,0 +1,179 @@
+"""Installing locked wheels into a layer's python/ directory, as `pip install --target` would.
+
+A wheel install into a target directory is an unzip with a few rules (the wheel spec, PEP 427):
+`NAME.data/purelib` and `platlib` go to the top, `data` too, `scripts` to bin/ (which the build
+drops: no Lambda path searches it), `headers` nowhere; RECORD is rewritten for the moved files and
+lists an INSTALLER file. Entry points are not turned into scripts for the same reason.
+
+Doing it here rather than through uv keeps the wheel archives, whose members are already deflated:
+every extracted file is reported as a RawSource so that the zip writer can copy those bytes.
+Member names are checked before anything is written: no absolute paths, no '..', no duplicates.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import zipfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BuildError
+from .safezip import relative_member
+from .zipwriter import RawSource
+
+INSTALLER = "layerbuild"
+_SCHEMES_TO_TOP = ("purelib", "platlib", "data")
+MAX_PARALLEL = 4
+
+
+class UnsafeWheelError(BuildError):
+    """A wheel that cannot be installed safely or is damaged."""
+
+
+def safe_member(name: str, wheel: str) -> str:
+    """The member's normalised relative path; an UnsafeWheelError for anything that could escape."""
+    return relative_member(name, wheel, UnsafeWheelError, "member", "a wheel's members must be relative",
+                           "the install directory")  # fmt: skip
+
+
+def installed_path(member: str, data_dir: str) -> str | None:
+    """Pure: where a wheel member lands below the target directory (None: not installed)."""
+    if not member.startswith(data_dir + "/"):
+        return member
+    scheme, _, rest = member[len(data_dir) + 1:].partition("/")
+    if not rest:
+        return None
+    if scheme in _SCHEMES_TO_TOP:
+        return rest
+    if scheme == "scripts":
+        return f"bin/{rest}"
+    return None  # headers, and schemes the spec does not define
+
+
+def _dist_info_dir(names: list[str], wheel: str) -> str:
+    found = sorted({n.split("/", 1)[0] for n in names if "/" in n and n.split("/", 1)[0].endswith(".dist-info")})
+    if len(found) != 1:
+        raise UnsafeWheelError(f"{wheel}: expected one .dist-info directory, found {len(found)}")
+    return found[0]
+
+
+def _rewrite_record(text: str, data_dir: str, dist_info: str) -> str:
+    """RECORD with moved .data paths, dropped uninstalled ones and our INSTALLER line; sorted as written."""
+    rows = []
+    for row in csv.reader(io.StringIO(text)):
+        if not row or not row[0]:
+            continue
+        path = installed_path(row[0], data_dir)
+        if path is None or path == f"{dist_info}/INSTALLER":
+            continue
+        rows.append([path, *row[1:]])
+    rows.append([f"{dist_info}/INSTALLER", "", ""])
+    rows.sort(key=lambda row: row[0])
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class _Member:
+    info: zipfile.ZipInfo
+    dest: Path
+    rewrite_record: bool
+
+
+def _plan(archive: zipfile.ZipFile, wheel: Path, scratch: Path) -> tuple[list[_Member], dict[str, RawSource], Path]:
+    """What to write where for one wheel (names checked first, nothing written yet)."""
+    label = wheel.name
+    infos = [i for i in archive.infolist() if not i.is_dir()]
+    names = [safe_member(i.orig_filename, label) for i in infos]
+    if len(set(names)) != len(names):
+        raise UnsafeWheelError(f"{label}: a member appears twice; which copy wins is undefined")
+    dist_info = _dist_info_dir(names, label)
+    data_dir = dist_info[: -len(".dist-info")] + ".data"
+    members, raws = [], {}
+    for info, name in zip(infos, names):
+        path = installed_path(name, data_dir)
+        if path is None:
+            continue
+        is_record = name == f"{dist_info}/RECORD"
+        if not is_record and info.compress_type == zipfile.ZIP_DEFLATED:
+            raws[path] = RawSource(str(wheel), info.header_offset, info.compress_size, info.CRC, info.file_size)
+        members.append(_Member(info, scratch / path, is_record))
+    return members, raws, scratch / dist_info
+
+
+def _write_member(archive: zipfile.ZipFile, member: _Member) -> None:
+    data = archive.read(member.info)  # checks the CRC; ZipFile serialises its own seeks, so threads may share it
+    if member.rewrite_record:
+        dist_info = member.dest.parent.name
+        data_dir = dist_info[: -len(".dist-info")] + ".data"
+        data = _rewrite_record(data.decode("utf-8"), data_dir, dist_info).encode("utf-8")
+    with open(member.dest, "wb") as handle:
+        handle.write(data)
+    executable = (member.info.external_attr >> 16) & 0o111
+    os.chmod(member.dest, 0o755 if executable else 0o644)
+
+
+def install_wheels(wheels: list[Path], site: Path) -> dict[str, RawSource]:
+    """Unpack every wheel into site; returns {path below site: RawSource} for members copied verbatim.
+
+    Members are inflated on a thread pool (zlib and file creation release the GIL), each wheel into
+    its own scratch directory; the wheels are then merged in name order, so when two of them ship
+    the same path the outcome does not depend on timing (the later name wins, as with pip).
+    """
+    site.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(wheels, key=lambda p: p.name)
+    archives: list[zipfile.ZipFile] = []
+    raws: dict[str, RawSource] = {}
+    try:
+        jobs, scratch_dirs, dist_infos = [], [], []
+        for number, wheel in enumerate(ordered):
+            try:
+                archive = zipfile.ZipFile(wheel)
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise UnsafeWheelError(f"{wheel.name}: damaged wheel ({exc})") from None
+            archives.append(archive)
+            scratch = site.parent / f".unpack-{number}"
+            members, found, dist_info = _plan(archive, wheel, scratch)
+            for directory in sorted({m.dest.parent for m in members} | {dist_info}):
+                directory.mkdir(parents=True, exist_ok=True)
+            jobs += [(archive, m) for m in members]
+            scratch_dirs.append((scratch, found))
+            dist_infos.append(dist_info)
+        jobs.sort(key=lambda job: -job[1].info.file_size)  # the big ones first: the pool ends together
+        with ThreadPoolExecutor(max_workers=MAX_PARALLEL) as pool:
+            for future in [pool.submit(_write_member, *job) for job in jobs]:
+                try:
+                    future.result()
+                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                    raise UnsafeWheelError(f"damaged wheel ({exc})") from None
+        for dist_info in dist_infos:
+            (dist_info / "INSTALLER").write_text(INSTALLER + "\n", encoding="utf-8")
+        for scratch, found in scratch_dirs:
+            _merge(scratch, site)
+            raws.update(found)
+    finally:
+        for archive in archives:
+            archive.close()
+    return raws
+
+
+def _merge(source: Path, dest: Path) -> None:
+    """Move source's tree into dest (whole subtrees when dest lacks them), replacing same-named files."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for child in sorted(source.iterdir()):
+        target = dest / child.name
+        if child.is_dir() and target.is_dir():
+            _merge(child, target)
+        else:
+            if target.is_dir():
+                import shutil
+
+                shutil.rmtree(target)
+            os.replace(child, target)
+    source.rmdir()

@@ -1,0 +1,168 @@
+"""Locked wheels, downloaded once: a content-addressed store shared by every target and build.
+
+The wheels backend downloads the files it installs itself (instead of leaving it to uv) so that it
+keeps the wheel archives: their members are already deflated, and the zip writer copies those
+bytes into the layer instead of compressing 70 MB again (see zipwriter.RawSource).
+
+Files live in $XDG_CACHE_HOME/layerbuild/wheels/SHA[:2]/SHA/FILENAME and are only ever written
+under a temporary name, checked against the lock's sha256, then renamed: a reader never sees a
+partial or unverified file. Using a file touches it (cacheprune removes the least recently used).
+Downloads honour UV_HTTP_TIMEOUT and UV_HTTP_RETRIES, as uv's own would, the system CA store and
+the usual proxy variables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import cache_root
+from .errors import ResolveError
+from .index import IndexFile
+from .tls import requests_verify
+
+MAX_PARALLEL = 6
+_BLOCK = 1 << 20
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def store_root() -> Path:
+    return cache_root().parent / "wheels"
+
+
+def http_timeout() -> float:
+    try:
+        return max(1.0, float(os.environ.get("UV_HTTP_TIMEOUT") or 60))
+    except ValueError:
+        return 60.0
+
+
+def http_retries() -> int:
+    try:
+        return max(0, int(os.environ.get("UV_HTTP_RETRIES") or 3))
+    except ValueError:
+        return 3
+
+
+@dataclass(frozen=True)
+class Download:
+    package: str  # as the user wrote it in the lock, for messages
+    file: IndexFile
+    allowed: frozenset[str]  # sha256 digests the lock accepts
+    index_url: str  # for messages: where the bytes came from
+
+
+def stored_path(sha256: str, filename: str, root: Path | None = None) -> Path:
+    return (root or store_root()) / sha256[:2] / sha256 / filename
+
+
+def find_stored(download: Download, root: Path | None = None) -> Path | None:
+    """A stored copy of the file, whichever of the lock's hashes it has."""
+    candidates = [download.file.sha256.lower()] if download.file.sha256 else []
+    candidates += sorted(download.allowed)
+    for digest in candidates:
+        if digest not in download.allowed:
+            continue
+        path = stored_path(digest, download.file.filename, root)
+        if path.is_file():
+            try:
+                os.utime(path)  # last use, for pruning
+            except OSError:
+                pass
+            return path
+    return None
+
+
+def hash_mismatch_message(package: str, index_url: str) -> str:
+    # Shared with the uv path, so a tampered mirror reads the same whichever installer met it.
+    return (f"hash mismatch for {package}: the file downloaded from {index_url} does not match the hash in the "
+            f"lock (changed or tampered upstream; re-lock only if you trust the new file)")  # fmt: skip
+
+
+def fetch(download: Download, root: Path | None = None) -> Path:
+    """The stored, verified file: from the store, or downloaded into it."""
+    key = download.file.filename
+    with _locks_guard:
+        lock = _locks.setdefault(key, threading.Lock())
+    with lock:  # two targets of one build needing the same wheel download it once
+        found = find_stored(download, root)
+        if found:
+            return found
+        return _download(download, root or store_root())
+
+
+def _download(download: Download, root: Path) -> Path:
+    import requests
+
+    url, filename = download.file.url, download.file.filename
+    attempts = http_retries() + 1
+    reason = "no answer"
+    root.mkdir(parents=True, exist_ok=True)
+    for attempt in range(attempts):
+        fd, temp = tempfile.mkstemp(prefix=f".{os.getpid()}.", suffix=".part", dir=root)
+        try:
+            digest = hashlib.sha256()
+            received = 0
+            with os.fdopen(fd, "wb") as handle:
+                try:
+                    with requests.get(url, stream=True, timeout=http_timeout(), verify=requests_verify()) as response:
+                        if response.status_code != 200:
+                            reason = f"HTTP {response.status_code}"
+                            if response.status_code < 500 and response.status_code not in (408, 429):
+                                break
+                            raise _Retry()
+                        expected = response.headers.get("Content-Length")
+                        for block in response.iter_content(_BLOCK):
+                            handle.write(block)
+                            digest.update(block)
+                            received += len(block)
+                        if expected and expected.isdigit() and int(expected) != received:
+                            reason = f"connection closed after {received:,} of {int(expected):,} bytes"
+                            raise _Retry()
+                except requests.RequestException as exc:
+                    reason = _reason(exc)
+                    raise _Retry() from None
+            sha = digest.hexdigest()
+            if sha not in download.allowed:
+                raise ResolveError(hash_mismatch_message(download.package, download.index_url))
+            final = stored_path(sha, filename, root)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(temp, 0o644)
+            os.replace(temp, final)
+            return final
+        except _Retry:
+            if attempt + 1 < attempts:
+                time.sleep(min(4.0, 0.5 * 2**attempt))
+        finally:
+            Path(temp).unlink(missing_ok=True)
+    retried = f" (retried {attempts - 1} times)" if attempts > 1 else ""
+    raise ResolveError(f"cannot download {filename} for {download.package} from {url}: {reason}{retried}")
+
+
+class _Retry(Exception):
+    pass
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    for known in ("Connection refused", "timed out", "Connection reset", "Name or service not known",
+                  "certificate verify failed", "IncompleteRead", "Connection broken"):  # fmt: skip
+        if known.lower() in text.lower():
+            return {"IncompleteRead": "connection closed early", "Connection broken": "connection closed early"}.get(known, known)
+    return type(exc).__name__
+
+
+def fetch_all(downloads: list[Download], root: Path | None = None) -> list[Path]:
+    """Every file, in order, downloading what the store lacks in parallel; the first error raises."""
+    if not downloads:
+        return []
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(downloads))) as pool:
+        futures = [pool.submit(fetch, d, root) for d in downloads]
+        return [f.result() for f in futures]
