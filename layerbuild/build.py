@@ -23,7 +23,7 @@ from .backends import wheels
 from .backends.base import BuildRequest, LayerTree
 from .distlock import publish_pair, remove_orphan_zip, remove_stale_temps, sigint_held, temp_prefix, workdir_prefix
 from .errors import BuildError, DockerUnavailableError, LockError, NeedsCompilingError
-from .layerfacts import audit_built_layer, read_tree_facts
+from .layerfacts import audit_built_layer, read_elf_tree_facts, read_tree_facts
 from .layout import fix_records, remove_paths, write_deterministic_zip
 from .lockfile import Lock, parse_lock, requirements_digest
 from .manifest import Manifest, manifest_path_for
@@ -168,15 +168,19 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
                 ) from None
 
         finalize_tree(tree, recipe)
-        contents.apply(tree, recipe, target, lambda m: progress(target, m))  # slimming, then bytecode
+        report = lambda m: progress(target, m)  # noqa: E731
+        contents.slim_step(tree, recipe, target, report)
 
         fd, name = tempfile.mkstemp(prefix=temp_prefix(stem), suffix=".zip.tmp", dir=out_dir)
         os.close(fd)
         tmp_zip = Path(name)
-        # The audit reads the tree's facts (pure Python, mostly ELF parsing) while the zip writer's
-        # threads deflate (zlib releases the GIL): on two cores the audit costs almost nothing.
+        # The audit's facts are read on a side thread (pure Python, mostly ELF parsing): the ELF files
+        # while the bytecode compiler's processes run, the rest while the zip writer's threads deflate
+        # (zlib releases the GIL). On two cores the audit costs almost nothing.
         with ThreadPoolExecutor(max_workers=1) as side:
-            facts = side.submit(read_tree_facts, tree.root)
+            elf_facts = side.submit(read_elf_tree_facts, tree.root)
+            contents.bytecode_step(tree, recipe, target, report)
+            facts = side.submit(lambda: read_tree_facts(tree.root, elf_facts.result()))
             summary = write_deterministic_zip(tree.root, tmp_zip, tree.raw_sources)
             # Errors raise: nothing reaches out_dir.
             audit_summary = audit_built_layer(facts.result(), target, summary.zipped_bytes, tree.notes)

@@ -18,14 +18,18 @@ def toolchain_identity(recipe: Recipe, target: Target) -> dict:
     }
 
 
-def apply(tree: LayerTree, recipe: Recipe, target: Target, progress: Callable[[str], None]) -> None:
-    """Slim (unless `slim: false`) and compile bytecode (per `bytecode:`) in place; notes go to the manifest."""
+def slim_step(tree: LayerTree, recipe: Recipe, target: Target, progress: Callable[[str], None]) -> None:
+    """Slim in place unless `slim: false`; notes go to the manifest. Bytecode comes after (bytecode_step)."""
     cache_tag = f"cpython-{target.python.replace('.', '')}"
     if recipe.slim:
         result = slim.slim_tree(tree.root, target.arch, cache_tag)
         for note in [result.summary(), *result.notes]:
             tree.notes.append(note)
             progress(note)
+
+
+def bytecode_step(tree: LayerTree, recipe: Recipe, target: Target, progress: Callable[[str], None]) -> None:
+    """After slimming (nothing is compiled that slimming removes)."""
     if getattr(tree, "bytecode_compiled", False):
         # The docker backend compiles inside the build image, with the target's own python.
         progress("bytecode: compiled by the backend with the image's python")
