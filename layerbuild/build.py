@@ -178,9 +178,12 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
         # while the bytecode compiler's processes run, the rest while the zip writer's threads deflate
         # (zlib releases the GIL). On two cores the audit costs almost nothing.
         with ThreadPoolExecutor(max_workers=1) as side:
-            elf_facts = side.submit(read_elf_tree_facts, tree.root)
-            contents.bytecode_step(tree, recipe, target, report)
-            facts = side.submit(lambda: read_tree_facts(tree.root, elf_facts.result()))
+            elf_facts = []  # started once the compiler's processes run, not while cached bytecode is copied in
+            start_elf = lambda: elf_facts.append(side.submit(read_elf_tree_facts, tree.root))  # noqa: E731
+            contents.bytecode_step(tree, recipe, target, report, start_elf)
+            if not elf_facts:
+                start_elf()  # the docker backend compiled already
+            facts = side.submit(lambda: read_tree_facts(tree.root, elf_facts[0].result()))
             summary = write_deterministic_zip(tree.root, tmp_zip, tree.raw_sources)
             # Errors raise: nothing reaches out_dir.
             audit_summary = audit_built_layer(facts.result(), target, summary.zipped_bytes, tree.notes)

@@ -23,7 +23,9 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
+from . import pyccache
 from .interpreters import pyenv_installs, pyenv_root
 
 MODES = ("alongside", "only", "none")
@@ -103,19 +105,35 @@ def _chunks(files: list[Path], count: int) -> list[list[Path]]:
     return [members for _, members in buckets if members]
 
 
-def _run_compileall(interpreter: Interpreter, site: Path, workers: int) -> str:
-    """Run compileall over site; on 3.9+ as one process per core on balanced file lists.
+def _run_compileall(interpreter: Interpreter, site: Path, workers: int, starting: Callable[[], None]) -> str:
+    """Compile every module below site, reusing bytecode cached by earlier builds (pyccache).
 
+    On 3.9+ the modules left to compile go to one process per core as balanced file lists
     (compileall -j gains nothing here; separate processes with -s/-p give each file the same
-    /opt/python path and the same bytes whichever process compiles it.)
+    /opt/python path and the same bytes whichever process compiles it). 3.8's compileall cannot
+    root a file list's paths (-s/-p are 3.9+), so it compiles the whole directory, uncached.
     """
     major, minor = (int(x) for x in interpreter.version.split("."))
-    count = workers or max(1, min(4, os.cpu_count() or 1))
-    files = sorted(p for p in site.rglob("*.py") if "__pycache__" not in p.parts and p.is_file())
-    if (major, minor) < (3, 9) or count == 1 or len(files) < 100:
+    if (major, minor) < (3, 9):
+        starting()
         proc = subprocess.run(compile_command(interpreter.executable, str(site), 1), capture_output=True, text=True,
                               env=compile_env(), timeout=COMPILE_TIMEOUT)  # fmt: skip
         return proc.stdout
+    files = sorted(p for p in site.rglob("*.py") if "__pycache__" not in p.parts and p.is_file())
+    identity = pyccache.interpreter_identity(interpreter.executable, interpreter.cache_tag)
+    keys: dict[Path, str] = {}
+    if identity and pyccache.enabled():
+        files, keys = pyccache.restore(files, site, identity, interpreter.cache_tag, f"{LAMBDA_LAYER_ROOT}/python")
+    count = workers or max(1, min(4, os.cpu_count() or 1))
+    starting()
+    output = _compile_files(interpreter, site, files, count if len(files) >= 100 else 1)
+    pyccache.store(keys, interpreter.cache_tag)
+    return output
+
+
+def _compile_files(interpreter: Interpreter, site: Path, files: list[Path], count: int) -> str:
+    if not files:
+        return ""
     base = [interpreter.executable, "-I", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
             "-s", str(site), "-p", f"{LAMBDA_LAYER_ROOT}/python", "-i", "-"]  # fmt: skip
     procs = []
@@ -146,8 +164,27 @@ def _record_hash(path: Path) -> str:
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def compile_tree(site: Path, target_python: str, mode: str = "alongside", workers: int = 0) -> BytecodeResult:
-    """Compile every .py below site (python/) for the target; rewrite RECORDs to list the .pyc files."""
+def compile_tree(site: Path, target_python: str, mode: str = "alongside", workers: int = 0,
+                 while_compiling: Callable[[], None] | None = None) -> BytecodeResult:  # fmt: skip
+    """Compile every .py below site (python/) for the target; rewrite RECORDs to list the .pyc files.
+
+    while_compiling, if given, is called once: when the compiler processes start (so that Python
+    work on other threads does not slow the restore of cached bytecode), or on the way out.
+    """
+    started = []
+
+    def starting() -> None:
+        if while_compiling and not started:
+            started.append(True)
+            while_compiling()
+
+    try:
+        return _compile_tree(site, target_python, mode, workers, starting)
+    finally:
+        starting()
+
+
+def _compile_tree(site: Path, target_python: str, mode: str, workers: int, starting: Callable[[], None]) -> BytecodeResult:
     if mode not in MODES:
         raise ValueError(f"bytecode mode {mode!r}; valid: {', '.join(MODES)}")
     if mode == "none":
@@ -159,7 +196,7 @@ def compile_tree(site: Path, target_python: str, mode: str = "alongside", worker
         return BytecodeResult(mode, note=(
             f"no bytecode: no local Python {target_python} interpreter to compile with (bytecode is only valid "
             f"for the version that wrote it); install python{target_python} (on PATH or with pyenv) to ship bytecode"))  # fmt: skip
-    output = _run_compileall(interpreter, site, workers)
+    output = _run_compileall(interpreter, site, workers, starting)
     failed = sorted({m.group(1) for line in output.splitlines() if (m := _ERROR_LINE.match(line))})
     failed = [_relative(f, site) for f in failed]
     pairs = compiled_pairs(site, interpreter.cache_tag)

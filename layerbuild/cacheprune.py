@@ -1,8 +1,8 @@
 """Keeping the build cache bounded: what it holds, and removing the least recently used entries.
 
-Two kinds of entries share one budget: built layers (builds/) and the downloaded wheels the wheels
-backend installs from (wheels/, see wheelstore). A hit touches its entry (entry.json's or the
-wheel's mtime is the last use), so pruning by size removes what has gone unused longest. After
+Three kinds of entries share one budget: built layers (builds/), the downloaded wheels the wheels
+backend installs from (wheels/, see wheelstore) and compiled modules (bytecode/, see pyccache). A
+hit touches its entry (entry.json's, the wheel's or the .pyc's mtime is the last use), so pruning by size removes what has gone unused longest. After
 every store the cache is cut back to LAYERBUILD_CACHE_MAX_SIZE (default 5 GiB; `off` disables it);
 `layerbuild cache prune` does the same on demand, by size, by age or all. Staging directories and
 partial downloads of processes that were killed (pid gone) are removed as well.
@@ -44,7 +44,7 @@ class EntryInfo:
     directory: Path
     size: int  # bytes of the entry's files
     last_used: float  # epoch seconds: entry.json's mtime, touched by every hit
-    kind: str = "build"  # or "wheel"
+    kind: str = "build"  # or "wheel", "bytecode" (directory is then the .pyc file itself)
 
 
 @dataclass
@@ -115,10 +115,30 @@ def wheel_root(root: Path) -> Path:
     return root.parent / "wheels"
 
 
+def bytecode_root(root: Path) -> Path:
+    return root.parent / "bytecode"
+
+
 def list_entries(root: Path | None = None) -> list[EntryInfo]:
-    """Build entries, then stored wheels."""
+    """Build entries, then stored wheels, then cached bytecode."""
     root = root or cache.cache_root()
-    return _build_entries(root) + _wheel_entries(wheel_root(root))
+    return _build_entries(root) + _wheel_entries(wheel_root(root)) + _bytecode_entries(bytecode_root(root))
+
+
+def _bytecode_entries(root: Path) -> list[EntryInfo]:
+    found = []
+    if not root.is_dir():
+        return found
+    for shard in sorted(root.iterdir()):
+        if not shard.is_dir() or len(shard.name) != 2:
+            continue
+        for path in sorted(shard.glob("*.pyc")):
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            found.append(EntryInfo(path.stem, path, info.st_size, info.st_mtime, "bytecode"))
+    return found
 
 
 def _entry_dirs(root: Path):
@@ -163,8 +183,9 @@ def staging_leftovers(root: Path | None = None) -> list[Path]:
     """Staging directories of stores, and partial downloads, whose process is gone (killed mid-way)."""
     root = root or cache.cache_root()
     found = []
-    store = wheel_root(root)
-    if store.is_dir():
+    for store in (wheel_root(root), bytecode_root(root)):
+        if not store.is_dir():
+            continue
         for path in sorted(store.glob(".*.part")):
             match = _PARTIAL_DOWNLOAD.match(path.name)
             if match and not pid_alive(int(match.group(1))):
@@ -188,7 +209,10 @@ def prune(root: Path | None = None, max_size: int | None = None, older_than: flo
     report = PruneReport()
     doomed = select_for_pruning(entries, max_size, older_than, now, everything)
     for entry in doomed:
-        shutil.rmtree(entry.directory, ignore_errors=True)
+        if entry.kind == "bytecode":
+            entry.directory.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(entry.directory, ignore_errors=True)
         if not entry.directory.exists():
             report.removed.append(entry)
     for path in staging_leftovers(root):

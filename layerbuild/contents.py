@@ -28,13 +28,14 @@ def slim_step(tree: LayerTree, recipe: Recipe, target: Target, progress: Callabl
             progress(note)
 
 
-def bytecode_step(tree: LayerTree, recipe: Recipe, target: Target, progress: Callable[[str], None]) -> None:
-    """After slimming (nothing is compiled that slimming removes)."""
+def bytecode_step(tree: LayerTree, recipe: Recipe, target: Target, progress: Callable[[str], None],
+                  while_compiling: Callable[[], None] | None = None) -> None:  # fmt: skip
+    """After slimming (nothing is compiled that slimming removes). while_compiling: see bytecode.compile_tree."""
     if getattr(tree, "bytecode_compiled", False):
         # The docker backend compiles inside the build image, with the target's own python.
         progress("bytecode: compiled by the backend with the image's python")
         return
-    result = bytecode.compile_tree(tree.site_packages, target.python, recipe.bytecode)
+    result = bytecode.compile_tree(tree.site_packages, target.python, recipe.bytecode, while_compiling=while_compiling)
     if result.note:
         tree.notes.append(result.note)
         progress(result.note)

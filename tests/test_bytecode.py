@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from layerbuild import bytecode
+from layerbuild import bytecode, pyccache
 from layerbuild.build import build_target
 from layerbuild.recipe import parse_recipe
 from layerbuild.runtimes import make_target
@@ -199,7 +199,8 @@ def make_site(root: Path) -> Path:
     return site
 
 
-def test_compile_tree_records_pyc_and_keeps_what_does_not_compile(tmp_path):
+def test_compile_tree_records_pyc_and_keeps_what_does_not_compile(tmp_path, monkeypatch):
+    monkeypatch.setenv(pyccache.SWITCH_ENV, "off")  # both sites really compiled: the check below is about the compiler
     site = make_site(tmp_path / "a")
     result = bytecode.compile_tree(site, HOST, "alongside")
     assert result.compiled == 1 and result.failed == ["pkg/broken.py"]
@@ -222,3 +223,60 @@ def test_compile_tree_only_keeps_non_module_files(tmp_path):
         "pkg/__init__.pyc", "pkg/broken.py", "pkg/data.txt"]  # fmt: skip
     record = (site / "pkg-1.0.dist-info" / "RECORD").read_text()
     assert "pkg/__init__.pyc,sha256=" in record and "pkg/__init__.py," not in record
+
+
+# --- bytecode kept across builds (pyccache) ----------------------------------------------------------
+
+
+def test_a_module_compiled_once_is_restored_not_recompiled(tmp_path):
+    first = make_site(tmp_path / "first")
+    bytecode.compile_tree(first, HOST, "alongside")
+    pyc = f"pkg/__pycache__/__init__.{HOST_TAG}.pyc"
+    fresh = (first / pyc).read_bytes()
+    entry = lambda data: data + hashlib.sha256(data).digest()  # noqa: E731 - an entry carries its own sha256
+    cached = [p for p in pyccache.store_root().rglob("*.pyc") if p.read_bytes() == entry(fresh)]
+    assert len(cached) == 1
+    # Prove the next build takes the cached file rather than compiling: plant a marker in it.
+    cached[0].write_bytes(entry(fresh + b"marker"))
+    second = make_site(tmp_path / "second")
+    result = bytecode.compile_tree(second, HOST, "alongside")
+    assert (second / pyc).read_bytes() == fresh + b"marker"
+    assert (first / pyc).read_bytes() == fresh  # copied, never linked: the first tree is untouched
+    assert result.compiled == 1 and result.failed == ["pkg/broken.py"]  # what did not compile is tried again
+    # A damaged entry is not used: the module is compiled again and the entry repaired.
+    cached[0].write_bytes(fresh + b"bitrot" + bytes(32))
+    again = make_site(tmp_path / "again")
+    bytecode.compile_tree(again, HOST, "alongside")
+    assert (again / pyc).read_bytes() == fresh
+    assert cached[0].read_bytes() == entry(fresh)
+    # Another source, or the same source at another path (co_filename differs), is compiled afresh.
+    third = make_site(tmp_path / "third")
+    (third / "pkg" / "__init__.py").write_text("VALUE = 2\n")
+    (third / "pkg" / "copy.py").write_bytes((first / "pkg" / "__init__.py").read_bytes())
+    bytecode.compile_tree(third, HOST, "alongside")
+    assert (third / pyc).read_bytes() != fresh
+    copy_pyc = (third / f"pkg/__pycache__/copy.{HOST_TAG}.pyc").read_bytes()
+    assert b"/opt/python/pkg/copy.py" in copy_pyc and b"/opt/python/pkg/__init__.py" not in copy_pyc
+
+
+def test_restored_bytecode_is_byte_identical_to_compiled_and_the_switch_turns_it_off(tmp_path, monkeypatch):
+    warm = make_site(tmp_path / "warm")
+    bytecode.compile_tree(warm, HOST, "only")
+    monkeypatch.setenv(pyccache.SWITCH_ENV, "off")
+    for entry in pyccache.store_root().rglob("*.pyc"):
+        entry.write_bytes(b"poison")  # ignored while the cache is off
+    cold = make_site(tmp_path / "cold")
+    bytecode.compile_tree(cold, HOST, "only")
+    assert (cold / "pkg" / "__init__.pyc").read_bytes() == (warm / "pkg" / "__init__.pyc").read_bytes()
+    assert b"poison" not in (cold / "pkg" / "__init__.pyc").read_bytes()
+    for entry in pyccache.store_root().rglob("*.pyc"):
+        entry.unlink()  # leave no poison for other tests sharing the session's cache
+
+
+def test_bytecode_cache_key_covers_interpreter_path_and_source():
+    base = pyccache.key_for("python-a", "/opt/python/m.py", b"x = 1\n")
+    assert base == pyccache.key_for("python-a", "/opt/python/m.py", b"x = 1\n")
+    assert len({base, pyccache.key_for("python-b", "/opt/python/m.py", b"x = 1\n"),
+                pyccache.key_for("python-a", "/opt/python/n.py", b"x = 1\n"),
+                pyccache.key_for("python-a", "/opt/python/m.py", b"x = 2\n"),
+                pyccache.key_for("python-a", "/opt/python/m.p", b"yx = 1\n")}) == 5  # fmt: skip

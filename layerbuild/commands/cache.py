@@ -21,7 +21,7 @@ def _megabytes(size: int) -> str:
 
 @click.group("cache")
 def cache_group():
-    """Inspect or prune the build cache ($XDG_CACHE_HOME/layerbuild: builds/ and the downloaded wheels/)."""
+    """Inspect or prune the build cache ($XDG_CACHE_HOME/layerbuild: builds/, downloaded wheels/, bytecode/)."""
 
 
 @cache_group.command("info")
@@ -32,6 +32,7 @@ def info_cmd(json_output):
     everything = cacheprune.list_entries(root)
     entries = [e for e in everything if e.kind == "build"]
     wheels = [e for e in everything if e.kind == "wheel"]
+    modules = [e for e in everything if e.kind == "bytecode"]
     cap = cacheprune.configured_max_size()
     data = {
         "path": str(root),
@@ -40,6 +41,9 @@ def info_cmd(json_output):
         "wheels_path": str(cacheprune.wheel_root(root)),
         "wheels": len(wheels),
         "wheel_bytes": sum(e.size for e in wheels),
+        "bytecode_path": str(cacheprune.bytecode_root(root)),
+        "bytecode_modules": len(modules),
+        "bytecode_bytes": sum(e.size for e in modules),
         "max_bytes": cap,  # for builds and wheels together
         "oldest_use": min((e.last_used for e in everything), default=None),
         "newest_use": max((e.last_used for e in everything), default=None),
@@ -50,7 +54,8 @@ def info_cmd(json_output):
     click.echo(f"path:     {root}")
     click.echo(f"entries:  {len(entries)} ({_megabytes(data['bytes'])})")
     click.echo(f"wheels:   {len(wheels)} ({_megabytes(data['wheel_bytes'])}) in {data['wheels_path']}")
-    click.echo(f"max size: {_megabytes(cap) if cap is not None else 'off'} for both ({cacheprune.MAX_SIZE_ENV})")
+    click.echo(f"bytecode: {len(modules)} modules ({_megabytes(data['bytecode_bytes'])}) in {data['bytecode_path']}")
+    click.echo(f"max size: {_megabytes(cap) if cap is not None else 'off'} for all three ({cacheprune.MAX_SIZE_ENV})")
     if everything:
         age_days = (time.time() - data["oldest_use"]) / 86400
         click.echo(f"least recently used: {age_days:.1f} days ago")
