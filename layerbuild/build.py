@@ -18,12 +18,9 @@ from typing import Callable
 from . import __version__
 from . import cacheprune, cachestep, contents
 from .parallel import run_all
-from .backends import docker as docker_backend
-from .backends import wheels
-from .backends.base import BuildRequest, LayerTree
+from .backends.base import IMAGE_ENV, BuildRequest, LayerTree
 from .distlock import publish_pair, remove_orphan_zip, remove_stale_temps, sigint_held, temp_prefix, workdir_prefix
 from .errors import BuildError, DockerUnavailableError, LockError, NeedsCompilingError
-from .layerfacts import audit_built_layer, read_elf_tree_facts, read_tree_facts
 from .layout import fix_records, remove_paths, write_deterministic_zip
 from .lockfile import Lock, parse_lock, requirements_digest
 from .manifest import Manifest, manifest_path_for
@@ -39,9 +36,24 @@ ALWAYS_EXCLUDED = ("python/bin", "python/.lock")
 Progress = Callable[[Target, str], None]
 
 # name -> callable(BuildRequest) -> LayerTree. The docker backend registers itself here.
-BACKENDS: dict[str, Callable[[BuildRequest], LayerTree]] = {"wheels": wheels.build, "docker": docker_backend.build}
+# Backends are imported on first use: a cache hit needs neither (nor uv, the Docker SDK or the audit).
+
+
+def _backend(module: str, attribute: str) -> Callable:
+    def call(request: BuildRequest):
+        import importlib
+
+        return getattr(importlib.import_module(f".backends.{module}", __package__), attribute)(request)
+
+    call.__name__ = f"{module}.{attribute}"
+    return call
+
+
+BACKENDS: dict[str, Callable[[BuildRequest], LayerTree]] = {"wheels": _backend("wheels", "build"),
+                                                            "docker": _backend("docker", "build")}  # fmt: skip
 # name -> callable(BuildRequest) -> Lock: how `layerbuild lock` resolves for each backend.
-LOCKERS: dict[str, Callable[[BuildRequest], Lock]] = {"wheels": wheels.resolve_lock, "docker": docker_backend.resolve_lock}
+LOCKERS: dict[str, Callable[[BuildRequest], Lock]] = {"wheels": _backend("wheels", "resolve_lock"),
+                                                       "docker": _backend("docker", "resolve_lock")}  # fmt: skip
 
 
 @dataclass
@@ -137,7 +149,7 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
     tmp_zip = tmp_manifest = None
     try:
         # LAYERBUILD_BUILD_IMAGE ranks right after --image: taken here so the build cache key includes it.
-        image = image or os.environ.get(docker_backend.IMAGE_ENV) or None
+        image = image or os.environ.get(IMAGE_ENV) or None
         request = BuildRequest(recipe=recipe, target=target, work_dir=work_dir, index=index, lock=lock, image=image,
                                out_dir=out_dir)  # fmt: skip
         # Build cache (layerbuild/cache.py): an unchanged target is copied, not rebuilt.
@@ -166,6 +178,8 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
                     f"which needs Docker, but {unavailable}; or pin a version of {needs.package} that ships "
                     f"manylinux wheels for {target.slug} and build with --backend wheels"
                 ) from None
+
+        from .layerfacts import audit_built_layer, read_elf_tree_facts, read_tree_facts
 
         finalize_tree(tree, recipe)
         report = lambda m: progress(target, m)  # noqa: E731

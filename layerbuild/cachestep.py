@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable
 
 from . import cache, contents
-from .backends import wheels
 from .backends.base import BuildRequest
 from .distlock import publish_pair, temp_prefix
 from .errors import LayerbuildError, NeedsCompilingError
@@ -32,6 +31,8 @@ def key_for(request: BuildRequest, backend: str, progress: Callable[[str], None]
             return None
         request.lock = remembered_resolution(request)
         if request.lock is None:
+            from .backends import wheels  # here: a committed lock's hit never needs the backend
+
             wheels.prefetch_listings(request)  # the install needs them next: fetched while uv resolves
             try:
                 request.lock = wheels.resolve_lock(request)

@@ -18,7 +18,19 @@ from .errors import LayerbuildError
 
 
 class LayerbuildGroup(click.Group):
-    """Catches LayerbuildError once for every command: one line on stderr, exit 1."""
+    """Catches LayerbuildError once for every command: one line on stderr, exit 1. Commands are
+    imported on first use (LAZY_COMMANDS)."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(set(self.commands) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in LAZY_COMMANDS:
+            import importlib
+
+            module, attribute = LAZY_COMMANDS[name]
+            self.add_command(getattr(importlib.import_module(f".commands.{module}", __package__), attribute), name)
+        return self.commands.get(name)
 
     def invoke(self, ctx):
         try:
@@ -63,31 +75,22 @@ def print_table(rows: list[list[str]], headers: list[str]) -> None:
         click.echo(fmt.format(*[str(c) for c in row]).rstrip())
 
 
-# Commands live in their own modules and are registered here.
-from .commands.core import build_cmd, list_cmd, lock_cmd, targets_cmd  # noqa: E402
+# Commands live in their own modules, imported only when asked for: `layerbuild build` on an
+# unchanged target is a cache hit, and importing publish/invoke/klayers code for it would cost
+# more than the hit itself.
+LAZY_COMMANDS = {
+    "targets": ("core", "targets_cmd"),
+    "list": ("core", "list_cmd"),
+    "lock": ("core", "lock_cmd"),
+    "build": ("core", "build_cmd"),
+    "test": ("runtime", "test_cmd"),
+    "event": ("runtime", "event_cmd"),
+    "invoke": ("runtime", "invoke_cmd"),
+    "audit": ("audit", "audit_cmd"),
+    "stack": ("audit", "stack_cmd"),
+    "klayers-lookup": ("klayers", "klayers_lookup_cmd"),
+    "resolve": ("klayers", "resolve_cmd"),
+    "publish": ("publish", "publish_cmd"),
+    "cache": ("cache", "cache_group"),
+}
 
-for _command in (targets_cmd, list_cmd, lock_cmd, build_cmd):
-    main.add_command(_command)
-
-from .commands.runtime import event_cmd, invoke_cmd, test_cmd  # noqa: E402
-
-for _command in (test_cmd, event_cmd, invoke_cmd):
-    main.add_command(_command)
-
-from .commands.audit import audit_cmd, stack_cmd  # noqa: E402
-
-for _command in (audit_cmd, stack_cmd):
-    main.add_command(_command)
-
-from .commands.klayers import klayers_lookup_cmd, resolve_cmd  # noqa: E402
-
-for _command in (klayers_lookup_cmd, resolve_cmd):
-    main.add_command(_command)
-
-from .commands.publish import publish_cmd  # noqa: E402
-
-main.add_command(publish_cmd)
-
-from .commands.cache import cache_group  # noqa: E402
-
-main.add_command(cache_group)

@@ -14,6 +14,10 @@ from ..uvdriver import IndexSettings
 from ..zipwriter import RawSource
 
 
+# The build image for every docker build, ranking right after --image (read by build.py, so the cache key has it).
+IMAGE_ENV = "LAYERBUILD_BUILD_IMAGE"
+
+
 @dataclass
 class BuildRequest:
     recipe: Recipe

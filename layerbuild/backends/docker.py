@@ -32,10 +32,9 @@ from ..errors import BuildError, BuildImageError, CompileError, LockError, Resol
 from ..lockfile import Lock, requirements_digest
 from ..runtimes import DOCKER_PLATFORM, Target
 from ..tls import system_ca_bundle
-from .base import BuildRequest, LayerTree
+from .base import IMAGE_ENV, BuildRequest, LayerTree
 
 NAME = "docker"
-IMAGE_ENV = "LAYERBUILD_BUILD_IMAGE"
 PIP_CACHE_VOLUME_ENV = "LAYERBUILD_PIP_CACHE_VOLUME"
 DEFAULT_PIP_CACHE_VOLUME = "layerbuild-pip-cache"
 TIMEOUT_ENV = "LAYERBUILD_DOCKER_TIMEOUT"
