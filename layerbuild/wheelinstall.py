@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from .zipwriter import RawSource
 INSTALLER = "layerbuild"
 _SCHEMES_TO_TOP = ("purelib", "platlib", "data")
 MAX_PARALLEL = 4
+STREAM_ABOVE = 32 << 20  # members larger than this are copied in blocks
 
 
 class UnsafeWheelError(BuildError):
@@ -108,13 +110,18 @@ def _plan(archive: zipfile.ZipFile, wheel: Path, scratch: Path) -> tuple[list[_M
 
 
 def _write_member(archive: zipfile.ZipFile, member: _Member) -> None:
-    data = archive.read(member.info)  # checks the CRC; ZipFile serialises its own seeks, so threads may share it
-    if member.rewrite_record:
-        dist_info = member.dest.parent.name
-        data_dir = dist_info[: -len(".dist-info")] + ".data"
-        data = _rewrite_record(data.decode("utf-8"), data_dir, dist_info).encode("utf-8")
-    with open(member.dest, "wb") as handle:
-        handle.write(data)
+    # ZipFile checks the CRC as it reads and serialises its own seeks, so threads may share it.
+    if member.info.file_size > STREAM_ABOVE and not member.rewrite_record:
+        with archive.open(member.info) as source, open(member.dest, "wb") as handle:
+            shutil.copyfileobj(source, handle, 1 << 20)  # a 500 MB library is never held in memory whole
+    else:
+        data = archive.read(member.info)
+        if member.rewrite_record:
+            dist_info = member.dest.parent.name
+            data_dir = dist_info[: -len(".dist-info")] + ".data"
+            data = _rewrite_record(data.decode("utf-8"), data_dir, dist_info).encode("utf-8")
+        with open(member.dest, "wb") as handle:
+            handle.write(data)
     executable = (member.info.external_attr >> 16) & 0o111
     os.chmod(member.dest, 0o755 if executable else 0o644)
 
@@ -147,11 +154,12 @@ def install_wheels(wheels: list[Path], site: Path) -> dict[str, RawSource]:
             dist_infos.append(dist_info)
         jobs.sort(key=lambda job: -job[1].info.file_size)  # the big ones first: the pool ends together
         with ThreadPoolExecutor(max_workers=MAX_PARALLEL) as pool:
-            for future in [pool.submit(_write_member, *job) for job in jobs]:
+            for (archive, member), future in [(job, pool.submit(_write_member, *job)) for job in jobs]:
                 try:
                     future.result()
                 except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-                    raise UnsafeWheelError(f"damaged wheel ({exc})") from None
+                    raise UnsafeWheelError(f"{Path(archive.filename).name}: damaged wheel, member "
+                                           f"{member.info.filename!r} ({exc})") from None  # fmt: skip
         for dist_info in dist_infos:
             (dist_info / "INSTALLER").write_text(INSTALLER + "\n", encoding="utf-8")
         for scratch, found in scratch_dirs:
@@ -172,8 +180,6 @@ def _merge(source: Path, dest: Path) -> None:
             _merge(child, target)
         else:
             if target.is_dir():
-                import shutil
-
                 shutil.rmtree(target)
             os.replace(child, target)
     source.rmdir()

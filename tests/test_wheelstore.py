@@ -136,6 +136,18 @@ def test_install_places_data_schemes_rewrites_record_and_keeps_exec_bits(tmp_pat
         assert zlib.decompress(handle.read(raw.compress_size), -15) == b"Y = 2\n"
 
 
+def test_large_members_are_streamed_with_the_same_result(tmp_path, monkeypatch):
+    import layerbuild.wheelinstall as wheelinstall
+
+    monkeypatch.setattr(wheelinstall, "STREAM_ABOVE", 1000)
+    big = bytes(range(256)) * 40  # 10 KB: over the lowered threshold
+    wheel = wheel_file(tmp_path, {"demo/big.bin": big, "demo/small.py": b"x = 1\n", "demo-1.0.dist-info/RECORD": b""})
+    site = tmp_path / "site"
+    install_wheels([wheel], site)
+    assert (site / "demo" / "big.bin").read_bytes() == big
+    assert (site / "demo" / "small.py").read_bytes() == b"x = 1\n"
+
+
 def test_two_wheels_sharing_a_path_end_with_the_later_name_whatever_the_timing(tmp_path):
     first = wheel_file(tmp_path, {"shared/__init__.py": b"A\n", "a-1.0.dist-info/RECORD": b""}, name="a-1.0-py3-none-any.whl")
     second = wheel_file(tmp_path, {"shared/__init__.py": b"B\n", "b-1.0.dist-info/RECORD": b""}, name="b-1.0-py3-none-any.whl")
@@ -165,6 +177,18 @@ def test_a_damaged_wheel_is_a_clear_error(tmp_path):
     path.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(UnsafeWheelError, match="demo-1.0-py3-none-any.whl: damaged wheel"):
         install_wheels([path], tmp_path / "site")
+
+
+def test_a_member_whose_bytes_fail_their_crc_names_the_wheel_and_member(tmp_path):
+    wheel = wheel_file(tmp_path, {"demo/__init__.py": b"GOOD = 1\n" * 100, "demo-1.0.dist-info/RECORD": b""})
+    data = bytearray(wheel.read_bytes())
+    with zipfile.ZipFile(wheel) as archive:
+        info = archive.getinfo("demo/__init__.py")
+    data[info.header_offset + 30 + len(info.filename) + 3] ^= 0xFF  # flip a bit in the deflate stream
+    wheel.write_bytes(bytes(data))
+    with pytest.raises(UnsafeWheelError) as caught:
+        install_wheels([wheel], tmp_path / "site")
+    assert str(caught.value).startswith("demo-1.0-py3-none-any.whl: damaged wheel, member 'demo/__init__.py'")
 
 
 def test_installed_path_rules():
