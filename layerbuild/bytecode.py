@@ -20,12 +20,13 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 from . import pyccache
+from .zipwriter import RawSource
 from .interpreters import pyenv_installs, pyenv_root
 
 MODES = ("alongside", "only", "none")
@@ -48,6 +49,8 @@ class BytecodeResult:
     compiled: int = 0  # .pyc files in the layer after the step
     failed: list[str] | None = None  # sources that did not compile (kept as source)
     note: str = ""  # one line for the user and the manifest; says why when nothing was compiled
+    # .pyc path under site -> its deflated form (made for the bytecode cache), for the zip writer to copy
+    raw_sources: dict[str, RawSource] = field(default_factory=dict)
 
 
 def _probe(executable: str) -> Interpreter | None:
@@ -105,7 +108,8 @@ def _chunks(files: list[Path], count: int) -> list[list[Path]]:
     return [members for _, members in buckets if members]
 
 
-def _run_compileall(interpreter: Interpreter, site: Path, workers: int, starting: Callable[[], None]) -> str:
+def _run_compileall(interpreter: Interpreter, site: Path, workers: int, starting: Callable[[], None],
+                    raws: dict[Path, RawSource]) -> str:  # fmt: skip
     """Compile every module below site, reusing bytecode cached by earlier builds (pyccache).
 
     On 3.9+ the modules left to compile go to one process per core as balanced file lists
@@ -123,11 +127,13 @@ def _run_compileall(interpreter: Interpreter, site: Path, workers: int, starting
     identity = pyccache.interpreter_identity(interpreter.executable, interpreter.cache_tag)
     keys: dict[Path, str] = {}
     if identity and pyccache.enabled():
-        files, keys = pyccache.restore(files, site, identity, interpreter.cache_tag, f"{LAMBDA_LAYER_ROOT}/python")
+        files, keys, restored = pyccache.restore(files, site, identity, interpreter.cache_tag, f"{LAMBDA_LAYER_ROOT}/python")
+        raws.update(restored)
     count = workers or max(1, min(4, os.cpu_count() or 1))
-    starting()
+    if files:  # with nothing to compile, other threads would only slow the file work that follows
+        starting()
     output = _compile_files(interpreter, site, files, count if len(files) >= 100 else 1)
-    pyccache.store(keys, interpreter.cache_tag)
+    raws.update(pyccache.store(keys, interpreter.cache_tag))
     return output
 
 
@@ -196,17 +202,20 @@ def _compile_tree(site: Path, target_python: str, mode: str, workers: int, start
         return BytecodeResult(mode, note=(
             f"no bytecode: no local Python {target_python} interpreter to compile with (bytecode is only valid "
             f"for the version that wrote it); install python{target_python} (on PATH or with pyenv) to ship bytecode"))  # fmt: skip
-    output = _run_compileall(interpreter, site, workers, starting)
+    raws: dict[Path, RawSource] = {}  # .pyc path -> its deflated form, from the bytecode cache
+    output = _run_compileall(interpreter, site, workers, starting, raws)
     failed = sorted({m.group(1) for line in output.splitlines() if (m := _ERROR_LINE.match(line))})
     failed = [_relative(f, site) for f in failed]
     pairs = compiled_pairs(site, interpreter.cache_tag)
+    cached_form = {source: raws.get(site / pyc) for source, pyc in pairs}
     if mode == "only":
         pairs = _make_sourceless(site, pairs)
     _update_records(site, pairs, replace_source=(mode == "only"))
     note = f"bytecode: {mode}, {len(pairs)} modules compiled with Python {interpreter.version} (unchecked-hash)"
     if failed:
         note += f"; {len(failed)} files did not compile and stay source only"
-    return BytecodeResult(mode, len(pairs), failed, note)
+    deflated = {pyc: cached_form[source] for source, pyc in pairs if cached_form.get(source) is not None}
+    return BytecodeResult(mode, len(pairs), failed, note, deflated)
 
 
 def _relative(path: str, site: Path) -> str:

@@ -36,6 +36,7 @@ def bytecode_step(tree: LayerTree, recipe: Recipe, target: Target, progress: Cal
         progress("bytecode: compiled by the backend with the image's python")
         return
     result = bytecode.compile_tree(tree.site_packages, target.python, recipe.bytecode, while_compiling=while_compiling)
+    tree.raw_sources.update({f"python/{path}": raw for path, raw in result.raw_sources.items()})
     if result.note:
         tree.notes.append(result.note)
         progress(result.note)

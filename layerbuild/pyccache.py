@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import tempfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
 from .cache import cache_root
+from .layout import COMPRESS_LEVEL
+from .zipwriter import CHUNK, RawSource, deflate_whole
 
 SETTINGS = "unchecked-hash|PYTHONHASHSEED=0|optimize=0"
 SWITCH_ENV = "LAYERBUILD_BYTECODE_CACHE"  # "off" compiles everything afresh
@@ -60,15 +65,50 @@ def _entry(key: str, root: Path) -> Path:
     return root / key[:2] / f"{key}.pyc"
 
 
-def restore(sources: list[Path], site: Path, identity: str, cache_tag: str, recorded_root: str,
-            root: Path | None = None) -> tuple[list[Path], dict[Path, str]]:  # fmt: skip
-    """Put cached .pyc files in place; returns (sources still to compile, {source: key} for storing later).
+# An entry: a zip local file header (method, CRC-32, sizes), the .pyc as the layer zip would store it
+# (deflated exactly as zipwriter would, or stored), then the sha256 of all that.
+_HEADER = struct.Struct("<IHHHHHIIIHH")
+_SIGNATURE = 0x04034B50
 
-    Entries are copied, never linked (a layer tree and the cache share no inode), and each carries
-    the sha256 of its bytes: a damaged entry is removed and its module compiled again.
+
+def _encode(data: bytes) -> tuple[bytes, RawSource | None]:
+    """The entry's bytes, and the RawSource of its deflated form (None when stored)."""
+    method, payload = deflate_whole(data, COMPRESS_LEVEL) if len(data) <= CHUNK else (0, data)
+    crc = zlib.crc32(data)
+    body = _HEADER.pack(_SIGNATURE, 20, 0, method, 0, 0, crc, len(payload), len(data), 0, 0) + payload
+    raw = RawSource("", 0, len(payload), crc, len(data), payload) if method == 8 else None
+    return body + hashlib.sha256(body).digest(), raw
+
+
+def _decode(blob: bytes) -> tuple[bytes, RawSource | None] | None:
+    """(pyc bytes, RawSource of its deflated form or None), or None for a damaged entry."""
+    body, digest = blob[:-32], blob[-32:]
+    if len(body) < _HEADER.size or hashlib.sha256(body).digest() != digest:
+        return None
+    signature, _, _, method, _, _, crc, csize, usize, _, _ = _HEADER.unpack_from(body)
+    payload = body[_HEADER.size:]
+    if signature != _SIGNATURE or len(payload) != csize or method not in (0, 8):
+        return None
+    try:
+        data = zlib.decompress(payload, -15, max(1, usize)) if method == 8 else payload
+    except zlib.error:
+        return None
+    if len(data) != usize or zlib.crc32(data) != crc:
+        return None
+    raw = RawSource("", 0, csize, crc, usize, payload) if method == 8 else None
+    return data, raw
+
+
+def restore(sources: list[Path], site: Path, identity: str, cache_tag: str, recorded_root: str,
+            root: Path | None = None) -> tuple[list[Path], dict[Path, str], dict[Path, RawSource]]:  # fmt: skip
+    """Put cached .pyc files in place.
+
+    Returns (sources still to compile, {source: key} for storing them later, {pyc path: RawSource}:
+    the deflated form the zip writer can copy). Entries are copied, never linked (a layer tree and
+    the cache share no inode), and checked: a damaged entry is removed and its module compiled again.
     """
     root = root or store_root()
-    missing, keys = [], {}
+    missing, keys, raws = [], {}, {}
     for source in sources:
         rel = source.relative_to(site).as_posix()
         try:
@@ -76,56 +116,74 @@ def restore(sources: list[Path], site: Path, identity: str, cache_tag: str, reco
         except OSError:
             missing.append(source)
             continue
-        keys[source] = key
-        data = _read_entry(_entry(key, root))
-        if data is None:
+        found = _read_entry(_entry(key, root))
+        if found is None:
+            keys[source] = key
             missing.append(source)
             continue
+        data, raw = found
         target = pyc_path(source, cache_tag)
         try:
             target.parent.mkdir(exist_ok=True)
             target.write_bytes(data)
         except OSError:
+            keys[source] = key
             missing.append(source)
-    return missing, {s: k for s, k in keys.items() if s in set(missing)}
+            continue
+        if raw is not None:
+            raws[target] = raw
+    return missing, keys, raws
 
 
-def _read_entry(path: Path) -> bytes | None:
+def _read_entry(path: Path) -> tuple[bytes, RawSource | None] | None:
     try:
         blob = path.read_bytes()
     except OSError:
         return None
-    data, digest = blob[:-32], blob[-32:]
-    if len(blob) < 48 or hashlib.sha256(data).digest() != digest:
+    found = _decode(blob)
+    if found is None:
         path.unlink(missing_ok=True)  # damaged: compile again, and store a good copy
         return None
     try:
         os.utime(path)  # last use, for pruning
     except OSError:
         pass
-    return data
+    return found
 
 
-def store(keys: dict[Path, str], cache_tag: str, root: Path | None = None) -> int:
-    """Keep the freshly compiled .pyc of each source; a failure to cache never fails the build."""
+def store(keys: dict[Path, str], cache_tag: str, root: Path | None = None) -> dict[Path, RawSource]:
+    """Keep the freshly compiled .pyc of each source (a failure to cache never fails the build).
+
+    Returns {pyc path: RawSource}: the deflate done here for the cache is the zip writer's too.
+    Entries are encoded on a thread pool (zlib releases the GIL).
+    """
     root = root or store_root()
-    stored = 0
-    for source, key in keys.items():
+
+    def keep(item: tuple[Path, str]) -> tuple[Path, RawSource | None] | None:
+        source, key = item
+        compiled = pyc_path(source, cache_tag)
         try:
-            data = pyc_path(source, cache_tag).read_bytes()
+            data = compiled.read_bytes()
         except OSError:
-            continue  # did not compile: nothing to keep
+            return None  # did not compile: nothing to keep
+        blob, raw = _encode(data)
         final = _entry(key, root)
         temp = None
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(prefix=f".{os.getpid()}.", suffix=".part", dir=root)
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data + hashlib.sha256(data).digest())
+                handle.write(blob)
             os.chmod(temp, 0o644)
             os.replace(temp, final)
-            stored += 1
         except OSError:
             if temp:
                 Path(temp).unlink(missing_ok=True)
-    return stored
+        return compiled, raw
+
+    if not keys:
+        return {}
+    root.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(keep, sorted(keys.items())))
+    return {path: raw for path, raw in (r for r in results if r) if raw is not None}

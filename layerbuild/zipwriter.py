@@ -48,6 +48,7 @@ class RawSource:
     compress_size: int
     crc: int
     file_size: int
+    payload: bytes | None = None  # the deflated bytes themselves, when held in memory (archive unused)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,13 @@ class Entry:
     external_attr: int
     source: str | None  # file to read, None for a directory
     raw: RawSource | None = None  # already-deflated bytes to copy when the file still matches them
+
+
+def deflate_whole(data: bytes, level: int) -> tuple[int, bytes]:
+    """(method, payload) exactly as write_zip compresses an entry of at most CHUNK bytes (8: deflated,
+    0: stored because deflate did not make it smaller): precomputed payloads must not change the zip."""
+    deflated = _deflate(data, level)
+    return (0, data) if len(deflated) >= len(data) else (8, deflated)
 
 
 def _deflate(data: bytes, level: int) -> bytes:
@@ -121,6 +129,8 @@ def _run(job: _Job, level: int) -> _Done:
 
 def _read_raw(raw: RawSource) -> bytes | None:
     """The member's deflated bytes, or None when the archive is not what the RawSource says."""
+    if raw.payload is not None:
+        return raw.payload if len(raw.payload) == raw.compress_size else None
     try:
         with open(raw.archive, "rb") as archive:
             archive.seek(raw.header_offset)

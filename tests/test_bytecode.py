@@ -233,7 +233,7 @@ def test_a_module_compiled_once_is_restored_not_recompiled(tmp_path):
     bytecode.compile_tree(first, HOST, "alongside")
     pyc = f"pkg/__pycache__/__init__.{HOST_TAG}.pyc"
     fresh = (first / pyc).read_bytes()
-    entry = lambda data: data + hashlib.sha256(data).digest()  # noqa: E731 - an entry carries its own sha256
+    entry = lambda data: pyccache._encode(data)[0]  # noqa: E731 - header, deflated .pyc, sha256
     cached = [p for p in pyccache.store_root().rglob("*.pyc") if p.read_bytes() == entry(fresh)]
     assert len(cached) == 1
     # Prove the next build takes the cached file rather than compiling: plant a marker in it.
@@ -253,7 +253,7 @@ def test_a_module_compiled_once_is_restored_not_recompiled(tmp_path):
     third = make_site(tmp_path / "third")
     (third / "pkg" / "__init__.py").write_text("VALUE = 2\n")
     (third / "pkg" / "copy.py").write_bytes((first / "pkg" / "__init__.py").read_bytes())
-    bytecode.compile_tree(third, HOST, "alongside")
+    result = bytecode.compile_tree(third, HOST, "alongside")
     assert (third / pyc).read_bytes() != fresh
     copy_pyc = (third / f"pkg/__pycache__/copy.{HOST_TAG}.pyc").read_bytes()
     assert b"/opt/python/pkg/copy.py" in copy_pyc and b"/opt/python/pkg/__init__.py" not in copy_pyc
@@ -280,3 +280,16 @@ def test_bytecode_cache_key_covers_interpreter_path_and_source():
                 pyccache.key_for("python-a", "/opt/python/n.py", b"x = 1\n"),
                 pyccache.key_for("python-a", "/opt/python/m.py", b"x = 2\n"),
                 pyccache.key_for("python-a", "/opt/python/m.p", b"yx = 1\n")}) == 5  # fmt: skip
+
+
+def test_cached_and_fresh_bytecode_offer_the_zip_writer_exactly_its_own_deflate(tmp_path):
+    from layerbuild.layout import COMPRESS_LEVEL
+    from layerbuild.zipwriter import deflate_whole
+
+    for name in ("fresh", "restored"):  # the first compiles and stores, the second restores
+        site = make_site(tmp_path / name)
+        result = bytecode.compile_tree(site, HOST, "only")
+        raw = result.raw_sources["pkg/__init__.pyc"]
+        data = (site / "pkg" / "__init__.pyc").read_bytes()
+        assert (8, raw.payload) == deflate_whole(data, COMPRESS_LEVEL)
+        assert raw.file_size == len(data) and raw.compress_size == len(raw.payload)
