@@ -146,6 +146,17 @@ def test_rebuilds_are_byte_identical(tmp_path, mode):
     assert first.zip_path.read_bytes() == second.zip_path.read_bytes()
 
 
+@pytest.mark.network
+def test_the_bytecode_cache_never_changes_the_layers_bytes(tmp_path, monkeypatch):
+    """Restored .pyc and their cached deflated form (copied into the zip) give the zip a fresh compile gives."""
+    warm = build(tmp_path, out="warm", packages=["pymysql", "markupsafe"])
+    assert list(pyccache.store_root().rglob("*.pyc"))  # the cache holds this build's modules now
+    again = build(tmp_path, out="again", packages=["pymysql", "markupsafe"])
+    monkeypatch.setenv(pyccache.SWITCH_ENV, "off")
+    cold = build(tmp_path, out="cold", packages=["pymysql", "markupsafe"])
+    assert warm.zip_path.read_bytes() == again.zip_path.read_bytes() == cold.zip_path.read_bytes()
+
+
 def fake_shim(folder: Path, version: str) -> None:
     """What a pyenv shim does for a version that is not selected: print an error, exit 127."""
     folder.mkdir(parents=True, exist_ok=True)
