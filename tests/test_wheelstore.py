@@ -328,3 +328,19 @@ def test_a_build_copies_wheel_members_into_the_layer_and_reuses_the_store(index,
     assert again.exit_code == 0, again.stderr
     assert sum("/files/" in r for r in index.requests) == downloads, index.requests  # served from the store
     assert (tmp_path / "dist2" / layer.name).read_bytes() == layer.read_bytes()
+
+
+def test_a_wheel_only_the_extra_index_has_is_fetched_from_it(invoke, write_recipe, tmp_path):
+    with PackageIndex() as primary, PackageIndex() as extra:
+        primary.add("other-project", "1.0")
+        filename, _ = extra.add("demo-extra", "2.0")
+        recipe = write_recipe(f"name: extra\npackages: [demo-extra]\nindex_url: {primary.simple_url}\n"
+                              f"extra_index_urls: [{extra.simple_url}]\nbytecode: none\n")  # fmt: skip
+        out = tmp_path / "dist"
+        result = invoke("build", recipe, "--out", out, "--no-cache")
+        assert result.exit_code == 0, result.stderr
+        with zipfile.ZipFile(out / "extra-python3.12-x86_64.zip") as archive:
+            assert "python/demo_extra/__init__.py" in archive.namelist()
+            assert archive.read("python/demo_extra-2.0.dist-info/INSTALLER") == b"layerbuild\n"  # our install, not uv's
+        assert f"GET /files/{filename}" in extra.requests
+        assert "GET /simple/demo-extra/" in primary.requests  # asked first, and it has no such project

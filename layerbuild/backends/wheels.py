@@ -94,23 +94,22 @@ def plan_downloads(lock: Lock, target: Target, index: IndexSettings,
     ranks = target_priority(target)
     indexes = [index.index_url, *index.extra_index_urls]
 
+    def listing_of(name: str, url: str):
+        early = prefetched.get(name) if url == index.index_url else None
+        if early is not None:
+            try:
+                return early.result(timeout=wheelstore.http_timeout() + 5)
+            except Exception:  # noqa: BLE001 - asked again below, with retries and a clear error
+                pass
+        try:
+            return project_listing(name, url, timeout=wheelstore.http_timeout(), attempts=wheelstore.http_retries() + 1)
+        except IndexUnavailable as exc:
+            raise ResolveError(f"cannot install for {target}: cannot list {name} on the index: {exc}") from None
+
     def plan(name: str) -> wheelstore.Download | None:
         pin = LockedPin(name, pins[name], hashes[name])
         for url in indexes:
-            early = prefetched.get(name) if url == index.index_url else None
-            if early is not None:
-                try:
-                    listing = early.result(timeout=wheelstore.http_timeout() + 5)
-                    chosen = choose_wheel(listing or [], pin, ranks)
-                    if chosen is not None:
-                        return wheelstore.Download(name, chosen, pin.hashes, url)
-                except Exception:  # noqa: BLE001 - asked again below, with retries and a clear error
-                    pass
-            try:
-                listing = project_listing(name, url, timeout=wheelstore.http_timeout(), attempts=wheelstore.http_retries() + 1)
-            except IndexUnavailable as exc:
-                raise ResolveError(f"cannot install for {target}: cannot list {name} on the index: {exc}") from None
-            chosen = choose_wheel(listing or [], pin, ranks)
+            chosen = choose_wheel(listing_of(name, url) or [], pin, ranks)
             if chosen is not None:
                 return wheelstore.Download(name, chosen, pin.hashes, url)
         return None
