@@ -74,15 +74,27 @@ def remove_orphan_zip(out_dir: Path, stem: str) -> bool:
 
 @contextmanager
 def sigint_held():
-    """Defer Ctrl-C until the block is done (it is delivered right after)."""
+    """Defer Ctrl-C until the block is done (it is delivered right after).
+
+    The Python-level handler is swapped for one that only records the signal: Python runs signal
+    handlers in the main thread whichever thread the OS picked. (Blocking SIGINT with
+    pthread_sigmask held it for the main thread only: with worker threads alive the kernel handed it
+    to one of them, and the KeyboardInterrupt still landed inside the block.)
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    caught: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        signal.signal(signal.SIGINT, old)
+        if caught:
+            if callable(old):
+                old(signal.SIGINT, None)  # default_int_handler raises KeyboardInterrupt; an outer hold records it
+            elif old == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)
 
 
 @contextmanager

@@ -373,3 +373,27 @@ def test_unusable_output_directory_is_one_line(bench, tmp_path):
     reliability_figures.count("bad_inputs", detail="unusable --out")
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"error: --out {blocker / 'dist'}: cannot create the output directory: Not a directory"
+
+
+def test_ctrl_c_is_held_until_the_block_ends_even_with_worker_threads_alive():
+    """A process-directed SIGINT may be handed to any thread; the hold must not depend on which."""
+    import threading
+
+    from layerbuild.distlock import sigint_held
+
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait, daemon=True)
+    worker.start()
+    reached = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with sigint_held():
+                with sigint_held():  # nested: the inner hold hands the signal to the outer one
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.05)  # a handler that was not held would raise here
+                    reached.append("inner")
+                reached.append("outer")
+    finally:
+        stop.set()
+    assert reached == ["inner", "outer"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
