@@ -35,10 +35,6 @@ ALWAYS_EXCLUDED = ("python/bin", "python/.lock")
 
 Progress = Callable[[Target, str], None]
 
-# name -> callable(BuildRequest) -> LayerTree. The docker backend registers itself here.
-# Backends are imported on first use: a cache hit needs neither (nor uv, the Docker SDK or the audit).
-
-
 def _backend(module: str, attribute: str) -> Callable:
     def call(request: BuildRequest):
         import importlib
@@ -49,6 +45,8 @@ def _backend(module: str, attribute: str) -> Callable:
     return call
 
 
+# name -> callable(BuildRequest) -> LayerTree. Backends are imported on first use: a cache hit needs
+# neither (nor uv, the Docker SDK or the audit).
 BACKENDS: dict[str, Callable[[BuildRequest], LayerTree]] = {"wheels": _backend("wheels", "build"),
                                                             "docker": _backend("docker", "build")}  # fmt: skip
 # name -> callable(BuildRequest) -> Lock: how `layerbuild lock` resolves for each backend.

@@ -108,9 +108,11 @@ def _chunks(files: list[Path], count: int) -> list[list[Path]]:
     return [members for _, members in buckets if members]
 
 
-def _run_compileall(interpreter: Interpreter, site: Path, workers: int, starting: Callable[[], None],
-                    raws: dict[Path, RawSource]) -> str:  # fmt: skip
+def _run_compileall(interpreter: Interpreter, site: Path, workers: int,
+                    starting: Callable[[], None]) -> tuple[str, dict[Path, RawSource]]:  # fmt: skip
     """Compile every module below site, reusing bytecode cached by earlier builds (pyccache).
+
+    Returns compileall's output and {.pyc path: its deflated form} from the bytecode cache.
 
     On 3.9+ the modules left to compile go to one process per core as balanced file lists
     (compileall -j gains nothing here; separate processes with -s/-p give each file the same
@@ -122,19 +124,18 @@ def _run_compileall(interpreter: Interpreter, site: Path, workers: int, starting
         starting()
         proc = subprocess.run(compile_command(interpreter.executable, str(site), 1), capture_output=True, text=True,
                               env=compile_env(), timeout=COMPILE_TIMEOUT)  # fmt: skip
-        return proc.stdout
+        return proc.stdout, {}
     files = sorted(p for p in site.rglob("*.py") if "__pycache__" not in p.parts and p.is_file())
     identity = pyccache.interpreter_identity(interpreter.executable, interpreter.cache_tag)
     keys: dict[Path, str] = {}
+    raws: dict[Path, RawSource] = {}
     if identity and pyccache.enabled():
-        files, keys, restored = pyccache.restore(files, site, identity, interpreter.cache_tag, f"{LAMBDA_LAYER_ROOT}/python")
-        raws.update(restored)
+        files, keys, raws = pyccache.restore(files, site, identity, interpreter.cache_tag, f"{LAMBDA_LAYER_ROOT}/python")
     count = workers or max(1, min(4, os.cpu_count() or 1))
     if files:  # with nothing to compile, other threads would only slow the file work that follows
         starting()
     output = _compile_files(interpreter, site, files, count if len(files) >= 100 else 1)
-    raws.update(pyccache.store(keys, interpreter.cache_tag))
-    return output
+    return output, {**raws, **pyccache.store(keys, interpreter.cache_tag)}
 
 
 def _compile_files(interpreter: Interpreter, site: Path, files: list[Path], count: int) -> str:
@@ -202,8 +203,7 @@ def _compile_tree(site: Path, target_python: str, mode: str, workers: int, start
         return BytecodeResult(mode, note=(
             f"no bytecode: no local Python {target_python} interpreter to compile with (bytecode is only valid "
             f"for the version that wrote it); install python{target_python} (on PATH or with pyenv) to ship bytecode"))  # fmt: skip
-    raws: dict[Path, RawSource] = {}  # .pyc path -> its deflated form, from the bytecode cache
-    output = _run_compileall(interpreter, site, workers, starting, raws)
+    output, raws = _run_compileall(interpreter, site, workers, starting)
     failed = sorted({m.group(1) for line in output.splitlines() if (m := _ERROR_LINE.match(line))})
     failed = [_relative(f, site) for f in failed]
     pairs = compiled_pairs(site, interpreter.cache_tag)

@@ -2,10 +2,11 @@
 
 Three kinds of entries share one budget: built layers (builds/), the downloaded wheels the wheels
 backend installs from (wheels/, see wheelstore) and compiled modules (bytecode/, see pyccache). A
-hit touches its entry (entry.json's, the wheel's or the .pyc's mtime is the last use), so pruning by size removes what has gone unused longest. After
-every store the cache is cut back to LAYERBUILD_CACHE_MAX_SIZE (default 5 GiB; `off` disables it);
-`layerbuild cache prune` does the same on demand, by size, by age or all. Staging directories and
-partial downloads of processes that were killed (pid gone) are removed as well.
+hit touches its entry (entry.json's, the wheel's or the .pyc's mtime is the last use), so pruning by
+size removes what has gone unused longest. After every store the cache is cut back to
+LAYERBUILD_CACHE_MAX_SIZE (default 5 GiB; `off` disables it); `layerbuild cache prune` does the same
+on demand, by size, by age or all. Staging directories and partial downloads of processes that
+were killed (pid gone) are removed as well.
 
 Selection (select_for_pruning) and parsing (parse_size, parse_age) are pure; the rest touches disk.
 """
@@ -43,14 +44,14 @@ class EntryInfo:
     key: str
     directory: Path
     size: int  # bytes of the entry's files
-    last_used: float  # epoch seconds: entry.json's mtime, touched by every hit
+    last_used: float  # epoch seconds: the mtime every hit touches (entry.json, the wheel, the .pyc)
     kind: str = "build"  # or "wheel", "bytecode" (directory is then the .pyc file itself)
 
 
 @dataclass
 class PruneReport:
     removed: list[EntryInfo] = field(default_factory=list)
-    leftovers: list[Path] = field(default_factory=list)  # staging directories of killed stores
+    leftovers: list[Path] = field(default_factory=list)  # staging directories and partial files of killed processes
     kept: int = 0
     kept_bytes: int = 0
 
@@ -125,13 +126,15 @@ def list_entries(root: Path | None = None) -> list[EntryInfo]:
     return _build_entries(root) + _wheel_entries(wheel_root(root)) + _bytecode_entries(bytecode_root(root))
 
 
+def _shards(root: Path):
+    """The two-character shard directories below root."""
+    if root.is_dir():
+        yield from (shard for shard in sorted(root.iterdir()) if shard.is_dir() and len(shard.name) == 2)
+
+
 def _bytecode_entries(root: Path) -> list[EntryInfo]:
     found = []
-    if not root.is_dir():
-        return found
-    for shard in sorted(root.iterdir()):
-        if not shard.is_dir() or len(shard.name) != 2:
-            continue
+    for shard in _shards(root):
         for path in sorted(shard.glob("*.pyc")):
             try:
                 info = path.stat()
@@ -143,11 +146,7 @@ def _bytecode_entries(root: Path) -> list[EntryInfo]:
 
 def _entry_dirs(root: Path):
     """Entry directories below root's two-character shards (staging names, starting with '.', skipped)."""
-    if not root.is_dir():
-        return
-    for shard in sorted(root.iterdir()):
-        if not shard.is_dir() or len(shard.name) != 2:
-            continue
+    for shard in _shards(root):
         for directory in sorted(shard.iterdir()):
             if not directory.name.startswith(".") and directory.is_dir():
                 yield directory
@@ -184,22 +183,18 @@ def staging_leftovers(root: Path | None = None) -> list[Path]:
     root = root or cache.cache_root()
     found = []
     for store in (wheel_root(root), bytecode_root(root)):
-        if not store.is_dir():
-            continue
-        for path in sorted(store.glob(".*.part")):
-            match = _PARTIAL_DOWNLOAD.match(path.name)
-            if match and not pid_alive(int(match.group(1))):
-                found.append(path)
-    if not root.is_dir():
-        return found
-    for shard in sorted(root.iterdir()):
-        if not shard.is_dir():
-            continue
-        for path in sorted(shard.glob(".*.tmp")):
-            match = _STAGING.match(path.name)
-            if match and not pid_alive(int(match.group(1))):
-                found.append(path)
+        found += _of_dead_processes(store, ".*.part", _PARTIAL_DOWNLOAD)
+    for shard in (sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []):
+        found += _of_dead_processes(shard, ".*.tmp", _STAGING)
     return found
+
+
+def _of_dead_processes(folder: Path, pattern: str, pid_in_name: re.Pattern) -> list[Path]:
+    """Paths in folder matching pattern whose name carries the pid of a process that is gone."""
+    if not folder.is_dir():
+        return []
+    return [path for path in sorted(folder.glob(pattern))
+            if (match := pid_in_name.match(path.name)) and not pid_alive(int(match.group(1)))]  # fmt: skip
 
 
 def prune(root: Path | None = None, max_size: int | None = None, older_than: float | None = None,

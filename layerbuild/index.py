@@ -79,7 +79,7 @@ def project_listing(name: str, index_url: str, timeout: float = 20.0, attempts: 
         try:
             response = requests.get(url, headers=headers, timeout=timeout, verify=requests_verify())
         except requests.RequestException as exc:
-            response, reason = None, _short_reason(exc)
+            response, reason = None, short_reason(exc)
         if response is not None and response.status_code == 200:
             try:
                 return parse_listing(response.text, response.headers.get("Content-Type", ""), response.url or url)
@@ -96,11 +96,19 @@ def project_listing(name: str, index_url: str, timeout: float = 20.0, attempts: 
     raise IndexUnavailable(f"{url}: {reason}")
 
 
-def _short_reason(exc: Exception) -> str:
-    text = str(exc)
-    for known in ("Connection refused", "timed out", "Name or service not known", "certificate verify failed"):
-        if known.lower() in text.lower():
-            return known
+# requests' messages are long chains; these phrases are what a user can act on.
+_REASONS = {"Connection refused": "Connection refused", "timed out": "timed out", "Connection reset": "Connection reset",
+            "Name or service not known": "Name or service not known",
+            "certificate verify failed": "certificate verify failed", "IncompleteRead": "connection closed early",
+            "Connection broken": "connection closed early"}  # fmt: skip
+
+
+def short_reason(exc: Exception) -> str:
+    """A network error in a few words: the known cause its message names, else its type."""
+    text = str(exc).lower()
+    for phrase, reason in _REASONS.items():
+        if phrase.lower() in text:
+            return reason
     return type(exc).__name__
 
 

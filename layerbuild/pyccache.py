@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
 import tempfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +23,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from .cache import cache_root
+from .cacheprune import bytecode_root
 from .layout import COMPRESS_LEVEL
-from .zipwriter import CHUNK, RawSource, deflate_whole
+from .zipwriter import CHUNK, LOCAL_HEADER, RawSource, deflate_whole, local_header, payload_start
 
 SETTINGS = "unchecked-hash|PYTHONHASHSEED=0|optimize=0"
 SWITCH_ENV = "LAYERBUILD_BYTECODE_CACHE"  # "off" compiles everything afresh
@@ -36,7 +36,7 @@ def enabled(environ=os.environ) -> bool:
 
 
 def store_root() -> Path:
-    return cache_root().parent / "bytecode"
+    return bytecode_root(cache_root())
 
 
 @lru_cache(maxsize=16)
@@ -67,15 +67,13 @@ def _entry(key: str, root: Path) -> Path:
 
 # An entry: a zip local file header (method, CRC-32, sizes), the .pyc as the layer zip would store it
 # (deflated exactly as zipwriter would, or stored), then the sha256 of all that.
-_HEADER = struct.Struct("<IHHHHHIIIHH")
-_SIGNATURE = 0x04034B50
 
 
 def _encode(data: bytes) -> tuple[bytes, RawSource | None]:
     """The entry's bytes, and the RawSource of its deflated form (None when stored)."""
     method, payload = deflate_whole(data, COMPRESS_LEVEL) if len(data) <= CHUNK else (0, data)
     crc = zlib.crc32(data)
-    body = _HEADER.pack(_SIGNATURE, 20, 0, method, 0, 0, crc, len(payload), len(data), 0, 0) + payload
+    body = local_header(method, crc, len(payload), len(data)) + payload
     raw = RawSource("", 0, len(payload), crc, len(data), payload) if method == 8 else None
     return body + hashlib.sha256(body).digest(), raw
 
@@ -83,12 +81,13 @@ def _encode(data: bytes) -> tuple[bytes, RawSource | None]:
 def _decode(blob: bytes) -> tuple[bytes, RawSource | None] | None:
     """(pyc bytes, RawSource of its deflated form or None), or None for a damaged entry."""
     body, digest = blob[:-32], blob[-32:]
-    if len(body) < _HEADER.size or hashlib.sha256(body).digest() != digest:
+    if len(body) < LOCAL_HEADER.size or hashlib.sha256(body).digest() != digest:
         return None
-    signature, _, _, method, _, _, crc, csize, usize, _, _ = _HEADER.unpack_from(body)
-    payload = body[_HEADER.size:]
-    if signature != _SIGNATURE or len(payload) != csize or method not in (0, 8):
+    found = payload_start(body, 0)
+    _, _, _, _, _, _, crc, csize, usize, _, _ = LOCAL_HEADER.unpack_from(body)
+    if found is None or found[0] not in (0, 8) or len(body) - found[1] != csize:
         return None
+    method, payload = found[0], body[found[1]:]
     try:
         data = zlib.decompress(payload, -15, max(1, usize)) if method == 8 else payload
     except zlib.error:

@@ -17,7 +17,6 @@ import io
 import mmap
 import os
 import shutil
-import struct
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from .errors import BuildError
 from .safezip import relative_member
-from .zipwriter import RawSource
+from .zipwriter import RawSource, payload_start
 
 INSTALLER = "layerbuild"
 _SCHEMES_TO_TOP = ("purelib", "platlib", "data")
@@ -114,13 +113,12 @@ def _plan(archive: zipfile.ZipFile, wheel: Path, scratch: Path) -> tuple[list[_M
 def _member_bytes(mapped, info: zipfile.ZipInfo) -> bytes:
     """A member's bytes straight from the mapped archive: zipfile's per-member objects cost more than
     inflating most wheel members. Checked like zipfile does: local header, method, size and CRC."""
-    offset = info.header_offset
-    if mapped[offset:offset + 4] != b"PK\x03\x04":
+    found = payload_start(mapped, info.header_offset)
+    if found is None:
         raise zipfile.BadZipFile("bad local file header")
     if info.flag_bits & 0x1:
         raise NotImplementedError("encrypted member")
-    name_len, extra_len = struct.unpack_from("<HH", mapped, offset + 26)
-    start = offset + 30 + name_len + extra_len
+    start = found[1]
     raw = mapped[start:start + info.compress_size]
     if info.compress_type == zipfile.ZIP_STORED:
         data = raw

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import cache_root
+from .cacheprune import wheel_root
 from .errors import ResolveError
-from .index import IndexFile
+from .index import IndexFile, short_reason
 from .tls import requests_verify
 
 MAX_PARALLEL = 6
@@ -34,7 +35,7 @@ _locks_guard = threading.Lock()
 
 
 def store_root() -> Path:
-    return cache_root().parent / "wheels"
+    return wheel_root(cache_root())
 
 
 def http_timeout() -> float:
@@ -127,7 +128,7 @@ def _download(download: Download, root: Path) -> Path:
                             reason = f"connection closed after {received:,} of {int(expected):,} bytes"
                             raise _Retry()
                 except requests.RequestException as exc:
-                    reason = _reason(exc)
+                    reason = short_reason(exc)
                     raise _Retry() from None
             sha = digest.hexdigest()
             if sha not in download.allowed:
@@ -148,15 +149,6 @@ def _download(download: Download, root: Path) -> Path:
 
 class _Retry(Exception):
     pass
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    for known in ("Connection refused", "timed out", "Connection reset", "Name or service not known",
-                  "certificate verify failed", "IncompleteRead", "Connection broken"):  # fmt: skip
-        if known.lower() in text.lower():
-            return {"IncompleteRead": "connection closed early", "Connection broken": "connection closed early"}.get(known, known)
-    return type(exc).__name__
 
 
 def fetch_all(downloads: list[Download], root: Path | None = None) -> list[Path]:

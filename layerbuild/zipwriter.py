@@ -29,6 +29,8 @@ DOS_TIME, DOS_DATE = 0, (0 << 9) | (1 << 5) | 1
 VERSION = 20  # 2.0: deflate
 MADE_BY_UNIX = (3 << 8) | VERSION
 UTF8_FLAG = 0x800
+LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")  # signature, version, flags, method, time, date, crc, sizes, name/extra lengths
+LOCAL_SIGNATURE = 0x04034B50
 MAX_ENTRIES = 0xFFFF - 1
 MAX_BYTES = 0xFFFFFFFF - 1
 CHUNK = 1 << 20  # entries larger than this are deflated in chunks of this size, in parallel
@@ -57,6 +59,24 @@ class Entry:
     external_attr: int
     source: str | None  # file to read, None for a directory
     raw: RawSource | None = None  # already-deflated bytes to copy when the file still matches them
+
+
+def local_header(method: int, crc: int, csize: int, usize: int, name: bytes = b"", flags: int = 0) -> bytes:
+    """A local file header (and the name) as write_zip writes it: fixed 1980 timestamp, no extra field."""
+    return LOCAL_HEADER.pack(LOCAL_SIGNATURE, VERSION, flags, method, DOS_TIME, DOS_DATE, crc, csize, usize,
+                             len(name), 0) + name  # fmt: skip
+
+
+def payload_start(buffer, header_offset: int) -> tuple[int, int] | None:
+    """(method, offset of the compressed bytes) of the member whose local header is at header_offset
+    in buffer (bytes, mmap); None when no local header is there."""
+    header = buffer[header_offset:header_offset + LOCAL_HEADER.size]
+    if len(header) != LOCAL_HEADER.size:
+        return None
+    signature, _, _, method, _, _, _, _, _, name_len, extra_len = LOCAL_HEADER.unpack(header)
+    if signature != LOCAL_SIGNATURE:
+        return None
+    return method, header_offset + LOCAL_HEADER.size + name_len + extra_len
 
 
 def deflate_whole(data: bytes, level: int) -> tuple[int, bytes]:
@@ -109,10 +129,8 @@ def _run(job: _Job, level: int) -> _Done:
                 copied = _read_raw(entry.raw)
                 if copied is not None:
                     return _Done(copied, 8, crc, len(data))
-            deflated = _deflate(data, level)
-            if len(deflated) >= len(data):  # incompressible (already-compressed data, tiny files): store
-                return _Done(data, 0, crc, len(data))
-            return _Done(deflated, 8, crc, len(data))
+            method, payload = deflate_whole(data, level)  # stored when incompressible (tiny or compressed files)
+            return _Done(payload, method, crc, len(data))
         primer = max(0, job.start - WINDOW)
         handle.seek(primer)
         history = handle.read(job.start - primer)
@@ -134,13 +152,10 @@ def _read_raw(raw: RawSource) -> bytes | None:
     try:
         with open(raw.archive, "rb") as archive:
             archive.seek(raw.header_offset)
-            header = archive.read(30)
-            if len(header) != 30 or header[:4] != b"PK\x03\x04":
+            found = payload_start(archive.read(LOCAL_HEADER.size), 0)
+            if found is None or found[0] != 8:
                 return None
-            method, name_len, extra_len = struct.unpack("<H", header[8:10])[0], *struct.unpack("<HH", header[26:30])
-            if method != 8:
-                return None
-            archive.seek(raw.header_offset + 30 + name_len + extra_len)
+            archive.seek(raw.header_offset + found[1])
             payload = archive.read(raw.compress_size)
     except OSError:
         return None
@@ -190,14 +205,13 @@ def write_zip(dest: str, entries: list[Entry], level: int = 6, threads: int | No
             flags = UTF8_FLAG if not entry.name.isascii() else 0
             if offset > MAX_BYTES or csize > MAX_BYTES or usize > MAX_BYTES:
                 raise NeedsZip64("more than 4 GiB")
-            header = struct.pack("<IHHHHHIIIHH", 0x04034B50, VERSION, flags, method, DOS_TIME, DOS_DATE,
-                                 crc, csize, usize, len(name), 0)  # fmt: skip
-            out.write(header + name)
+            header = local_header(method, crc, csize, usize, name, flags)
+            out.write(header)
             out.write(payload)
             central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, MADE_BY_UNIX, VERSION, flags, method,
                                        DOS_TIME, DOS_DATE, crc, csize, usize, len(name), 0, 0, 0, 0,
                                        entry.external_attr, offset) + name)  # fmt: skip
-            offset += len(header) + len(name) + csize
+            offset += len(header) + csize
             total += usize
         directory = b"".join(central)
         if offset > MAX_BYTES:

@@ -44,7 +44,7 @@ def info_cmd(json_output):
         "bytecode_path": str(cacheprune.bytecode_root(root)),
         "bytecode_modules": len(modules),
         "bytecode_bytes": sum(e.size for e in modules),
-        "max_bytes": cap,  # for builds and wheels together
+        "max_bytes": cap,  # for builds, wheels and bytecode together
         "oldest_use": min((e.last_used for e in everything), default=None),
         "newest_use": max((e.last_used for e in everything), default=None),
     }
