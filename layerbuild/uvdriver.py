@@ -22,6 +22,8 @@ from .runtimes import Target
 # The hint uv prints when a package has no usable wheel and builds are disabled for it.
 _WHEELS_REQUIRED = re.compile(r"Wheels are required for `([^`]+)`")
 _NO_WHEELS = re.compile(r"Because (?:all versions of )?([A-Za-z0-9._-]+)(?:[=<>!~]=?\S+)? has no usable wheels")
+# uv's refusal of a source distribution that built into a wheel for the host, not the target.
+_BUILT_FOR_HOST = re.compile(r"The built wheel `(([^`/-]+)-[^`/-]+-([^`/]+))\.whl` is not compatible with the target")
 MAX_SDIST_ROUNDS = 25
 
 
@@ -166,6 +168,10 @@ def install_lock(lock_path: Path, target: Target, index: IndexSettings, dest: Pa
         missing = _WHEELS_REQUIRED.search(result.stderr) or _NO_WHEELS.search(result.stderr)
         if missing:
             raise NeedsCompilingError(needs_compiling_message(missing.group(1), target), missing.group(1))
+        host_built = _BUILT_FOR_HOST.search(result.stderr)
+        if host_built:  # a "pure Python" source distribution that compiled something after all
+            package, tags = host_built.group(2), host_built.group(3)
+            raise NeedsCompilingError(needs_compiling_message(package, target, f"its source built into {tags}"), package)
         hash_problem = re.search(r"Hash mismatch for `([^`]+)`", result.stderr)
         if hash_problem:
             # lock_path is a scratch copy: name the package and where the bytes came from instead.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.tags import Tag, compatible_tags, cpython_tags, parse_tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
@@ -41,6 +41,13 @@ def tag_priority(python: str, platforms: tuple[str, ...]) -> dict[Tag, int]:
 
 def target_priority(target: Target) -> dict[Tag, int]:
     return tag_priority(target.python, tuple(target.runtime.platform_tags(target.arch)))
+
+
+def tag_runs_on(tag_text: str, target: Target) -> bool:
+    """Whether a wheel tag (possibly compressed, cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64) runs
+    on the target: the same rule that chooses the file to install, so an installed wheel is judged as it was picked."""
+    ranks = target_priority(target)
+    return any(tag in ranks for tag in parse_tag(tag_text))
 
 
 def wheel_rank(filename: str, pin: LockedPin, ranks: dict[Tag, int]) -> int | None:

@@ -176,6 +176,45 @@ def make_wheel(name: str, version: str, files: dict[str, bytes] | None = None) -
     return f"{dist}-{version}-py3-none-any.whl", buffer.getvalue()
 
 
+_BACKEND_TEMPLATE = """
+import base64, hashlib, json, os, sys, zipfile
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    @BEFORE@
+    tag = @TAG@
+    info = "@DIST@-@VERSION@.dist-info"
+    wheel = "Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: %s\\nTag: %s\\n" % (str(tag.endswith("-any")).lower(), tag)
+    files = {"@DIST@/__init__.py": b"X = 1\\n",
+             info + "/METADATA": b"Metadata-Version: 2.1\\nName: @NAME@\\nVersion: @VERSION@\\n",
+             info + "/WHEEL": wheel.encode()}
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append("%s,sha256=%s,%d" % (path, digest, len(data)))
+    record.append(info + "/RECORD,,")
+    files[info + "/RECORD"] = ("\\n".join(record) + "\\n").encode()
+    filename = "@DIST@-@VERSION@-%s.whl" % tag
+    with zipfile.ZipFile(os.path.join(wheel_directory, filename), "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return filename
+"""
+
+
+def in_tree_sdist(name: str, version: str, tag: str = '"py3-none-any"', before_build: str = "pass") -> dict[str, str]:
+    """The files of a real source distribution (for PackageIndex.add_sdist) whose in-tree PEP 517 backend,
+    with no build requirements, writes a one-module wheel. tag: a Python expression for the wheel's tag,
+    evaluated as it builds (so it can name the building interpreter); before_build: one statement run first."""
+    backend = (_BACKEND_TEMPLATE.replace("@BEFORE@", before_build).replace("@TAG@", tag)
+               .replace("@DIST@", name.replace("-", "_")).replace("@NAME@", name).replace("@VERSION@", version))  # fmt: skip
+    pyproject = (f'[build-system]\nrequires = []\nbuild-backend = "inbackend"\nbackend-path = ["."]\n\n'
+                 f'[project]\nname = "{name}"\nversion = "{version}"\n')  # fmt: skip
+    return {"pyproject.toml": pyproject, "inbackend.py": backend}
+
+
 class _IndexHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 

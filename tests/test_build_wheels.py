@@ -9,6 +9,7 @@ import zipfile
 import pytest
 
 from conftest import tree_snapshot
+from faultproxy import PackageIndex, in_tree_sdist
 from layerbuild.build import build_target
 from layerbuild.errors import LockError, NeedsCompilingError, ResolveError
 from layerbuild.recipe import load_recipe, parse_recipe
@@ -181,3 +182,19 @@ def test_exclude_globs_remove_files_and_record_lines(tmp_path):
     assert not any(n.startswith("python/pymysql/constants") for n in names)
     assert "pymysql/constants/" not in record
     assert "python/pymysql/__init__.py" in names
+
+
+def test_an_sdist_that_builds_into_a_host_platform_wheel_is_refused(invoke, write_recipe, tmp_path):
+    """The index lists no wheel, so the project looks pure Python, but its source builds into a wheel tagged
+    for the building interpreter and platform, as a C extension's would: refused, naming what it built into."""
+    out = tmp_path / "dist"
+    host_tag = '"cp%d%d-cp%d%d-linux_x86_64" % (sys.version_info[:2] * 2)'
+    with PackageIndex() as index:
+        index.add_sdist("hostbuilt", "1.0", in_tree_sdist("hostbuilt", "1.0", tag=host_tag))
+        path = write_recipe(f"name: hostbuilt\npackages: [hostbuilt]\nindex_url: {index.simple_url}\n", filename="hostbuilt.yaml")
+        result = invoke("build", path, "--backend", "wheels", "--out", out, env={"UV_CACHE_DIR": str(tmp_path / "uv")})
+    assert result.exit_code == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: hostbuilt ") and "needs compiling" in line, result.stderr
+    assert "linux_x86_64" in line  # says what the source built into
+    assert tree_snapshot(out) == {}

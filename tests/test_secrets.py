@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import reliability_figures
-from faultproxy import PackageIndex
+from faultproxy import PackageIndex, in_tree_sdist
 from layerbuild.uvdriver import uv_env
 
 ACCESS_KEY = "AKIAFAKEMARKERQ7Z3X9"
@@ -30,34 +30,7 @@ AWS_ENV = {
 }
 
 # An sdist whose PEP 517 backend (in-tree, no build requirements) records the environment it got.
-ENV_BACKEND = '''
-import base64, hashlib, io, json, os, zipfile
-
-def _dump():
-    with open(os.environ["LAYERBUILD_ENV_DUMP"], "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(dict(os.environ)) + "\\n")
-
-def get_requires_for_build_wheel(config_settings=None):
-    return []
-
-def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    _dump()
-    files = {"envdump/__init__.py": b"X = 1\\n",
-             "envdump-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\\nName: envdump\\nVersion: 1.0\\n",
-             "envdump-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"}
-    record = []
-    for path, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    record.append("envdump-1.0.dist-info/RECORD,,")
-    files["envdump-1.0.dist-info/RECORD"] = ("\\n".join(record) + "\\n").encode()
-    name = "envdump-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as archive:
-        for path, data in files.items():
-            archive.writestr(path, data)
-    return name
-'''
-PYPROJECT = '[build-system]\nrequires = []\nbuild-backend = "envbackend"\nbackend-path = ["."]\n\n[project]\nname = "envdump"\nversion = "1.0"\n'
+ENV_DUMP = 'open(os.environ["LAYERBUILD_ENV_DUMP"], "a", encoding="utf-8").write(json.dumps(dict(os.environ)) + "\\n")'
 
 
 def assert_no_secrets(text: str, where: str) -> None:
@@ -147,7 +120,7 @@ def test_package_build_scripts_get_no_aws_variables(write_recipe, invoke, tmp_pa
     reliability_figures.count("faults", detail="fake AWS credentials planted")
     dump = tmp_path / "env-dump.jsonl"
     with PackageIndex() as index:
-        index.add_sdist("envdump", "1.0", {"pyproject.toml": PYPROJECT, "envbackend.py": ENV_BACKEND})
+        index.add_sdist("envdump", "1.0", in_tree_sdist("envdump", "1.0", before_build=ENV_DUMP))
         path = write_recipe(f"name: envdump\npackages: [envdump]\nindex_url: {index.simple_url}\n", filename="envdump.yaml")
         env = {**AWS_ENV, "LAYERBUILD_ENV_DUMP": str(dump), "UV_CACHE_DIR": str(tmp_path / "uv-cache")}
         result = invoke("build", path, "--out", tmp_path / "dist", env=env)

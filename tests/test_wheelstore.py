@@ -20,7 +20,7 @@ from layerbuild.errors import ResolveError
 from layerbuild.index import IndexFile, parse_listing
 from layerbuild.runtimes import RUNTIMES, Target
 from layerbuild.wheelinstall import UnsafeWheelError, install_wheels, installed_path
-from layerbuild.wheelpick import LockedPin, choose_wheel, target_priority
+from layerbuild.wheelpick import LockedPin, choose_wheel, tag_runs_on, target_priority
 from layerbuild.zipwriter import Entry, RawSource, write_zip
 
 PY311 = Target(RUNTIMES["3.11"], "x86_64")
@@ -71,6 +71,25 @@ def test_a_file_listed_with_the_locks_hash_beats_a_better_tag_listed_with_anothe
     assert choose_wheel(files, pin, target_priority(PY311)).url == "u2"
     # Nothing listed with the lock's hash: the best file is still chosen, and the download's check will refuse it.
     assert choose_wheel(files[:1], pin, target_priority(PY311)).url == "u1"
+
+
+@pytest.mark.parametrize("tag, target, runs", [
+    ("cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64", PY311, True),  # compressed tag set
+    ("cp311-cp311-manylinux_2_24_x86_64", PY311, True),  # glibc 2.24 <= Amazon Linux 2's 2.26
+    ("cp311-cp311-manylinux_2_28_x86_64", PY311, False),  # glibc 2.28: too new for python3.11
+    ("cp312-cp312-manylinux_2_17_x86_64", PY311, False),  # another interpreter
+    ("cp39-abi3-manylinux2014_x86_64", PY311, True),  # stable ABI of an older Python
+    ("cp312-abi3-manylinux2014_x86_64", PY311, False),  # stable ABI of a newer one
+    ("cp311-cp311-manylinux_2_17_aarch64", PY311, False),  # another architecture
+    ("cp311-cp311-linux_x86_64", PY311, False),  # built on the host: no manylinux promise
+    ("py2.py3-none-any", PY311, True),
+    ("py3-none-any", PY312_ARM, True),
+    ("cp312-cp312-manylinux_2_28_aarch64", PY312_ARM, True),
+    ("cp312-cp312-manylinux_2_34_aarch64", PY312_ARM, True),  # Amazon Linux 2023: glibc 2.34
+    ("cp312-cp312-manylinux_2_35_aarch64", PY312_ARM, False),
+])
+def test_an_installed_wheels_tags_are_judged_by_the_rule_that_picks_files(tag, target, runs):
+    assert tag_runs_on(tag, target) is runs
 
 
 def test_listing_pages_give_absolute_urls_and_listed_hashes():

@@ -12,8 +12,6 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from packaging.tags import parse_tag
-
 from .. import wheelinstall, wheelstore
 from ..cache import link_or_copy
 from ..distinfo import installed_packages, wheel_tags
@@ -22,27 +20,11 @@ from ..index import IndexUnavailable, project_listing
 from ..lockfile import Lock, requirements_digest
 from ..runtimes import Target
 from ..uvdriver import IndexSettings, compile_lock, install_lock, needs_compiling_message
-from ..wheelpick import LockedPin, choose_wheel, target_priority
+from ..wheelpick import LockedPin, choose_wheel, tag_runs_on, target_priority
 from ..zipwriter import RawSource
 from .base import BuildRequest, LayerTree
 
 NAME = "wheels"
-
-
-def tag_runs_on(tag_text: str, target: Target) -> bool:
-    """Whether a wheel tag (possibly compressed, cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64) fits."""
-    platforms = set(target.runtime.platform_tags(target.arch)) | {"any"}
-    interpreters = {target.runtime.cpython_tag, f"py{target.runtime.version_tuple[0]}", "py3",
-                    f"py{target.python.replace('.', '')}"}  # fmt: skip
-    for tag in parse_tag(tag_text):
-        if tag.platform not in platforms:
-            continue
-        if tag.abi == "abi3" and tag.interpreter.startswith("cp"):
-            if int(tag.interpreter[3:] or 0) <= target.runtime.version_tuple[1]:
-                return True
-        elif tag.interpreter in interpreters and tag.abi in ("none", target.runtime.cpython_tag):
-            return True
-    return False
 
 
 def resolve_lock(request: BuildRequest) -> Lock:
