@@ -44,6 +44,8 @@ class LayerbuildGroup(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # a bug: keep it to one line unless asked for the traceback
+            if isinstance(exc, BrokenPipeError) and _stdout_is_gone():
+                raise  # `layerbuild ... | head`: click's standalone mode ends quietly, as Unix tools do
             if os.environ.get("LAYERBUILD_DEBUG"):
                 traceback.print_exc()
             click.echo(
@@ -52,6 +54,20 @@ class LayerbuildGroup(click.Group):
                 err=True,
             )
             sys.exit(70)
+
+
+def _stdout_is_gone() -> bool:
+    """Whether the reader of our standard output went away (a broken pipe elsewhere is a bug to report).
+
+    A pipe whose reading end is closed polls as an error on its writing end."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout, or no poll(): not ours to judge
+        return False
 
 
 @click.group(cls=LayerbuildGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -98,18 +98,25 @@ def project_listing(name: str, index_url: str, timeout: float = 20.0, attempts: 
 
 # requests' messages are long chains; these phrases are what a user can act on.
 _REASONS = {"Connection refused": "Connection refused", "timed out": "timed out", "Connection reset": "Connection reset",
-            "Name or service not known": "Name or service not known",
+            "Name or service not known": "cannot resolve the host name",
+            "Temporary failure in name resolution": "cannot resolve the host name",
+            "NameResolutionError": "cannot resolve the host name",
             "certificate verify failed": "certificate verify failed", "IncompleteRead": "connection closed early",
             "Connection broken": "connection closed early"}  # fmt: skip
 
 
-def short_reason(exc: Exception) -> str:
-    """A network error in a few words: the known cause its message names, else its type."""
+def known_reason(exc: Exception) -> str | None:
+    """A network error in a few words when its message names a known cause, else None."""
     text = str(exc).lower()
     for phrase, reason in _REASONS.items():
         if phrase.lower() in text:
             return reason
-    return type(exc).__name__
+    return None
+
+
+def short_reason(exc: Exception) -> str:
+    """A network error in a few words: the known cause its message names, else its type."""
+    return known_reason(exc) or type(exc).__name__
 
 
 def project_files(name: str, index_url: str, timeout: float = 20.0) -> list[str] | None:

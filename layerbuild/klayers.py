@@ -232,5 +232,11 @@ def _retry_after(value: str | None, now: float) -> float | None:
 
 
 def _short(exc: Exception) -> str:
+    """The known cause (connection refused, name resolution...) or the message, cut to 200 characters."""
+    from .index import known_reason
+
+    reason = known_reason(exc)
+    if reason:
+        return reason
     text = " ".join(str(exc).split())
     return text if len(text) <= 200 else text[:197] + "..."

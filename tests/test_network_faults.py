@@ -147,6 +147,25 @@ def test_uv_error_line_keeps_what_failed_and_why_but_not_warnings():
                     "Connection refused (os error 111)")  # fmt: skip
 
 
+def test_an_unresolvable_host_is_named_in_a_few_words():
+    """requests' own exception for a failed DNS lookup (built here: tests send nothing beyond 127.0.0.1)."""
+    import socket
+
+    import requests
+    from urllib3.connection import HTTPSConnection
+    from urllib3.exceptions import MaxRetryError, NameResolutionError
+
+    from layerbuild.index import short_reason
+    from layerbuild.klayers import _short
+
+    lookup = NameResolutionError("api.example.invalid", HTTPSConnection("api.example.invalid", 443),
+                                 socket.gaierror(-3, "Temporary failure in name resolution"))  # fmt: skip
+    error = requests.ConnectionError(MaxRetryError(None, "/api/v2/p3.12/layers/latest/us-east-1", lookup))
+    assert short_reason(error) == _short(error) == "cannot resolve the host name"
+    assert short_reason(ValueError("something else")) == "ValueError"
+    assert _short(ValueError("something else")) == "something else"
+
+
 # --- the AWS endpoint: a fault proxy in front of a real moto server --------------------------------
 
 import boto3  # noqa: E402
