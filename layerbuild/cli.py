@@ -40,6 +40,7 @@ class LayerbuildGroup(click.Group):
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
+            _forget_unhandled_interrupt()
             sys.exit(130)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
@@ -54,6 +55,17 @@ class LayerbuildGroup(click.Group):
                 err=True,
             )
             sys.exit(70)
+
+
+def _forget_unhandled_interrupt() -> None:
+    """Keep exit status 130 after a Ctrl-C we handled.
+
+    CPython marks a KeyboardInterrupt that ends an exec() of a string as unhandled even when it is
+    caught later (dataclasses and namedtuple build their methods that way, so Ctrl-C lands there
+    now and then); under `python -m` the process then ends by SIGINT once it has exited. Every
+    exec() of a string clears that mark first, so an empty one clears it.
+    """
+    exec("pass")
 
 
 def _stdout_is_gone() -> bool:
