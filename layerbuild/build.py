@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,6 +25,7 @@ from .lockfile import Lock, parse_lock, requirements_digest
 from .manifest import Manifest, manifest_path_for
 from .recipe import Recipe
 from .runtimes import Target
+from .threadpool import ThreadPool
 from .uvdriver import IndexSettings
 
 DEFAULT_OUT_DIR = Path("dist")
@@ -189,7 +189,7 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
         # The audit's facts are read on a side thread (pure Python, mostly ELF parsing): the ELF files
         # while the bytecode compiler's processes run, the rest while the zip writer's threads deflate
         # (zlib releases the GIL). On two cores the audit costs almost nothing.
-        with ThreadPoolExecutor(max_workers=1) as side:
+        with ThreadPool(max_workers=1) as side:
             elf_facts = []  # started once the compiler's processes run, not while cached bytecode is copied in
             start_elf = lambda: elf_facts.append(side.submit(read_elf_tree_facts, tree.root))  # noqa: E731
             contents.bytecode_step(tree, recipe, target, report, start_elf)

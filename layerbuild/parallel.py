@@ -8,10 +8,10 @@ and the failures are reported together.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
 from .errors import BuildError, LayerbuildError
+from .threadpool import ThreadPool
 
 MAX_WORKERS = 4
 Job = TypeVar("Job")
@@ -42,7 +42,7 @@ def run_all(jobs: Sequence[Job], build_one: Callable[[Job], object], label: Call
         return [build_one(jobs[0])]
     results: list = [None] * len(jobs)
     failures: list[tuple[str, LayerbuildError]] = []
-    with ThreadPoolExecutor(max_workers=worker_count(len(jobs)), thread_name_prefix="layerbuild") as pool:
+    with ThreadPool(max_workers=worker_count(len(jobs)), thread_name_prefix="layerbuild") as pool:
         futures = [pool.submit(build_one, job) for job in jobs]
         try:
             for index, future in enumerate(futures):

@@ -11,7 +11,6 @@ import json
 import os
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,6 +18,7 @@ from typing import Callable
 from .layout import file_sha256
 from .manifest import Manifest, manifest_path_for, read_manifest
 from .publish_plan import LayerToPublish, PublishError, PublishOptions, bucket_for
+from .threadpool import ThreadPool
 
 MAX_PARALLEL_REGIONS = 4
 MAX_ATTEMPTS = 5  # retries after the first try (botocore's max_attempts): standard mode, backoff with jitter, throttling included
@@ -195,7 +195,7 @@ def publish_layer(layer: LayerToPublish, options: PublishOptions,
         progress(region, f"{result.status}: {detail}")
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL_REGIONS, len(options.regions)))) as pool:
+    with ThreadPool(max_workers=max(1, min(MAX_PARALLEL_REGIONS, len(options.regions)))) as pool:
         results = list(pool.map(one, options.regions))
     record_arns(layer, results)
     return results

@@ -18,13 +18,13 @@ import hashlib
 import os
 import tempfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
 from .cache import cache_root
 from .cacheprune import bytecode_root
 from .layout import COMPRESS_LEVEL
+from .threadpool import ThreadPool
 from .zipwriter import CHUNK, LOCAL_HEADER, RawSource, deflate_whole, local_header, payload_start
 
 SETTINGS = "unchecked-hash|PYTHONHASHSEED=0|optimize=0"
@@ -183,6 +183,6 @@ def store(keys: dict[Path, str], cache_tag: str, root: Path | None = None) -> di
     if not keys:
         return {}
     root.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+    with ThreadPool(max_workers=min(4, os.cpu_count() or 1)) as pool:
         results = list(pool.map(keep, sorted(keys.items())))
     return {path: raw for path, raw in (r for r in results if r) if raw is not None}

@@ -15,13 +15,13 @@ import os
 import re
 import shutil
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .elf import E_MACHINE_NUMBERS, ELF_MAGIC, read_section_names
 from .layout import fix_records, iter_tree, prune_empty_dirs
 from .runtimes import MACHINE
+from .threadpool import ThreadPool
 
 SOURCE_SUFFIXES = (".pyi", ".pyx", ".pxd", ".pxi", ".c", ".h", ".cpp", ".hpp", ".cc")
 OPTIONAL_DIR_NAMES = ("tests", "test", "docs", "doc")
@@ -264,7 +264,7 @@ def strip_debug(root: Path, arch: str, result: SlimResult) -> None:
         return None
 
     # One strip process per file, a core each; results in candidate order, so notes are deterministic.
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+    with ThreadPool(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         for path, failure in zip(candidates, pool.map(strip, candidates)):
             if failure is not None:
                 result.notes.append(f"slim: strip failed for {path.relative_to(root).as_posix()}, kept as is: {failure}")

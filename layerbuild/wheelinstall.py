@@ -19,12 +19,12 @@ import os
 import shutil
 import zipfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BuildError
 from .safezip import relative_member
+from .threadpool import ThreadPool
 from .zipwriter import RawSource, payload_start
 
 INSTALLER = "layerbuild"
@@ -184,7 +184,7 @@ def install_wheels(wheels: list[Path], site: Path) -> dict[str, RawSource]:
             scratch_dirs.append((scratch, found))
             dist_infos.append(dist_info)
         jobs.sort(key=lambda job: -job[2].info.file_size)  # the big ones first: the pool ends together
-        with ThreadPoolExecutor(max_workers=MAX_PARALLEL) as pool:
+        with ThreadPool(max_workers=MAX_PARALLEL) as pool:
             for (archive, _, member), future in [(job, pool.submit(_write_member, *job)) for job in jobs]:
                 try:
                     future.result()

@@ -18,7 +18,6 @@ import os
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from .cache import cache_root
 from .cacheprune import wheel_root
 from .errors import ResolveError
 from .index import IndexFile, short_reason
+from .threadpool import ThreadPool
 from .tls import requests_verify
 
 MAX_PARALLEL = 6
@@ -155,6 +155,6 @@ def fetch_all(downloads: list[Download], root: Path | None = None) -> list[Path]
     """Every file, in order, downloading what the store lacks in parallel; the first error raises."""
     if not downloads:
         return []
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(downloads))) as pool:
+    with ThreadPool(max_workers=min(MAX_PARALLEL, len(downloads))) as pool:
         futures = [pool.submit(fetch, d, root) for d in downloads]
         return [f.result() for f in futures]

@@ -20,9 +20,10 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
+
+from .threadpool import ThreadPool
 
 # DOS date and time of 1980-01-01 00:00:00, the earliest a zip can hold.
 DOS_TIME, DOS_DATE = 0, (0 << 9) | (1 << 5) | 1
@@ -199,7 +200,7 @@ def write_zip(dest: str, entries: list[Entry], level: int = 6, threads: int | No
     offset = 0
     total = 0
     jobs = [job for entry in entries for job in _jobs(entry)]
-    with open(dest, "wb") as out, ThreadPoolExecutor(max_workers=threads) as pool:
+    with open(dest, "wb") as out, ThreadPool(max_workers=threads) as pool:
         for entry, payload, method, crc, csize, usize in _prepared(jobs, pool.map(lambda j: _run(j, level), jobs)):
             name = entry.name.encode("utf-8")
             flags = UTF8_FLAG if not entry.name.isascii() else 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 from .. import wheelinstall, wheelstore
@@ -19,6 +19,7 @@ from ..errors import NeedsCompilingError, ResolveError
 from ..index import IndexUnavailable, project_listing
 from ..lockfile import Lock, requirements_digest
 from ..runtimes import Target
+from ..threadpool import ThreadPool
 from ..uvdriver import IndexSettings, compile_lock, install_lock, needs_compiling_message
 from ..wheelpick import LockedPin, choose_wheel, tag_runs_on, target_priority
 from ..zipwriter import RawSource
@@ -96,7 +97,7 @@ def plan_downloads(lock: Lock, target: Target, index: IndexSettings,
                 return wheelstore.Download(name, chosen, pin.hashes, url)
         return None
 
-    with ThreadPoolExecutor(max_workers=min(wheelstore.MAX_PARALLEL, len(pins))) as pool:
+    with ThreadPool(max_workers=min(wheelstore.MAX_PARALLEL, len(pins))) as pool:
         planned = list(pool.map(plan, sorted(pins)))
     return None if any(p is None for p in planned) else planned  # type: ignore[return-value]
 
