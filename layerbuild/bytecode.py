@@ -20,14 +20,16 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 from . import pyccache
-from .zipwriter import RawSource
 from .interpreters import pyenv_installs, pyenv_root
+from .threadpool import ThreadPool
+from .zipwriter import RawSource
 
 MODES = ("alongside", "only", "none")
 # Where Lambda extracts layers: python/ is /opt/python on the function's sys.path.
@@ -114,9 +116,10 @@ def _run_compileall(interpreter: Interpreter, site: Path, workers: int,
 
     Returns compileall's output and {.pyc path: its deflated form} from the bytecode cache.
 
-    On 3.9+ the modules left to compile go to one process per core as balanced file lists
-    (compileall -j gains nothing here; separate processes with -s/-p give each file the same
-    /opt/python path and the same bytes whichever process compiles it). 3.8's compileall cannot
+    On 3.9+ the modules left to compile go to one process per core as balanced file lists, each
+    module compiled as `python -m compileall -s SITE -p /opt/python` would (-s/-p give each file the
+    same /opt/python path and the same bytes whichever process compiles it). Each .pyc is deflated
+    and cached as soon as its process reports it, while the others compile. 3.8's compileall cannot
     root a file list's paths (-s/-p are 3.9+), so it compiles the whole directory, uncached.
     """
     major, minor = (int(x) for x in interpreter.version.split("."))
@@ -134,27 +137,83 @@ def _run_compileall(interpreter: Interpreter, site: Path, workers: int,
     count = workers or max(1, min(4, os.cpu_count() or 1))
     if files:  # with nothing to compile, other threads would only slow the file work that follows
         starting()
-    output = _compile_files(interpreter, site, files, count if len(files) >= 100 else 1)
-    return output, {**raws, **pyccache.store(keys, interpreter.cache_tag)}
+    stored: list[tuple[Path, RawSource | None] | None] = []
+    if keys:
+        root = pyccache.store_root()
+        root.mkdir(parents=True, exist_ok=True)
+
+        def compiled(source: Path) -> None:  # on the thread that reads that compiler's output
+            if source in keys:
+                stored.append(pyccache.store_one(source, keys[source], interpreter.cache_tag, root))
+    else:
+        compiled = None
+    output = _compile_files(interpreter, site, files, count if len(files) >= 100 else 1, compiled)
+    return output, {**raws, **{path: raw for path, raw in (r for r in stored if r) if raw is not None}}
 
 
-def _compile_files(interpreter: Interpreter, site: Path, files: list[Path], count: int) -> str:
+# Each listed module compiled by compileall.compile_file with exactly the arguments that
+# `python -m compileall -q --invalidation-mode unchecked-hash -s SITE -p PREFIX -i -` passes, then a
+# line that names it, so that its .pyc can be taken while the rest compile.
+_COMPILED = "\0compiled "
+_WORKER = f"""
+import compileall, os, py_compile, sys
+site, prefix = sys.argv[1], sys.argv[2]
+mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
+for line in sys.stdin:
+    path = line.strip()
+    if path and os.path.isfile(path):
+        compileall.compile_file(path, None, False, None, 1, False, invalidation_mode=mode, stripdir=site,
+                                prependdir=prefix, optimize=[-1], limit_sl_dest=None, hardlink_dupes=False)
+        print({_COMPILED!r} + path, flush=True)
+"""
+
+
+def _compile_files(interpreter: Interpreter, site: Path, files: list[Path], count: int,
+                   compiled: Callable[[Path], None] | None = None) -> str:  # fmt: skip
+    """Compile files on `count` processes; compiled(source) is called as each module is done."""
     if not files:
         return ""
-    base = [interpreter.executable, "-I", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
-            "-s", str(site), "-p", f"{LAMBDA_LAYER_ROOT}/python", "-i", "-"]  # fmt: skip
-    procs = []
+    command = [interpreter.executable, "-I", "-c", _WORKER, str(site), f"{LAMBDA_LAYER_ROOT}/python"]
+    procs: list[subprocess.Popen] = []
     try:
-        for chunk in _chunks(files, count):
-            proc = subprocess.Popen(base, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                    text=True, env=compile_env())  # fmt: skip
-            procs.append((proc, "\n".join(str(p) for p in chunk) + "\n"))
-        return "".join(proc.communicate(text, timeout=COMPILE_TIMEOUT)[0] for proc, text in procs)
+        chunks = _chunks(files, count)
+        for _ in chunks:
+            procs.append(subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=subprocess.DEVNULL, text=True, env=compile_env()))  # fmt: skip
+        with ThreadPool(max_workers=2 * len(procs)) as io:
+            for proc, chunk in zip(procs, chunks):
+                io.submit(_feed, proc, "".join(f"{path}\n" for path in chunk))
+            drained = [io.submit(_drain, proc, compiled) for proc in procs]
+            if wait(drained, timeout=COMPILE_TIMEOUT).not_done:
+                for proc in procs:
+                    proc.kill()  # the readers then see the end of the output
+                raise subprocess.TimeoutExpired(command[:3], COMPILE_TIMEOUT)
+            return "".join(future.result() for future in drained)
     finally:
-        for proc, _ in procs:
+        for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+            proc.wait()
+
+
+def _feed(proc: subprocess.Popen, text: str) -> None:
+    try:
+        proc.stdin.write(text)
+        proc.stdin.close()
+    except (BrokenPipeError, OSError):
+        pass  # the process died: its output says what it managed
+
+
+def _drain(proc: subprocess.Popen, compiled: Callable[[Path], None] | None) -> str:
+    """compileall's own output of one process (error lines), reporting each compiled module on the way."""
+    output = []
+    for line in proc.stdout:
+        if line.startswith(_COMPILED):
+            if compiled:
+                compiled(Path(line[len(_COMPILED):].rstrip("\n")))
+        else:
+            output.append(line)
+    return "".join(output)
 
 
 def compile_env() -> dict:

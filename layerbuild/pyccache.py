@@ -150,39 +150,40 @@ def _read_entry(path: Path) -> tuple[bytes, RawSource | None] | None:
     return found
 
 
-def store(keys: dict[Path, str], cache_tag: str, root: Path | None = None) -> dict[Path, RawSource]:
-    """Keep the freshly compiled .pyc of each source (a failure to cache never fails the build).
+def store_one(source: Path, key: str, cache_tag: str, root: Path | None = None) -> tuple[Path, RawSource | None] | None:
+    """Keep the freshly compiled .pyc of one source (a failure to cache never fails the build).
 
-    Returns {pyc path: RawSource}: the deflate done here for the cache is the zip writer's too.
-    Entries are encoded on a thread pool (zlib releases the GIL).
+    Returns (pyc path, its RawSource or None when stored uncompressed), or None when the source did
+    not compile: the deflate done here for the cache is the zip writer's too. Thread-safe.
     """
     root = root or store_root()
+    compiled = pyc_path(source, cache_tag)
+    try:
+        data = compiled.read_bytes()
+    except OSError:
+        return None  # did not compile: nothing to keep
+    blob, raw = _encode(data)
+    final = _entry(key, root)
+    temp = None
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{os.getpid()}.", suffix=".part", dir=root)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(blob)
+        os.chmod(temp, 0o644)
+        os.replace(temp, final)
+    except OSError:
+        if temp:
+            Path(temp).unlink(missing_ok=True)
+    return compiled, raw
 
-    def keep(item: tuple[Path, str]) -> tuple[Path, RawSource | None] | None:
-        source, key = item
-        compiled = pyc_path(source, cache_tag)
-        try:
-            data = compiled.read_bytes()
-        except OSError:
-            return None  # did not compile: nothing to keep
-        blob, raw = _encode(data)
-        final = _entry(key, root)
-        temp = None
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(prefix=f".{os.getpid()}.", suffix=".part", dir=root)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(blob)
-            os.chmod(temp, 0o644)
-            os.replace(temp, final)
-        except OSError:
-            if temp:
-                Path(temp).unlink(missing_ok=True)
-        return compiled, raw
 
+def store(keys: dict[Path, str], cache_tag: str, root: Path | None = None) -> dict[Path, RawSource]:
+    """store_one for every source, on a thread pool (zlib releases the GIL); {pyc path: RawSource}."""
+    root = root or store_root()
     if not keys:
         return {}
     root.mkdir(parents=True, exist_ok=True)
     with ThreadPool(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(keep, sorted(keys.items())))
+        results = list(pool.map(lambda item: store_one(item[0], item[1], cache_tag, root), sorted(keys.items())))
     return {path: raw for path, raw in (r for r in results if r) if raw is not None}

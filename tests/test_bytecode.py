@@ -304,3 +304,32 @@ def test_cached_and_fresh_bytecode_offer_the_zip_writer_exactly_its_own_deflate(
         data = (site / "pkg" / "__init__.pyc").read_bytes()
         assert (8, raw.payload) == deflate_whole(data, COMPRESS_LEVEL)
         assert raw.file_size == len(data) and raw.compress_size == len(raw.payload)
+
+
+def test_the_streaming_compiler_writes_what_python_m_compileall_writes(tmp_path):
+    """The compile processes call compileall.compile_file per module (so each .pyc can be cached while the rest
+    compile); their bytes must be those of `python -m compileall -s SITE -p /opt/python` itself."""
+    sources = {"pkg/__init__.py": "from .mod import f\n", "pkg/mod.py": "S = {'a', 'b', 'c'}\n\ndef f(x):\n    return x in S\n",
+               "top.py": '"""doc"""\nimport pkg\nVALUE = frozenset(range(5))\n', "pkg/broken.py": "def (:\n"}  # fmt: skip
+    sites = {}
+    for label in ("ours", "compileall"):
+        site = tmp_path / label / "python"
+        for rel, text in sources.items():
+            (site / rel).parent.mkdir(parents=True, exist_ok=True)
+            (site / rel).write_text(text, encoding="utf-8")
+        sites[label] = site
+    interpreter = bytecode.find_interpreter(HOST)
+    files = sorted(sites["ours"].rglob("*.py"))
+    reported = []
+    output = bytecode._compile_files(interpreter, sites["ours"], files, 2, reported.append)
+    subprocess.run([sys.executable, "-I", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
+                    "-s", str(sites["compileall"]), "-p", "/opt/python", str(sites["compileall"])],
+                   env=bytecode.compile_env(), capture_output=True, check=False)  # fmt: skip
+
+    def pycs(site):
+        return {p.relative_to(site).as_posix(): p.read_bytes() for p in site.rglob("*.pyc")}
+
+    assert pycs(sites["ours"]) == pycs(sites["compileall"])
+    assert len(pycs(sites["ours"])) == 3  # broken.py has none
+    assert sorted(reported) == files  # every module reported, the broken one too (its .pyc is simply absent)
+    assert f"*** Error compiling '{sites['ours'] / 'pkg' / 'broken.py'}'" in output  # as compileall reports it
