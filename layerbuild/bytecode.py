@@ -181,14 +181,17 @@ def _compile_files(interpreter: Interpreter, site: Path, files: list[Path], coun
             procs.append(subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           stderr=subprocess.DEVNULL, text=True, env=compile_env()))  # fmt: skip
         with ThreadPool(max_workers=2 * len(procs)) as io:
-            for proc, chunk in zip(procs, chunks):
-                io.submit(_feed, proc, "".join(f"{path}\n" for path in chunk))
-            drained = [io.submit(_drain, proc, compiled) for proc in procs]
-            if wait(drained, timeout=COMPILE_TIMEOUT).not_done:
+            try:
+                for proc, chunk in zip(procs, chunks):
+                    io.submit(_feed, proc, "".join(f"{path}\n" for path in chunk))
+                drained = [io.submit(_drain, proc, compiled) for proc in procs]
+                if wait(drained, timeout=COMPILE_TIMEOUT).not_done:
+                    raise subprocess.TimeoutExpired(command[:3], COMPILE_TIMEOUT)
+                return "".join(future.result() for future in drained)
+            except BaseException:  # Ctrl-C or a timeout: stop the compilers, so the readers see their output end
                 for proc in procs:
-                    proc.kill()  # the readers then see the end of the output
-                raise subprocess.TimeoutExpired(command[:3], COMPILE_TIMEOUT)
-            return "".join(future.result() for future in drained)
+                    proc.kill()
+                raise
     finally:
         for proc in procs:
             if proc.poll() is None:
