@@ -139,8 +139,7 @@ def _run_compileall(interpreter: Interpreter, site: Path, workers: int,
         starting()
     stored: list[tuple[Path, RawSource | None] | None] = []
     if keys:
-        root = pyccache.store_root()
-        root.mkdir(parents=True, exist_ok=True)
+        root = pyccache.store_root()  # store_one makes the directories it needs
 
         def compiled(source: Path) -> None:  # on the thread that reads that compiler's output
             if source in keys:
@@ -203,7 +202,7 @@ def _feed(proc: subprocess.Popen, text: str) -> None:
     try:
         proc.stdin.write(text)
         proc.stdin.close()
-    except (BrokenPipeError, OSError):
+    except OSError:  # BrokenPipeError included
         pass  # the process died: its output says what it managed
 
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from .cache import cache_root
 from .cacheprune import bytecode_root
 from .layout import COMPRESS_LEVEL
-from .threadpool import ThreadPool
 from .zipwriter import CHUNK, LOCAL_HEADER, RawSource, deflate_whole, local_header, payload_start
 
 SETTINGS = "unchecked-hash|PYTHONHASHSEED=0|optimize=0"
@@ -177,13 +176,3 @@ def store_one(source: Path, key: str, cache_tag: str, root: Path | None = None) 
             Path(temp).unlink(missing_ok=True)
     return compiled, raw
 
-
-def store(keys: dict[Path, str], cache_tag: str, root: Path | None = None) -> dict[Path, RawSource]:
-    """store_one for every source, on a thread pool (zlib releases the GIL); {pyc path: RawSource}."""
-    root = root or store_root()
-    if not keys:
-        return {}
-    root.mkdir(parents=True, exist_ok=True)
-    with ThreadPool(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(lambda item: store_one(item[0], item[1], cache_tag, root), sorted(keys.items())))
-    return {path: raw for path, raw in (r for r in results if r) if raw is not None}

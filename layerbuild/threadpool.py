@@ -3,7 +3,7 @@
 Python 3.11's Thread.join, when a KeyboardInterrupt lands while it waits, releases the lock of the
 thread it waits for although that thread still runs (the bpo-45274 handling in
 _wait_for_tstate_lock): the thread then counts as stopped, and the process can later fail with
-"release unlocked lock" or hang at exit. ThreadPoolExecutor's `with` exit joins its threads, which is
+"release unlocked lock". ThreadPoolExecutor's `with` exit joins its threads, which is
 exactly where a Ctrl-C lands when the caller waits for the pool to finish.
 
 ThreadPool waits for its jobs through their futures instead (condition waits, safe to interrupt),
