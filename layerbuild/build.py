@@ -25,6 +25,7 @@ from .lockfile import Lock, parse_lock, requirements_digest
 from .manifest import Manifest, manifest_path_for
 from .recipe import Recipe
 from .runtimes import Target
+from .scratch import scratch_dir
 from .threadpool import ThreadPool
 from .uvdriver import IndexSettings
 
@@ -143,7 +144,7 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
     remove_stale_temps(out_dir, stem)
     remove_orphan_zip(out_dir, stem)
 
-    work_dir = Path(tempfile.mkdtemp(prefix=workdir_prefix(stem)))
+    work_dir = Path(tempfile.mkdtemp(prefix=workdir_prefix(stem), dir=scratch_dir()))  # in memory when there is room
     tmp_zip = tmp_manifest = None
     try:
         # LAYERBUILD_BUILD_IMAGE ranks right after --image: taken here so the build cache key includes it.

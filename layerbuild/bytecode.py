@@ -138,15 +138,14 @@ def _run_compileall(interpreter: Interpreter, site: Path, workers: int,
     if files:  # with nothing to compile, other threads would only slow the file work that follows
         starting()
     stored: list[tuple[Path, RawSource | None] | None] = []
-    if keys:
-        root = pyccache.store_root()  # store_one makes the directories it needs
+    with pyccache.PackWriter(interpreter.cache_tag) as pack:
 
         def compiled(source: Path) -> None:  # on the thread that reads that compiler's output
             if source in keys:
-                stored.append(pyccache.store_one(source, keys[source], interpreter.cache_tag, root))
-    else:
-        compiled = None
-    output = _compile_files(interpreter, site, files, count if len(files) >= 100 else 1, compiled)
+                stored.append(pack.add(source, keys[source]))
+
+        output = _compile_files(interpreter, site, files, count if len(files) >= 100 else 1, compiled if keys else None)
+        pack.finish()  # one file for all of them
     return output, {**raws, **{path: raw for path, raw in (r for r in stored if r) if raw is not None}}
 
 

@@ -133,14 +133,18 @@ def _shards(root: Path):
 
 
 def _bytecode_entries(root: Path) -> list[EntryInfo]:
+    """Packs of compiled modules (pyccache), and the single-module files of earlier versions (pruned like any entry)."""
     found = []
-    for shard in _shards(root):
-        for path in sorted(shard.glob("*.pyc")):
-            try:
-                info = path.stat()
-            except OSError:
-                continue
-            found.append(EntryInfo(path.stem, path, info.st_size, info.st_mtime, "bytecode"))
+    candidates = sorted(root.glob("*.pack")) if root.is_dir() else []
+    candidates += [path for shard in _shards(root) for path in sorted(shard.glob("*.pyc"))]
+    for path in candidates:
+        if path.name.startswith("."):
+            continue  # staging
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        found.append(EntryInfo(path.stem, path, info.st_size, info.st_mtime, "bytecode"))
     return found
 
 

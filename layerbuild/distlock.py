@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import shutil
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,7 +51,9 @@ def remove_stale_temps(out_dir: Path, stem: str) -> list[Path]:
         if match is None or not pid_alive(int(match.group(1))):
             path.unlink(missing_ok=True)
             removed.append(path)
-    for path in Path(tempfile.gettempdir()).glob(f"layerbuild-{stem}-*"):
+    from .scratch import candidate_dirs
+
+    for path in [p for folder in candidate_dirs() for p in folder.glob(f"layerbuild-{stem}-*")]:
         match = _PID_IN_WORKDIR.search(path.name)
         if match and path.is_dir() and not pid_alive(int(match.group(1))):
             shutil.rmtree(path, ignore_errors=True)

@@ -150,7 +150,7 @@ def test_rebuilds_are_byte_identical(tmp_path, mode):
 def test_the_bytecode_cache_never_changes_the_layers_bytes(tmp_path, monkeypatch):
     """Restored .pyc and their cached deflated form (copied into the zip) give the zip a fresh compile gives."""
     warm = build(tmp_path, out="warm", packages=["pymysql", "markupsafe"])
-    assert list(pyccache.store_root().rglob("*.pyc"))  # the cache holds this build's modules now
+    assert pyccache.pack_paths(pyccache.store_root())  # the cache holds this build's modules now
     again = build(tmp_path, out="again", packages=["pymysql", "markupsafe"])
     monkeypatch.setenv(pyccache.SWITCH_ENV, "off")
     cold = build(tmp_path, out="cold", packages=["pymysql", "markupsafe"])
@@ -239,27 +239,52 @@ def test_compile_tree_only_keeps_non_module_files(tmp_path):
 # --- bytecode kept across builds (pyccache) ----------------------------------------------------------
 
 
+def read_pack(path: Path) -> dict[bytes, bytes]:
+    """{key: entry bytes} of one pack."""
+    with open(path, "rb") as handle:
+        index = pyccache.read_index(handle)
+    data = path.read_bytes()
+    return {key: data[start:start + length] for key, (start, length) in index.items()}
+
+
+def write_pack(path: Path, entries: dict[bytes, bytes]) -> None:
+    """A pack laid out as PackWriter lays it out (magic, entries, sorted index, trailer)."""
+    body, rows, offset = [pyccache.MAGIC], [], len(pyccache.MAGIC)
+    for key, blob in entries.items():
+        body.append(blob)
+        rows.append((key, offset, len(blob)))
+        offset += len(blob)
+    index = b"".join(pyccache._ROW.pack(*row) for row in sorted(rows))
+    trailer = pyccache._TRAILER.pack(offset, len(rows), hashlib.sha256(index).digest(), pyccache.MAGIC)
+    path.write_bytes(b"".join(body) + index + trailer)
+
+
 def test_a_module_compiled_once_is_restored_not_recompiled(tmp_path):
     first = make_site(tmp_path / "first")
     bytecode.compile_tree(first, HOST, "alongside")
     pyc = f"pkg/__pycache__/__init__.{HOST_TAG}.pyc"
     fresh = (first / pyc).read_bytes()
     entry = lambda data: pyccache._encode(data)[0]  # noqa: E731 - header, deflated .pyc, sha256
-    cached = [p for p in pyccache.store_root().rglob("*.pyc") if p.read_bytes() == entry(fresh)]
-    assert len(cached) == 1
-    # Prove the next build takes the cached file rather than compiling: plant a marker in it.
-    cached[0].write_bytes(entry(fresh + b"marker"))
+    located = [(pack, key) for pack in pyccache.pack_paths(pyccache.store_root())
+               for key, blob in read_pack(pack).items() if blob == entry(fresh)]  # fmt: skip
+    assert len(located) == 1
+    pack, key = located[0]
+    entries = read_pack(pack)
+    # Prove the next build takes the cached entry rather than compiling: plant a marker in it.
+    write_pack(pack, {**entries, key: entry(fresh + b"marker")})
     second = make_site(tmp_path / "second")
+    during = set(pyccache.pack_paths(pyccache.store_root()))
     result = bytecode.compile_tree(second, HOST, "alongside")
     assert (second / pyc).read_bytes() == fresh + b"marker"
     assert (first / pyc).read_bytes() == fresh  # copied, never linked: the first tree is untouched
     assert result.compiled == 1 and result.failed == ["pkg/broken.py"]  # what did not compile is tried again
-    # A damaged entry is not used: the module is compiled again and the entry repaired.
-    cached[0].write_bytes(fresh + b"bitrot" + bytes(32))
+    assert set(pyccache.pack_paths(pyccache.store_root())) == during  # nothing new compiled, no new pack
+    # A damaged entry is not used: the module is compiled again and stored again (repaired).
+    write_pack(pack, {**entries, key: fresh + b"bitrot" + bytes(32)})
     again = make_site(tmp_path / "again")
     bytecode.compile_tree(again, HOST, "alongside")
     assert (again / pyc).read_bytes() == fresh
-    assert cached[0].read_bytes() == entry(fresh)
+    assert any(blob == entry(fresh) for p in pyccache.pack_paths(pyccache.store_root()) for blob in read_pack(p).values())
     # Another source, or the same source at another path (co_filename differs), is compiled afresh.
     third = make_site(tmp_path / "third")
     (third / "pkg" / "__init__.py").write_text("VALUE = 2\n")
@@ -270,18 +295,54 @@ def test_a_module_compiled_once_is_restored_not_recompiled(tmp_path):
     assert b"/opt/python/pkg/copy.py" in copy_pyc and b"/opt/python/pkg/__init__.py" not in copy_pyc
 
 
+@pytest.mark.parametrize("damage", ["truncated", "index", "not a pack"])
+def test_a_damaged_pack_is_removed_and_its_modules_compiled_again(tmp_path, damage):
+    root = tmp_path / "bytecode"
+    first = make_site(tmp_path / "first")
+    files = sorted(p for p in first.rglob("*.py"))
+    identity = pyccache.interpreter_identity(sys.executable, HOST_TAG)
+    missing, keys, _ = pyccache.restore(files, first, identity, HOST_TAG, "/opt/python", root)
+    assert missing == files and len(keys) == len(files)  # an empty cache restores nothing
+    bytecode._compile_files(bytecode.find_interpreter(HOST), first, files, 1, None)
+    with pyccache.PackWriter(HOST_TAG, root) as writer:
+        for source in files:
+            writer.add(source, keys[source])
+        pack = writer.finish()
+    second = make_site(tmp_path / "second")
+    restored = lambda: pyccache.restore(sorted(second.rglob("*.py")), second, identity, HOST_TAG, "/opt/python", root)  # noqa: E731
+    assert len(restored()[0]) == 1  # only broken.py (it never compiled) is missing
+    data = pack.read_bytes()
+    pack.write_bytes({"truncated": data[:-5], "index": data[:-70] + bytes(10) + data[-60:], "not a pack": b"x" * 80}[damage])
+    assert len(restored()[0]) == 2 and not pack.exists()
+    assert not list(root.glob(".*.part"))  # and nothing half-written stays behind
+
+
+def test_a_build_that_cannot_write_the_cache_still_builds(tmp_path):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache directory should be")
+    site = make_site(tmp_path / "site")
+    files = sorted(site.rglob("*.py"))
+    bytecode._compile_files(bytecode.find_interpreter(HOST), site, files, 1, None)
+    with pyccache.PackWriter(HOST_TAG, blocked / "bytecode") as writer:
+        kept = [writer.add(source, "00" * 32) for source in files]
+        assert writer.finish() is None
+    assert sum(1 for k in kept if k is not None) == 1  # the deflated forms still go to the zip writer
+
+
 def test_restored_bytecode_is_byte_identical_to_compiled_and_the_switch_turns_it_off(tmp_path, monkeypatch):
     warm = make_site(tmp_path / "warm")
     bytecode.compile_tree(warm, HOST, "only")
     monkeypatch.setenv(pyccache.SWITCH_ENV, "off")
-    for entry in pyccache.store_root().rglob("*.pyc"):
-        entry.write_bytes(b"poison")  # ignored while the cache is off
+    poisoned = {}
+    for pack in pyccache.pack_paths(pyccache.store_root()):
+        poisoned[pack] = pack.read_bytes()
+        write_pack(pack, {key: pyccache._encode(b"poison")[0] for key in read_pack(pack)})  # ignored while the cache is off
     cold = make_site(tmp_path / "cold")
     bytecode.compile_tree(cold, HOST, "only")
     assert (cold / "pkg" / "__init__.pyc").read_bytes() == (warm / "pkg" / "__init__.pyc").read_bytes()
     assert b"poison" not in (cold / "pkg" / "__init__.pyc").read_bytes()
-    for entry in pyccache.store_root().rglob("*.pyc"):
-        entry.unlink()  # leave no poison for other tests sharing the session's cache
+    for pack, original in poisoned.items():
+        pack.write_bytes(original)  # leave no poison for other tests sharing the session's cache
 
 
 def test_bytecode_cache_key_covers_interpreter_path_and_source():

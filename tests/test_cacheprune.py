@@ -175,7 +175,7 @@ def test_info_counts_wheels_and_bytecode_and_prune_all_empties_every_store(invok
     recipe = write_recipe(name="stores", packages=["six"], python=["3.11"])
     assert invoke("build", recipe, "--out", tmp_path / "dist").exit_code == 0
     data = json.loads(invoke("cache", "info", "--json").stdout)
-    assert data["entries"] == 1 and data["wheels"] == 1 and data["bytecode_modules"] >= 1
+    assert data["entries"] == 1 and data["wheels"] == 1 and data["bytecode_packs"] == 1 and data["bytecode_modules"] >= 1
     assert data["wheel_bytes"] > 0 and data["bytecode_bytes"] > 0
     text = invoke("cache", "info").stdout
     assert "wheels:   1 (" in text and "bytecode: " in text and "for all three" in text
@@ -183,6 +183,6 @@ def test_info_counts_wheels_and_bytecode_and_prune_all_empties_every_store(invok
     dead = 2**22 + 12345  # above any pid this machine hands out
     (cacheprune.wheel_root(cache.cache_root()) / f".{dead}.abc.part").write_bytes(b"half")
     pruned = json.loads(invoke("cache", "prune", "--all", "--json").stdout)
-    assert pruned["removed"] == 2 + data["bytecode_modules"] and pruned["leftovers_removed"] == 1
+    assert pruned["removed"] == 2 + data["bytecode_packs"] and pruned["leftovers_removed"] == 1
     assert cacheprune.list_entries() == []
     assert not list(cacheprune.wheel_root(cache.cache_root()).glob(".*.part"))

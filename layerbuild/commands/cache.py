@@ -32,7 +32,10 @@ def info_cmd(json_output):
     everything = cacheprune.list_entries(root)
     entries = [e for e in everything if e.kind == "build"]
     wheels = [e for e in everything if e.kind == "wheel"]
-    modules = [e for e in everything if e.kind == "bytecode"]
+    packs = [e for e in everything if e.kind == "bytecode"]
+    from ..pyccache import module_count
+
+    modules = sum(module_count(e.directory) if e.directory.suffix == ".pack" else 1 for e in packs)
     cap = cacheprune.configured_max_size()
     data = {
         "path": str(root),
@@ -42,8 +45,9 @@ def info_cmd(json_output):
         "wheels": len(wheels),
         "wheel_bytes": sum(e.size for e in wheels),
         "bytecode_path": str(cacheprune.bytecode_root(root)),
-        "bytecode_modules": len(modules),
-        "bytecode_bytes": sum(e.size for e in modules),
+        "bytecode_packs": len(packs),  # one per build that compiled anything: what prune removes
+        "bytecode_modules": modules,
+        "bytecode_bytes": sum(e.size for e in packs),
         "max_bytes": cap,  # for builds, wheels and bytecode together
         "oldest_use": min((e.last_used for e in everything), default=None),
         "newest_use": max((e.last_used for e in everything), default=None),
@@ -54,7 +58,7 @@ def info_cmd(json_output):
     click.echo(f"path:     {root}")
     click.echo(f"entries:  {len(entries)} ({_megabytes(data['bytes'])})")
     click.echo(f"wheels:   {len(wheels)} ({_megabytes(data['wheel_bytes'])}) in {data['wheels_path']}")
-    click.echo(f"bytecode: {len(modules)} modules ({_megabytes(data['bytecode_bytes'])}) in {data['bytecode_path']}")
+    click.echo(f"bytecode: {modules} modules in {len(packs)} packs ({_megabytes(data['bytecode_bytes'])}) in {data['bytecode_path']}")
     click.echo(f"max size: {_megabytes(cap) if cap is not None else 'off'} for all three ({cacheprune.MAX_SIZE_ENV})")
     if everything:
         age_days = (time.time() - data["oldest_use"]) / 86400

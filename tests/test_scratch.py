@@ -1,0 +1,90 @@
+"""Where builds keep their scratch trees: /dev/shm when it has room, else the temp dir; the user's choice wins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from layerbuild import scratch
+from layerbuild.build import build_target
+from layerbuild.recipe import parse_recipe
+from layerbuild.runtimes import make_target
+
+GIB = 1 << 30
+ROOMY = scratch.RamDir(is_tmpfs=True, writable=True, free_bytes=12 * GIB, available_memory=20 * GIB)
+
+
+@pytest.mark.parametrize(
+    "environ, ram, expected",
+    [
+        ({}, ROOMY, (scratch.RAM_DIR, "memory")),
+        ({"TMPDIR": "/var/tmp"}, ROOMY, (Path("/sys-temp"), "TMPDIR")),  # the user chose, as for any program
+        ({scratch.SCRATCH_ENV: "/fast", "TMPDIR": "/var/tmp"}, ROOMY, (Path("/fast"), scratch.SCRATCH_ENV)),
+        ({}, scratch.RamDir(True, True, 64 << 20, 20 * GIB), (Path("/sys-temp"), "temp")),  # Docker's default /dev/shm
+        ({}, scratch.RamDir(True, True, 12 * GIB, 1 * GIB), (Path("/sys-temp"), "temp")),  # memory is short
+        ({}, scratch.RamDir(True, False, 12 * GIB, 20 * GIB), (Path("/sys-temp"), "temp")),  # not ours to write
+        ({}, scratch.RamDir(False, True, 12 * GIB, 20 * GIB), (Path("/sys-temp"), "temp")),  # a disk, not tmpfs
+        ({}, None, (Path("/sys-temp"), "temp")),  # no /dev/shm (macOS)
+        ({scratch.SCRATCH_ENV: "  "}, ROOMY, (scratch.RAM_DIR, "memory")),  # blank is unset
+    ],
+)
+def test_choice_of_scratch_directory(environ, ram, expected):
+    assert scratch.choose(environ, ram, "/sys-temp") == expected
+
+
+def recipe(tmp_path):
+    return parse_recipe({"name": "scr", "packages": ["six"], "bytecode": "none"}, str(tmp_path / "scr.yaml"))
+
+
+def test_a_scratch_directory_that_is_not_one_is_a_one_line_error(tmp_path):
+    (tmp_path / "scr.yaml").write_text("name: scr\npackages: [six]\n")
+    env = dict(os.environ, **{scratch.SCRATCH_ENV: str(tmp_path / "missing")})
+    proc = subprocess.run([sys.executable, "-m", "layerbuild", "build", str(tmp_path / "scr.yaml"), "--out", str(tmp_path / "dist")],
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {scratch.SCRATCH_ENV}: {str(tmp_path / 'missing')!r} is not a writable directory "
+        "(unset it to let layerbuild choose, or name an existing directory)"
+    ]
+    assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())
+
+
+@pytest.mark.network
+def test_builds_work_in_the_chosen_directory_and_clean_up_after_killed_ones(tmp_path, monkeypatch):
+    chosen = tmp_path / "scratch"
+    chosen.mkdir()
+    monkeypatch.setenv(scratch.SCRATCH_ENV, str(chosen))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = chosen / f"layerbuild-scr-python3.11-x86_64-{dead.pid}-abc123"  # a killed build's scratch tree
+    (leftover / "layer").mkdir(parents=True)
+    seen = []
+
+    def progress(target, message):
+        seen.append(sorted(p.name for p in chosen.iterdir()))
+
+    outcome = build_target(recipe(tmp_path), make_target("3.11", "x86_64"), out_dir=tmp_path / "dist", progress=progress,
+                           use_cache=False)  # fmt: skip
+    assert outcome.zip_path.is_file()
+    assert any(names and all(n.startswith(f"layerbuild-scr-python3.11-x86_64-{os.getpid()}-") for n in names) for names in seen)
+    assert not leftover.exists() and not any(chosen.iterdir())  # the leftover went, and so did this build's tree
+
+
+@pytest.mark.network
+def test_by_default_a_build_works_in_memory_when_there_is_room(tmp_path, monkeypatch):
+    monkeypatch.delenv("TMPDIR", raising=False)
+    monkeypatch.delenv(scratch.SCRATCH_ENV, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    if scratch.choose({}, scratch._ram_dir(), "/tmp")[1] != "memory":
+        pytest.skip("this machine's /dev/shm is not a roomy tmpfs")
+    seen = []
+    prefix = f"layerbuild-scr-python3.11-x86_64-{os.getpid()}-"
+    progress = lambda target, message: seen.extend(p.name for p in scratch.RAM_DIR.glob(prefix + "*"))  # noqa: E731
+    build_target(recipe(tmp_path), make_target("3.11", "x86_64"), out_dir=tmp_path / "dist", progress=progress, use_cache=False)
+    assert seen, "the build's scratch tree was not in /dev/shm"
+    assert not list(scratch.RAM_DIR.glob(prefix + "*"))
