@@ -21,6 +21,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .errors import BuildError
 from .safezip import relative_member
@@ -154,21 +155,51 @@ def _write_member(archive: zipfile.ZipFile, mapped, member: _Member) -> None:
         os.close(fd)
 
 
-def install_wheels(wheels: list[Path], site: Path) -> dict[str, RawSource]:
+@dataclass
+class Unpacked:
+    """One wheel's files, laid out as they go below the install directory, not yet merged into it."""
+
+    wheel: Path  # the archive the RawSources point into: it must stay until the zip is written
+    scratch: Path
+    raws: dict[str, RawSource]  # path below the install directory -> the member's deflated bytes
+
+
+class Stopped(Exception):
+    """An unpack was told to stop (its build no longer needs it)."""
+
+
+def install_wheels(wheels: list[Path], site: Path, ready: dict[str, Unpacked] | None = None) -> dict[str, RawSource]:
     """Unpack every wheel into site; returns {path below site: RawSource} for members copied verbatim.
 
-    Members are inflated on a thread pool (zlib and file creation release the GIL), each wheel into
-    its own scratch directory; the wheels are then merged in name order, so when two of them ship
-    the same path the outcome does not depend on timing (the later name wins, as with pip).
+    ready: wheels already unpacked (by file name), e.g. while the resolver ran. The wheels are
+    merged in name order, so when two of them ship the same path the outcome does not depend on
+    timing (the later name wins, as with pip).
     """
     site.mkdir(parents=True, exist_ok=True)
+    ready = ready or {}
     ordered = sorted(wheels, key=lambda p: p.name)
+    fresh = {u.wheel.name: u for u in unpack_wheels([w for w in ordered if w.name not in ready], site.parent)}
+    raws: dict[str, RawSource] = {}
+    for wheel in ordered:
+        unpacked = ready.get(wheel.name) or fresh[wheel.name]
+        _merge(unpacked.scratch, site)
+        raws.update(unpacked.raws)
+    return raws
+
+
+def unpack_wheels(wheels: list[Path], parent: Path, stop: Callable[[], bool] = lambda: False) -> list[Unpacked]:
+    """Unpack each wheel into its own scratch directory below parent (.unpack-FILENAME).
+
+    Members are inflated on a thread pool (zlib and file creation release the GIL), the big ones
+    first so that the pool ends together. stop() is asked before each member: when it says so, the
+    unpack ends with Stopped (what it wrote stays below parent, for the caller to remove).
+    """
     archives: list[zipfile.ZipFile] = []
     maps: list[mmap.mmap] = []
-    raws: dict[str, RawSource] = {}
+    done: list[Unpacked] = []
     try:
-        jobs, scratch_dirs, dist_infos = [], [], []
-        for number, wheel in enumerate(ordered):
+        jobs, dist_infos = [], []
+        for wheel in wheels:
             try:
                 archive = zipfile.ZipFile(wheel)
             except (zipfile.BadZipFile, OSError) as exc:
@@ -176,16 +207,22 @@ def install_wheels(wheels: list[Path], site: Path) -> dict[str, RawSource]:
             archives.append(archive)
             with open(wheel, "rb") as handle:
                 maps.append(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
-            scratch = site.parent / f".unpack-{number}"
+            scratch = parent / f".unpack-{wheel.name}"
             members, found, dist_info = _plan(archive, wheel, scratch)
             for directory in sorted({m.dest.parent for m in members} | {dist_info}):
                 directory.mkdir(parents=True, exist_ok=True)
             jobs += [(archive, maps[-1], m) for m in members]
-            scratch_dirs.append((scratch, found))
+            done.append(Unpacked(wheel, scratch, found))
             dist_infos.append(dist_info)
-        jobs.sort(key=lambda job: -job[2].info.file_size)  # the big ones first: the pool ends together
+        jobs.sort(key=lambda job: -job[2].info.file_size)
+
+        def write(archive, mapped, member) -> None:
+            if stop():
+                raise Stopped()
+            _write_member(archive, mapped, member)
+
         with ThreadPool(max_workers=MAX_PARALLEL) as pool:
-            for (archive, _, member), future in [(job, pool.submit(_write_member, *job)) for job in jobs]:
+            for (archive, _, member), future in [(job, pool.submit(write, *job)) for job in jobs]:
                 try:
                     future.result()
                 except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
@@ -193,15 +230,12 @@ def install_wheels(wheels: list[Path], site: Path) -> dict[str, RawSource]:
                                            f"{member.info.filename!r} ({exc})") from None  # fmt: skip
         for dist_info in dist_infos:
             (dist_info / "INSTALLER").write_text(INSTALLER + "\n", encoding="utf-8")
-        for scratch, found in scratch_dirs:
-            _merge(scratch, site)
-            raws.update(found)
     finally:
         for archive in archives:
             archive.close()
         for mapped in maps:
             mapped.close()
-    return raws
+    return done
 
 
 def _merge(source: Path, dest: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..lockfile import Lock
 from ..manifest import PackagePin
@@ -29,6 +30,9 @@ class BuildRequest:
     out_dir: Path | None = None  # where the build's outputs go (the docker backend puts failure logs there)
     # wheels backend: project pages fetched while uv resolves (canonical name -> Future of the listing).
     listings: dict[str, Future] = field(default_factory=dict)
+    # wheels backend: exactly pinned wheels fetched and unpacked meanwhile (backends.wheels.HeadStart); build.py
+    # stops it before the scratch tree goes.
+    head_start: Any = None
 
 
 @dataclass

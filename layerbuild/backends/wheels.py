@@ -12,6 +12,8 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from .. import wheelinstall, wheelstore
 from ..cache import link_or_copy
 from ..distinfo import installed_packages, wheel_tags
@@ -41,13 +43,93 @@ def resolve_lock(request: BuildRequest) -> Lock:
     )
 
 
+def exact_pins(recipe) -> dict[str, str]:
+    """Pure: canonical name -> version of the recipe's requirements pinned to one version (==X, no
+    wildcard, no environment marker): the lock is sure to pin them so, whatever else it resolves."""
+    pins = {}
+    for requirement in recipe.requirements:
+        specs = list(requirement.specifier)
+        if (requirement.marker is None and len(specs) == 1 and specs[0].operator in ("==", "===")
+                and "*" not in specs[0].version):  # fmt: skip
+            pins[canonicalize_name(requirement.name)] = specs[0].version
+    return pins
+
+
+class HeadStart:
+    """Wheels of the recipe's exactly pinned requirements, downloaded and unpacked while uv resolves.
+
+    Only a head start: the install takes a wheel from here when the lock chose that very file (same
+    name; the wheel store only gives out files whose sha256 the lock lists); anything else is done
+    as if this did not exist. Downloads go to the wheel store on daemon threads (a stalled index
+    never holds up a build that ended meanwhile); unpacking goes below the build's scratch tree and
+    ends before stop() returns, so nothing is written there once the build cleans up.
+    """
+
+    def __init__(self, work_dir: Path):
+        self.folder = work_dir / "head-start"
+        self._changed = threading.Condition()
+        self._stopped = False
+        self._unpacking = 0
+        self._results: dict[str, Future] = {}  # wheel file name -> Future of wheelinstall.Unpacked
+        self._digests: dict[str, str] = {}  # wheel file name -> the sha256 its download was checked against
+
+    def begin(self, download: wheelstore.Download) -> None:
+        future: Future = Future()
+        self._results[download.file.filename] = future
+        self._digests[download.file.filename] = next(iter(download.allowed))
+        threading.Thread(target=self._run, args=(download, future), name=f"head-start-{download.package}",
+                         daemon=True).start()  # fmt: skip
+
+    def _run(self, download: wheelstore.Download, future: Future) -> None:
+        try:
+            stored = wheelstore.fetch(download)
+            with self._changed:
+                if self._stopped:
+                    raise wheelinstall.Stopped()
+                self._unpacking += 1
+            try:
+                private = self.folder / "wheels" / stored.name
+                private.parent.mkdir(parents=True, exist_ok=True)
+                link_or_copy(stored, private)  # a concurrent prune of the store cannot take it away
+                (unpacked,) = wheelinstall.unpack_wheels([private], self.folder, stop=lambda: self._stopped)
+                future.set_result(unpacked)
+            finally:
+                with self._changed:
+                    self._unpacking -= 1
+                    self._changed.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - the install does it again and reports what fails
+            future.set_exception(exc)
+
+    def take(self, filename: str, allowed: frozenset[str]) -> wheelinstall.Unpacked | None:
+        """The wheel's unpacked files when its head start succeeded (waiting for one under way) with a
+        file whose sha256 is one the lock allows."""
+        future = self._results.get(filename)
+        if future is None or self._digests[filename] not in allowed:
+            return None
+        try:
+            return future.result(timeout=wheelstore.http_timeout() + 5)
+        except Exception:  # noqa: BLE001 - done again by the install, with its own errors
+            return None
+
+    def stop(self) -> None:
+        """No new unpacking; returns once none is under way (each checks between members)."""
+        with self._changed:
+            self._stopped = True
+            self._changed.wait_for(lambda: self._unpacking == 0, timeout=60)
+
+
 def prefetch_listings(request: BuildRequest) -> None:
-    """Start fetching the recipe's direct requirements' project pages while uv resolves.
+    """Start fetching the recipe's direct requirements' project pages while uv resolves, and give
+    exactly pinned requirements a head start (see HeadStart).
 
     Daemon threads: a stalled index never holds up the exit of a build that failed meanwhile. The
     result is only a head start; plan_downloads asks again for anything that failed.
     """
     index_url = request.index.index_url
+    pins = exact_pins(request.recipe)
+    if pins and request.head_start is None:
+        request.head_start = HeadStart(request.work_dir)
+    ranks = target_priority(request.target)
     for name in request.recipe.project_names:
         if name in request.listings:
             continue
@@ -56,9 +138,16 @@ def prefetch_listings(request: BuildRequest) -> None:
 
         def fetch(name=name, future=future):
             try:
-                future.set_result(project_listing(name, index_url, timeout=wheelstore.http_timeout(), attempts=1))
+                listing = project_listing(name, index_url, timeout=wheelstore.http_timeout(), attempts=1)
+                future.set_result(listing)
             except BaseException as exc:  # noqa: BLE001 - handed to whoever asks, never raised here
                 future.set_exception(exc)
+                return
+            if name in pins and listing:
+                listed = frozenset(f.sha256.lower() for f in listing if f.sha256)
+                chosen = choose_wheel(listing, LockedPin(name, pins[name], listed), ranks)
+                if chosen is not None and chosen.sha256:  # checked against what the index says it is
+                    request.head_start.begin(wheelstore.Download(name, chosen, frozenset({chosen.sha256.lower()}), index_url))
 
         threading.Thread(target=fetch, name=f"listing-{name}", daemon=True).start()
 
@@ -103,14 +192,19 @@ def plan_downloads(lock: Lock, target: Target, index: IndexSettings,
 
 
 def install_from_store(lock: Lock, target: Target, index: IndexSettings, work_dir: Path, site: Path,
-                       prefetched: dict[str, Future] | None = None) -> dict[str, RawSource] | None:  # fmt: skip
+                       prefetched: dict[str, Future] | None = None,
+                       head_start: HeadStart | None = None) -> dict[str, RawSource] | None:  # fmt: skip
     """Fetch the locked wheels into the shared store and unpack them; None when uv must install instead."""
     if lock.sdist:
         return None  # source distributions are built by uv
     planned = plan_downloads(lock, target, index, prefetched)
     if planned is None:
         return None
-    stored = wheelstore.fetch_all(planned)
+    ready = {}
+    if head_start is not None:
+        ready = {d.file.filename: found for d in planned if (found := head_start.take(d.file.filename, d.allowed))}
+        head_start.stop()  # nothing more to come from it: its threads must not compete with the install
+    stored = wheelstore.fetch_all([d for d in planned if d.file.filename not in ready])
     # Private links: a concurrent prune of the store cannot take a wheel away mid-build.
     private = work_dir / "wheels"
     private.mkdir()
@@ -122,7 +216,8 @@ def install_from_store(lock: Lock, target: Target, index: IndexSettings, work_di
         except FileNotFoundError:  # pruned between fetch and link: fetch it again
             shutil.copyfile(wheelstore.fetch_all([p for p in planned if p.file.filename == path.name])[0], dest)
         local.append(dest)
-    return wheelinstall.install_wheels(local, site)
+    local += [unpacked.wheel for unpacked in ready.values()]
+    return wheelinstall.install_wheels(local, site, {name: unpacked for name, unpacked in ready.items()})
 
 
 def build(request: BuildRequest) -> LayerTree:
@@ -131,7 +226,8 @@ def build(request: BuildRequest) -> LayerTree:
     root = request.work_dir / "layer"
     site = root / "python"
     site.mkdir(parents=True)
-    raw_sources = install_from_store(lock, target, request.index, request.work_dir, site, request.listings)
+    raw_sources = install_from_store(lock, target, request.index, request.work_dir, site, request.listings,
+                                     request.head_start)
     if raw_sources is None:
         lock_path = request.work_dir / "install.lock.txt"
         lock_path.write_text(lock.render(target), encoding="utf-8")
