@@ -73,6 +73,26 @@ def test_a_file_listed_with_the_locks_hash_beats_a_better_tag_listed_with_anothe
     assert choose_wheel(files[:1], pin, target_priority(PY311)).url == "u1"
 
 
+def test_a_version_spelled_otherwise_in_the_file_name_is_still_found():
+    ranks = target_priority(PY311)
+    files = listed(*[f"demo-{v}-py3-none-any.whl" for v in ("0.9", "1.0.1", "1.0")])
+    assert choose_wheel(files, LockedPin("demo", "1.0.0", frozenset()), ranks).filename == "demo-1.0-py3-none-any.whl"
+    assert choose_wheel(files, LockedPin("demo", "1.0", frozenset()), ranks).filename == "demo-1.0-py3-none-any.whl"
+    # The exactly spelled file is listed with a hash outside the lock, another spelling with the lock's: that one.
+    pin = LockedPin("demo", "2.0", frozenset({"a" * 64}))
+    files = [IndexFile("demo-2.0-py3-none-any.whl", "u1", "b" * 64), IndexFile("demo-2.0.0-py3-none-any.whl", "u2", "a" * 64)]
+    assert choose_wheel(files, pin, ranks).url == "u2"
+
+
+def test_listing_urls_are_absolute_whether_the_page_gave_them_so_or_not():
+    body = json.dumps({"files": [{"filename": "a-1.0-py3-none-any.whl", "url": "../../files/a-1.0-py3-none-any.whl", "hashes": {}},
+                                 {"filename": "a-1.1-py3-none-any.whl", "url": "https://cdn.example/a-1.1-py3-none-any.whl",
+                                  "hashes": {"sha256": "ab" * 32}}]})  # fmt: skip
+    files = parse_listing(body, "application/vnd.pypi.simple.v1+json", "http://127.0.0.1:9/simple/a/")
+    assert [(f.url, f.sha256) for f in files] == [("http://127.0.0.1:9/files/a-1.0-py3-none-any.whl", None),
+                                                  ("https://cdn.example/a-1.1-py3-none-any.whl", "ab" * 32)]  # fmt: skip
+
+
 @pytest.mark.parametrize("tag, target, runs", [
     ("cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64", PY311, True),  # compressed tag set
     ("cp311-cp311-manylinux_2_24_x86_64", PY311, True),  # glibc 2.24 <= Amazon Linux 2's 2.26
