@@ -148,11 +148,13 @@ def write_deterministic_zip(layer_root: Path, dest: Path, raw_sources: Mapping[s
             executable = os.stat(full).st_mode & stat.S_IXUSR
             entries.append(Entry(rel, _external_attr(EXEC_MODE if executable else FILE_MODE, False), str(full),
                                  raw_sources.get(rel)))  # fmt: skip
+    hashed = hashlib.sha256()
     try:
-        unzipped = write_zip(str(dest), entries, COMPRESS_LEVEL)
+        unzipped = write_zip(str(dest), entries, COMPRESS_LEVEL, digest=hashed)
+        digest = hashed.digest()
     except NeedsZip64:
         unzipped = _write_with_zipfile(entries, dest)
-    digest = file_sha256(dest)
+        digest = file_sha256(dest)
     return ZipInfoSummary(
         path=dest,
         sha256=digest.hex(),

@@ -191,8 +191,19 @@ def _prepared(jobs: list[_Job], results) -> Iterator[tuple[Entry, bytes, int, in
             yield job.entry, payload, 8, crc, len(payload), usize
 
 
-def write_zip(dest: str, entries: list[Entry], level: int = 6, threads: int | None = None) -> int:
-    """Write entries (already in their final order) to dest; returns the uncompressed byte total."""
+class _Hashing:
+    def __init__(self, handle, digest):
+        self.handle, self.digest = handle, digest
+
+    def write(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.handle.write(data)
+
+
+def write_zip(dest: str, entries: list[Entry], level: int = 6, threads: int | None = None, digest=None) -> int:
+    """Write entries (already in their final order) to dest; returns the uncompressed byte total.
+
+    digest (a hashlib object), if given, is fed every byte written: the zip's hash without reading it again."""
     if len(entries) > MAX_ENTRIES:
         raise NeedsZip64(f"{len(entries)} entries")
     threads = threads or min(8, os.cpu_count() or 1)
@@ -200,7 +211,8 @@ def write_zip(dest: str, entries: list[Entry], level: int = 6, threads: int | No
     offset = 0
     total = 0
     jobs = [job for entry in entries for job in _jobs(entry)]
-    with open(dest, "wb") as out, ThreadPool(max_workers=threads) as pool:
+    with open(dest, "wb") as handle, ThreadPool(max_workers=threads) as pool:
+        out = _Hashing(handle, digest) if digest is not None else handle
         for entry, payload, method, crc, csize, usize in _prepared(jobs, pool.map(lambda j: _run(j, level), jobs)):
             name = entry.name.encode("utf-8")
             flags = UTF8_FLAG if not entry.name.isascii() else 0
