@@ -104,13 +104,29 @@ def _read(path: Path) -> str:
 def _referenced_modules(site: Path, skip: set[str]) -> set[str]:
     """Absolute names every module outside the candidate directories imports (static scan)."""
     names: set[str] = set()
+    # A module that imports from a candidate names its directory as a word (pkg.tests, from . import tests):
+    # only those are parsed (about one in four of numpy's, where "test" or "doc" as substrings matched most).
+    leaves = sorted({s.rsplit("/", 1)[-1] for s in skip})
     for rel, full in iter_tree(site):
         if not rel.endswith(".py") or any(rel.startswith(s + "/") for s in skip):
             continue
         text = _read(full)
-        if "test" in text or "doc" in text:
+        if any(_mentions_word(text, leaf) for leaf in leaves):
             names |= imports_of(rel, text)
     return names
+
+
+def _mentions_word(text: str, word: str) -> bool:
+    """Whether word appears in text as a whole identifier (str.find: a regex with \\b is 5x slower here)."""
+    start = text.find(word)
+    while start != -1:
+        end = start + len(word)
+        before = text[start - 1] if start else " "
+        after = text[end] if end < len(text) else " "
+        if not (before.isalnum() or before == "_" or after.isalnum() or after == "_"):
+            return True
+        start = text.find(word, end)
+    return False
 
 
 def _within(name: str, dotted: str) -> bool:

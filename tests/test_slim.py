@@ -220,3 +220,15 @@ def test_arm64_libraries_lose_debug_sections_and_keep_their_dynamic_symbols(tmp_
         original = full_dir / stripped.relative_to(slim_dir)
         assert dynamic_symbols(stripped) == dynamic_symbols(original), stripped
     assert slimmed.manifest.unzipped_bytes < full.manifest.unzipped_bytes
+
+
+@pytest.mark.parametrize("text, found", [
+    ("from .tests import helper\n", True),
+    ("import pkg.tests.data as d", True),
+    ("from . import (\n    tests,\n)", True),
+    ("x = __doc__  # docstring, testsuite, my_tests, tests_extra", False),
+    ("tests", True),
+    ("", False),
+])
+def test_only_whole_word_mentions_send_a_module_to_the_import_scan(text, found):
+    assert slim._mentions_word(text, "tests") is found
