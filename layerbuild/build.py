@@ -7,6 +7,7 @@ interrupted build never leaves a partial file and never touches an existing good
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from .lockfile import Lock, parse_lock, requirements_digest
 from .manifest import Manifest, manifest_path_for
 from .recipe import Recipe
 from .runtimes import Target
-from .scratch import scratch_dir
+from .scratch import SCRATCH_ENV, scratch_dir
 from .threadpool import ThreadPool
 from .uvdriver import IndexSettings
 
@@ -240,6 +241,9 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
         return BuildOutcome(target, zip_path, manifest_path, manifest, "built", tree.notes)
     except OSError as exc:  # the machine, not a bug: disk full, read-only or vanished directory
         where = f" ({exc.filename})" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # say where the build writes: scratch (maybe in memory) and out
+            where += (f"; the build works in {work_dir.parent} (set {SCRATCH_ENV} to use another directory) "
+                      f"and writes to {out_dir}")  # fmt: skip
         raise BuildError(f"cannot build {stem}: {exc.strerror or exc}{where}; nothing was written to {out_dir}") from None
     finally:
         with sigint_held():  # a Ctrl-C landing here must not cut the cleanup short

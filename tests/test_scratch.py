@@ -88,3 +88,28 @@ def test_by_default_a_build_works_in_memory_when_there_is_room(tmp_path, monkeyp
     build_target(recipe(tmp_path), make_target("3.11", "x86_64"), out_dir=tmp_path / "dist", progress=progress, use_cache=False)
     assert seen, "the build's scratch tree was not in /dev/shm"
     assert not list(scratch.RAM_DIR.glob(prefix + "*"))
+
+
+@pytest.fixture
+def tiny_scratch(tmp_path):
+    """A real 8 MB tmpfs (needs root, as in CI): room to resolve, not to unpack Pillow."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.network
+def test_a_full_scratch_directory_is_a_one_line_error_that_names_it(tmp_path, tiny_scratch):
+    (tmp_path / "big.yaml").write_text("name: big\npackages: ['pillow==12.2.0']\npython: ['3.11']\n")
+    env = dict(os.environ, **{scratch.SCRATCH_ENV: str(tiny_scratch)})
+    proc = subprocess.run([sys.executable, "-m", "layerbuild", "build", str(tmp_path / "big.yaml"), "--out", str(tmp_path / "dist")],
+                          capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: cannot build big-python3.11-x86_64: No space left on device") and "Traceback" not in proc.stderr
+    assert f"the build works in {tiny_scratch} (set {scratch.SCRATCH_ENV} to use another directory)" in line
+    assert not list(tiny_scratch.iterdir())  # its scratch tree went
+    assert not [p for p in (tmp_path / "dist").iterdir() if p.suffix in (".zip", ".json", ".tmp")]
