@@ -167,7 +167,7 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
             if backend != "auto" or recipe.backend != "auto" or "docker" not in BACKENDS:
                 raise
             progress(target, "a requirement needs compiling: switching to the docker backend")
-            _stop_head_start(request)
+            _stop_wheel_pipeline(request)
             shutil.rmtree(work_dir)
             work_dir.mkdir()
             request.lock = lock  # a wheels-only resolution is not the image's: lock again inside it
@@ -247,17 +247,17 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
         raise BuildError(f"cannot build {stem}: {exc.strerror or exc}{where}; nothing was written to {out_dir}") from None
     finally:
         with sigint_held():  # a Ctrl-C landing here must not cut the cleanup short
-            _stop_head_start(request)
+            _stop_wheel_pipeline(request)
             for tmp in (tmp_zip, tmp_manifest):
                 if tmp is not None:
                     tmp.unlink(missing_ok=True)
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _stop_head_start(request: BuildRequest | None) -> None:
+def _stop_wheel_pipeline(request: BuildRequest | None) -> None:
     """Wheels unpacked while uv resolved write below work_dir: they must be done before it goes."""
-    if request is not None and request.head_start is not None:
-        request.head_start.stop()
+    if request is not None and request.wheel_pipeline is not None:
+        request.wheel_pipeline.stop()
 
 
 def _sha256_text(text: str) -> str:

@@ -30,9 +30,9 @@ class BuildRequest:
     out_dir: Path | None = None  # where the build's outputs go (the docker backend puts failure logs there)
     # wheels backend: project pages fetched while uv resolves (canonical name -> Future of the listing).
     listings: dict[str, Future] = field(default_factory=dict)
-    # wheels backend: exactly pinned wheels fetched and unpacked meanwhile (backends.wheels.HeadStart); build.py
+    # wheels backend: exactly pinned wheels fetched and unpacked meanwhile (backends.wheels.WheelPipeline); build.py
     # stops it before the scratch tree goes.
-    head_start: Any = None
+    wheel_pipeline: Any = None
 
 
 @dataclass

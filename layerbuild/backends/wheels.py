@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 from .. import wheelinstall, wheelstore
 from ..cache import link_or_copy
 from ..distinfo import installed_packages, wheel_tags
-from ..errors import NeedsCompilingError, ResolveError
+from ..errors import LayerbuildError, NeedsCompilingError, ResolveError
 from ..index import IndexUnavailable, project_listing
 from ..lockfile import Lock, requirements_digest
 from ..runtimes import Target
@@ -55,30 +55,36 @@ def exact_pins(recipe) -> dict[str, str]:
     return pins
 
 
-class HeadStart:
-    """Wheels of the recipe's exactly pinned requirements, downloaded and unpacked while uv resolves.
+class WheelPipeline:
+    """Wheels downloaded and unpacked each as soon as it arrives, on their own threads.
 
-    Only a head start: the install takes a wheel from here when the lock chose that very file (same
-    name; the wheel store only gives out files whose sha256 the lock lists); anything else is done
-    as if this did not exist. Downloads go to the wheel store on daemon threads (a stalled index
-    never holds up a build that ended meanwhile); unpacking goes below the build's scratch tree and
-    ends before stop() returns, so nothing is written there once the build cleans up.
+    Two uses: a head start for the recipe's exactly pinned requirements while uv resolves (begun
+    from the index page's sha256: speculative), and every locked wheel once the lock is known (begun
+    from the lock's hashes: what fails there fails the build). The install takes a wheel from here
+    only when it is the file the lock chose and was checked against hashes the lock allows; a
+    speculative one that failed is done again the usual way. Downloads go to the wheel store on
+    daemon threads (a stalled index never holds up a build that ended meanwhile); unpacking goes
+    below the build's scratch tree and ends before stop() returns, so nothing is written there once
+    the build cleans up.
     """
 
     def __init__(self, work_dir: Path):
-        self.folder = work_dir / "head-start"
+        self.folder = work_dir / "pipeline"
         self._changed = threading.Condition()
         self._stopped = False
         self._unpacking = 0
         self._results: dict[str, Future] = {}  # wheel file name -> Future of wheelinstall.Unpacked
-        self._digests: dict[str, str] = {}  # wheel file name -> the sha256 its download was checked against
+        self._checked: dict[str, frozenset[str]] = {}  # wheel file name -> the hashes its download was checked against
+        self._speculative: dict[str, bool] = {}
 
-    def begin(self, download: wheelstore.Download) -> None:
+    def __contains__(self, filename: str) -> bool:
+        return filename in self._results
+
+    def begin(self, download: wheelstore.Download, speculative: bool) -> None:
         future: Future = Future()
-        self._results[download.file.filename] = future
-        self._digests[download.file.filename] = next(iter(download.allowed))
-        threading.Thread(target=self._run, args=(download, future), name=f"head-start-{download.package}",
-                         daemon=True).start()  # fmt: skip
+        name = download.file.filename
+        self._results[name], self._checked[name], self._speculative[name] = future, download.allowed, speculative
+        threading.Thread(target=self._run, args=(download, future), name=f"wheel-{download.package}", daemon=True).start()
 
     def _run(self, download: wheelstore.Download, future: Future) -> None:
         try:
@@ -97,18 +103,24 @@ class HeadStart:
                 with self._changed:
                     self._unpacking -= 1
                     self._changed.notify_all()
-        except BaseException as exc:  # noqa: BLE001 - the install does it again and reports what fails
+        except BaseException as exc:  # noqa: BLE001 - handed to take()
             future.set_exception(exc)
 
     def take(self, filename: str, allowed: frozenset[str]) -> wheelinstall.Unpacked | None:
-        """The wheel's unpacked files when its head start succeeded (waiting for one under way) with a
-        file whose sha256 is one the lock allows."""
+        """The wheel's unpacked files (waiting for a download or unpack under way), when it was begun
+        with hashes the lock allows; None when it was not, or a speculative one failed. A failure of
+        one begun from the lock is raised: it is the build's."""
         future = self._results.get(filename)
-        if future is None or self._digests[filename] not in allowed:
+        if future is None or not self._checked[filename] <= allowed:
             return None
-        try:
-            return future.result(timeout=wheelstore.http_timeout() + 5)
-        except Exception:  # noqa: BLE001 - done again by the install, with its own errors
+        speculative = self._speculative[filename]
+        try:  # a speculative wait is bounded: the usual way is always open
+            return future.result(timeout=wheelstore.http_timeout() + 5 if speculative else None)
+        except LayerbuildError:
+            if speculative:
+                return None
+            raise
+        except Exception:  # noqa: BLE001 - stopped, timed out, or the disk: done again the usual way, which reports it
             return None
 
     def stop(self) -> None:
@@ -120,15 +132,15 @@ class HeadStart:
 
 def prefetch_listings(request: BuildRequest) -> None:
     """Start fetching the recipe's direct requirements' project pages while uv resolves, and give
-    exactly pinned requirements a head start (see HeadStart).
+    exactly pinned requirements a head start (see WheelPipeline).
 
     Daemon threads: a stalled index never holds up the exit of a build that failed meanwhile. The
     result is only a head start; plan_downloads asks again for anything that failed.
     """
     index_url = request.index.index_url
     pins = exact_pins(request.recipe)
-    if pins and request.head_start is None:
-        request.head_start = HeadStart(request.work_dir)
+    if pins and request.wheel_pipeline is None:
+        request.wheel_pipeline = WheelPipeline(request.work_dir)
     ranks = target_priority(request.target)
     for name in request.recipe.project_names:
         if name in request.listings:
@@ -147,7 +159,8 @@ def prefetch_listings(request: BuildRequest) -> None:
                 listed = frozenset(f.sha256.lower() for f in listing if f.sha256)
                 chosen = choose_wheel(listing, LockedPin(name, pins[name], listed), ranks)
                 if chosen is not None and chosen.sha256:  # checked against what the index says it is
-                    request.head_start.begin(wheelstore.Download(name, chosen, frozenset({chosen.sha256.lower()}), index_url))
+                    download = wheelstore.Download(name, chosen, frozenset({chosen.sha256.lower()}), index_url)
+                    request.wheel_pipeline.begin(download, speculative=True)
 
         threading.Thread(target=fetch, name=f"listing-{name}", daemon=True).start()
 
@@ -193,18 +206,26 @@ def plan_downloads(lock: Lock, target: Target, index: IndexSettings,
 
 def install_from_store(lock: Lock, target: Target, index: IndexSettings, work_dir: Path, site: Path,
                        prefetched: dict[str, Future] | None = None,
-                       head_start: HeadStart | None = None) -> dict[str, RawSource] | None:  # fmt: skip
-    """Fetch the locked wheels into the shared store and unpack them; None when uv must install instead."""
+                       pipeline: WheelPipeline | None = None) -> dict[str, RawSource] | None:  # fmt: skip
+    """Fetch the locked wheels into the shared store and unpack them; None when uv must install instead.
+
+    Each wheel is unpacked as soon as it is downloaded (WheelPipeline), not once all are; wheels
+    the head start already has are taken from it.
+    """
     if lock.sdist:
         return None  # source distributions are built by uv
     planned = plan_downloads(lock, target, index, prefetched)
     if planned is None:
         return None
-    ready = {}
-    if head_start is not None:
-        ready = {d.file.filename: found for d in planned if (found := head_start.take(d.file.filename, d.allowed))}
-        head_start.stop()  # nothing more to come from it: its threads must not compete with the install
-    stored = wheelstore.fetch_all([d for d in planned if d.file.filename not in ready])
+    pipeline = pipeline or WheelPipeline(work_dir)
+    try:
+        for download in planned:
+            if download.file.filename not in pipeline:
+                pipeline.begin(download, speculative=False)
+        ready = {d.file.filename: found for d in planned if (found := pipeline.take(d.file.filename, d.allowed))}
+    finally:
+        pipeline.stop()  # nothing more to come from it: its threads must not compete with the install
+    stored = wheelstore.fetch_all([d for d in planned if d.file.filename not in ready])  # what the head start missed
     # Private links: a concurrent prune of the store cannot take a wheel away mid-build.
     private = work_dir / "wheels"
     private.mkdir()
@@ -217,7 +238,7 @@ def install_from_store(lock: Lock, target: Target, index: IndexSettings, work_di
             shutil.copyfile(wheelstore.fetch_all([p for p in planned if p.file.filename == path.name])[0], dest)
         local.append(dest)
     local += [unpacked.wheel for unpacked in ready.values()]
-    return wheelinstall.install_wheels(local, site, {name: unpacked for name, unpacked in ready.items()})
+    return wheelinstall.install_wheels(local, site, ready)
 
 
 def build(request: BuildRequest) -> LayerTree:
@@ -227,7 +248,7 @@ def build(request: BuildRequest) -> LayerTree:
     site = root / "python"
     site.mkdir(parents=True)
     raw_sources = install_from_store(lock, target, request.index, request.work_dir, site, request.listings,
-                                     request.head_start)
+                                     request.wheel_pipeline)
     if raw_sources is None:
         lock_path = request.work_dir / "install.lock.txt"
         lock_path.write_text(lock.render(target), encoding="utf-8")

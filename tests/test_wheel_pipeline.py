@@ -1,4 +1,5 @@
-"""Exactly pinned wheels are downloaded and unpacked while uv resolves (backends.wheels.HeadStart).
+"""Wheels downloaded and unpacked each as soon as it arrives (backends.wheels.WheelPipeline): exactly pinned ones
+while uv resolves (a head start), every locked one once the lock is known.
 
 Against the loopback PEP 503 index (tests/faultproxy.py)."""
 
@@ -7,9 +8,12 @@ from __future__ import annotations
 import hashlib
 import zipfile
 
+import pytest
+
 
 from layerbuild import wheelinstall
 from layerbuild.backends import wheels
+from layerbuild.errors import ResolveError
 from layerbuild.recipe import parse_recipe
 from test_wheelstore import download_for, index  # noqa: F401 - the loopback index fixture
 
@@ -23,8 +27,8 @@ def test_only_requirements_pinned_to_one_version_get_a_head_start():
 def test_a_head_start_hands_over_only_the_file_the_lock_allows(index, tmp_path):
     filename, data = index.add("demo-head", "1.0")
     download = download_for(index, filename, data, "demo-head")
-    head = wheels.HeadStart(tmp_path / "work")
-    head.begin(download)
+    head = wheels.WheelPipeline(tmp_path / "work")
+    head.begin(download, speculative=True)
     unpacked = head.take(filename, download.allowed)
     assert unpacked is not None and (unpacked.scratch / "demo_head" / "__init__.py").read_bytes() == b"VERSION = '1.0'\n"
     assert unpacked.wheel.read_bytes() == data and unpacked.wheel.is_relative_to(tmp_path / "work")  # a private copy
@@ -35,9 +39,9 @@ def test_a_head_start_hands_over_only_the_file_the_lock_allows(index, tmp_path):
 
 def test_once_stopped_a_head_start_writes_nothing_in_the_build(index, tmp_path):
     filename, data = index.add("demo-late", "1.0")
-    head = wheels.HeadStart(tmp_path / "work")
+    head = wheels.WheelPipeline(tmp_path / "work")
     head.stop()  # the build ended (failed, or was interrupted) before the download came back
-    head.begin(download_for(index, filename, data, "demo-late"))
+    head.begin(download_for(index, filename, data, "demo-late"), speculative=True)
     assert head.take(filename, frozenset({hashlib.sha256(data).hexdigest()})) is None
     assert not (tmp_path / "work").exists()
 
@@ -51,7 +55,39 @@ def test_a_pinned_build_installs_the_head_started_wheel_once(index, tmp_path, in
     path = write_recipe(f"name: pin\npackages: ['demo-pin==1.0']\npython: ['3.11']\nindex_url: {index.simple_url}\n", filename="pin.yaml")
     result = invoke("build", path, "--out", tmp_path / "dist", env={"UV_CACHE_DIR": str(tmp_path / "uv")})
     assert result.exit_code == 0, result.stderr
-    assert parents == ["head-start"]  # unpacked while uv resolved, not again by the install
+    assert parents == ["pipeline"]  # unpacked while uv resolved, not again by the install
     with zipfile.ZipFile(tmp_path / "dist" / "pin-python3.11-x86_64.zip") as archive:
         assert archive.read("python/demo_pin/__init__.py") == b"PINNED = True\n"
         assert "python/demo_pin-1.0.dist-info/INSTALLER" in archive.namelist()
+
+
+def test_a_failure_of_a_wheel_begun_from_the_lock_is_the_builds_and_a_speculative_one_is_not(index, tmp_path):
+    filename, data = index.add("demo-bad", "1.0")
+    index.served[filename] = b"not the listed bytes"
+    download = download_for(index, filename, data, "demo-bad")
+    locked = wheels.WheelPipeline(tmp_path / "locked")
+    locked.begin(download, speculative=False)
+    with pytest.raises(ResolveError, match="^hash mismatch for demo-bad"):
+        locked.take(filename, download.allowed)
+    guess = wheels.WheelPipeline(tmp_path / "guess")
+    guess.begin(download, speculative=True)
+    assert guess.take(filename, download.allowed) is None  # the usual way runs next and says what is wrong
+    for pipeline in (locked, guess):
+        pipeline.stop()
+
+
+def test_with_a_committed_lock_each_wheel_is_unpacked_as_it_arrives(index, tmp_path, invoke, write_recipe, monkeypatch):
+    index.add("demo-one", "1.0", files={"demo_one/__init__.py": b"ONE = 1\n"})
+    index.add("demo-two", "2.0", files={"demo_two/__init__.py": b"TWO = 2\n"})
+    path = write_recipe(f"name: two\npackages: ['demo-one>=1', 'demo-two']\npython: ['3.11']\nindex_url: {index.simple_url}\n",
+                        filename="two.yaml")  # fmt: skip
+    env = {"UV_CACHE_DIR": str(tmp_path / "uv")}
+    assert invoke("lock", path, env=env).exit_code == 0
+    calls = []
+    unpack = wheelinstall.unpack_wheels
+    monkeypatch.setattr(wheelinstall, "unpack_wheels", lambda w, parent, **kw: calls.extend((parent.name, p.name) for p in w) or unpack(w, parent, **kw))
+    result = invoke("build", path, "--out", tmp_path / "dist", env=env)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(calls) == [("pipeline", "demo_one-1.0-py3-none-any.whl"), ("pipeline", "demo_two-2.0-py3-none-any.whl")]
+    with zipfile.ZipFile(tmp_path / "dist" / "two-python3.11-x86_64.zip") as archive:
+        assert archive.read("python/demo_one/__init__.py") == b"ONE = 1\n" and archive.read("python/demo_two/__init__.py") == b"TWO = 2\n"
