@@ -91,3 +91,18 @@ def test_with_a_committed_lock_each_wheel_is_unpacked_as_it_arrives(index, tmp_p
     assert sorted(calls) == [("pipeline", "demo_one-1.0-py3-none-any.whl"), ("pipeline", "demo_two-2.0-py3-none-any.whl")]
     with zipfile.ZipFile(tmp_path / "dist" / "two-python3.11-x86_64.zip") as archive:
         assert archive.read("python/demo_one/__init__.py") == b"ONE = 1\n" and archive.read("python/demo_two/__init__.py") == b"TWO = 2\n"
+
+
+def test_a_wheel_asked_for_twice_is_fetched_and_unpacked_once(index, tmp_path, monkeypatch):
+    filename, data = index.add("demo-twice", "1.0")
+    download = download_for(index, filename, data, "demo-twice")
+    calls = []
+    unpack = wheelinstall.unpack_wheels
+    monkeypatch.setattr(wheelinstall, "unpack_wheels", lambda w, parent, **kw: calls.append(w) or unpack(w, parent, **kw))
+    pipeline = wheels.WheelPipeline(tmp_path / "work")
+    pipeline.begin(download, speculative=True)  # the head start, then the install with the lock's hashes
+    pipeline.begin(download, speculative=False)
+    assert pipeline.take(filename, download.allowed) is not None
+    pipeline.stop()
+    assert len(calls) == 1
+    assert sum("/files/" in r for r in index.requests) == 1

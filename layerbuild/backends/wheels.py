@@ -77,13 +77,15 @@ class WheelPipeline:
         self._checked: dict[str, frozenset[str]] = {}  # wheel file name -> the hashes its download was checked against
         self._speculative: dict[str, bool] = {}
 
-    def __contains__(self, filename: str) -> bool:
-        return filename in self._results
-
     def begin(self, download: wheelstore.Download, speculative: bool) -> None:
-        future: Future = Future()
+        """Start on a wheel, unless it is under way already (the head start and the lock may both ask for
+        it: one unpack per file) or the pipeline has stopped."""
         name = download.file.filename
-        self._results[name], self._checked[name], self._speculative[name] = future, download.allowed, speculative
+        with self._changed:
+            if name in self._results or self._stopped:
+                return
+            future: Future = Future()
+            self._results[name], self._checked[name], self._speculative[name] = future, download.allowed, speculative
         threading.Thread(target=self._run, args=(download, future), name=f"wheel-{download.package}", daemon=True).start()
 
     def _run(self, download: wheelstore.Download, future: Future) -> None:
@@ -151,16 +153,18 @@ def prefetch_listings(request: BuildRequest) -> None:
         def fetch(name=name, future=future):
             try:
                 listing = project_listing(name, index_url, timeout=wheelstore.http_timeout(), attempts=1)
-                future.set_result(listing)
             except BaseException as exc:  # noqa: BLE001 - handed to whoever asks, never raised here
                 future.set_exception(exc)
                 return
-            if name in pins and listing:
-                listed = frozenset(f.sha256.lower() for f in listing if f.sha256)
-                chosen = choose_wheel(listing, LockedPin(name, pins[name], listed), ranks)
-                if chosen is not None and chosen.sha256:  # checked against what the index says it is
-                    download = wheelstore.Download(name, chosen, frozenset({chosen.sha256.lower()}), index_url)
-                    request.wheel_pipeline.begin(download, speculative=True)
+            try:  # begun before the listing is handed over, so the install finds it under way
+                if name in pins and listing:
+                    listed = frozenset(f.sha256.lower() for f in listing if f.sha256)
+                    chosen = choose_wheel(listing, LockedPin(name, pins[name], listed), ranks)
+                    if chosen is not None and chosen.sha256:  # checked against what the index says it is
+                        download = wheelstore.Download(name, chosen, frozenset({chosen.sha256.lower()}), index_url)
+                        request.wheel_pipeline.begin(download, speculative=True)
+            finally:
+                future.set_result(listing)
 
         threading.Thread(target=fetch, name=f"listing-{name}", daemon=True).start()
 
@@ -212,16 +216,15 @@ def install_from_store(lock: Lock, target: Target, index: IndexSettings, work_di
     Each wheel is unpacked as soon as it is downloaded (WheelPipeline), not once all are; wheels
     the head start already has are taken from it.
     """
-    if lock.sdist:
-        return None  # source distributions are built by uv
-    planned = plan_downloads(lock, target, index, prefetched)
+    planned = None if lock.sdist else plan_downloads(lock, target, index, prefetched)  # uv builds source distributions
     if planned is None:
+        if pipeline is not None:
+            pipeline.stop()  # uv installs: a head start would only compete with it
         return None
     pipeline = pipeline or WheelPipeline(work_dir)
     try:
         for download in planned:
-            if download.file.filename not in pipeline:
-                pipeline.begin(download, speculative=False)
+            pipeline.begin(download, speculative=False)  # a wheel the head start has under way is not begun again
         ready = {d.file.filename: found for d in planned if (found := pipeline.take(d.file.filename, d.allowed))}
     finally:
         pipeline.stop()  # nothing more to come from it: its threads must not compete with the install
