@@ -118,6 +118,14 @@ def is_elf(head: bytes) -> bool:
     return head[:4] == ELF_MAGIC
 
 
+def load_reader() -> None:
+    """Import pyelftools now (a build does it on a side thread while uv resolves)."""
+    from elftools.common.exceptions import ELFError  # noqa: F401
+    from elftools.elf.dynamic import DynamicSection  # noqa: F401
+    from elftools.elf.elffile import ELFFile  # noqa: F401
+    from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection  # noqa: F401
+
+
 def read_elf_facts(data: bytes, name: str = "<bytes>") -> ElfFacts | None:
     """Facts of an ELF file's bytes; None if it is not ELF; ElfReadError if it is corrupt."""
     if not is_elf(data):
