@@ -116,6 +116,9 @@ def wheel_root(root: Path) -> Path:
     return root.parent / "wheels"
 
 
+PACK_SUFFIX = ".pack"  # the bytecode store's files (pyccache writes them)
+
+
 def bytecode_root(root: Path) -> Path:
     return root.parent / "bytecode"
 
@@ -135,7 +138,7 @@ def _shards(root: Path):
 def _bytecode_entries(root: Path) -> list[EntryInfo]:
     """Packs of compiled modules (pyccache), and the single-module files of earlier versions (pruned like any entry)."""
     found = []
-    candidates = sorted(root.glob("*.pack")) if root.is_dir() else []
+    candidates = sorted(root.glob(f"*{PACK_SUFFIX}")) if root.is_dir() else []
     candidates += [path for shard in _shards(root) for path in sorted(shard.glob("*.pyc"))]
     for path in candidates:
         if path.name.startswith("."):

@@ -118,22 +118,22 @@ def is_elf(head: bytes) -> bool:
     return head[:4] == ELF_MAGIC
 
 
-def load_reader() -> None:
-    """Import pyelftools now (a build does it on a side thread while uv resolves)."""
-    from elftools.common.exceptions import ELFError  # noqa: F401
-    from elftools.elf.dynamic import DynamicSection  # noqa: F401
-    from elftools.elf.elffile import ELFFile  # noqa: F401
-    from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection  # noqa: F401
+def load_reader() -> tuple:
+    """pyelftools' classes, imported on first use: ~50 ms that a non-ELF layer never needs (a build imports
+    them on a side thread while uv resolves)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
+
+    return ELFError, DynamicSection, ELFFile, GNUVerDefSection, GNUVerNeedSection
 
 
 def read_elf_facts(data: bytes, name: str = "<bytes>") -> ElfFacts | None:
     """Facts of an ELF file's bytes; None if it is not ELF; ElfReadError if it is corrupt."""
     if not is_elf(data):
         return None
-    from elftools.common.exceptions import ELFError  # late: ~50 ms that a non-ELF layer never needs
-    from elftools.elf.dynamic import DynamicSection
-    from elftools.elf.elffile import ELFFile
-    from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
+    ELFError, DynamicSection, ELFFile, GNUVerDefSection, GNUVerNeedSection = load_reader()
 
     try:
         elf = ELFFile(io.BytesIO(data))

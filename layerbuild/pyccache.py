@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .cache import cache_root
-from .cacheprune import bytecode_root
+from .cacheprune import PACK_SUFFIX, bytecode_root
 from .layout import COMPRESS_LEVEL
 from .zipwriter import CHUNK, LOCAL_HEADER, RawSource, deflate_whole, local_header, payload_start
 
@@ -139,7 +139,6 @@ def restore(sources: list[Path], site: Path, identity: str, cache_tag: str, reco
 # MAGIC). A build writes one pack for everything it compiled: one file, not one per module (file
 # creation is most of what storing cost: 0.4 s of a 2.5 s numpy + Pillow build on a VM's disk).
 MAGIC = b"LBPYCPK1"
-PACK_SUFFIX = ".pack"
 _ROW = struct.Struct("<32sQI")
 _TRAILER = struct.Struct("<QI32s8s")
 

@@ -35,7 +35,7 @@ def info_cmd(json_output):
     packs = [e for e in everything if e.kind == "bytecode"]
     from ..pyccache import module_count
 
-    modules = sum(module_count(e.directory) if e.directory.suffix == ".pack" else 1 for e in packs)
+    modules = sum(module_count(e.directory) if e.directory.suffix == cacheprune.PACK_SUFFIX else 1 for e in packs)
     cap = cacheprune.configured_max_size()
     data = {
         "path": str(root),
