@@ -15,6 +15,7 @@ from urllib.parse import urljoin, urlsplit
 
 from packaging.utils import canonicalize_name, parse_wheel_filename, InvalidWheelFilename
 
+from .httpsession import session
 from .tls import requests_verify
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
@@ -79,7 +80,7 @@ def project_listing(name: str, index_url: str, timeout: float = 20.0, attempts: 
     reason = "no answer"
     for attempt in range(max(1, attempts)):
         try:
-            response = requests.get(url, headers=headers, timeout=timeout, verify=requests_verify())
+            response = session().get(url, headers=headers, timeout=timeout, verify=requests_verify())
         except requests.RequestException as exc:
             response, reason = None, short_reason(exc)
         if response is not None and response.status_code == 200:

@@ -19,6 +19,7 @@ from typing import Callable
 
 
 from .errors import KlayersError, KlayersNotFound
+from .httpsession import session
 from .klayers_model import (
     DEFAULT_API_URL,
     KlayersLayer,
@@ -158,7 +159,7 @@ class KlayersClient:
         for attempt in range(1, self.max_attempts + 1):
             wait = self.backoff * (2 ** (attempt - 1))
             try:
-                response = requests.get(url, timeout=self.timeout, verify=requests_verify(),
+                response = session().get(url, timeout=self.timeout, verify=requests_verify(),
                                         headers={"Accept": "application/json"})  # fmt: skip
             except requests.Timeout:
                 problem = f"no answer within {self.timeout:g}s"

@@ -24,6 +24,7 @@ from pathlib import Path
 from .cache import cache_root
 from .cacheprune import wheel_root
 from .errors import ResolveError
+from .httpsession import session
 from .index import IndexFile, short_reason
 from .threadpool import ThreadPool
 from .tls import requests_verify
@@ -113,7 +114,7 @@ def _download(download: Download, root: Path) -> Path:
             received = 0
             with os.fdopen(fd, "wb") as handle:
                 try:
-                    with requests.get(url, stream=True, timeout=http_timeout(), verify=requests_verify()) as response:
+                    with session().get(url, stream=True, timeout=http_timeout(), verify=requests_verify()) as response:
                         if response.status_code != 200:
                             reason = f"HTTP {response.status_code}"
                             if response.status_code < 500 and response.status_code not in (408, 429):

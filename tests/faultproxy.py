@@ -221,6 +221,12 @@ class _IndexHandler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep test output clean
         pass
 
+    def setup(self):
+        super().setup()
+        index: PackageIndex = self.server.owner
+        with index.lock:
+            index.connections += 1
+
     def do_GET(self):
         index: PackageIndex = self.server.owner
         with index.lock:
@@ -262,6 +268,7 @@ class PackageIndex(_Base):
         self.served: dict[str, bytes] = {}
         self.plans: list[FaultPlan] = []
         self.requests: list[str] = []
+        self.connections = 0  # TCP connections accepted
         self.list_hashes = True
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
 import zipfile
 import zlib
 
@@ -17,7 +18,7 @@ import pytest
 from faultproxy import TRUNCATE, FaultPlan, PackageIndex, make_wheel
 from layerbuild import wheelstore
 from layerbuild.errors import ResolveError
-from layerbuild.index import IndexFile, parse_listing
+from layerbuild.index import IndexFile, parse_listing, project_listing
 from layerbuild.runtimes import RUNTIMES, Target
 from layerbuild.wheelinstall import UnsafeWheelError, install_wheels, installed_path
 from layerbuild.wheelpick import LockedPin, choose_wheel, tag_runs_on, target_priority
@@ -313,6 +314,23 @@ def test_a_stored_wheel_is_not_downloaded_again(index, tmp_path):
     assert first == second and first.read_bytes() == data
     assert sum("/files/" in r for r in index.requests) == 1
     assert not list((tmp_path / "store").glob(".*.part"))
+
+
+def test_pages_and_wheels_fetched_from_different_threads_share_one_kept_connection(index, tmp_path):
+    """One HTTP session per process: a project page and two wheels, each fetched on its own thread one
+    after another, travel over one kept-alive connection (a requests.get() per call opens three)."""
+    wheels = [index.add("demo-reuse", version) for version in ("1.0", "2.0")]
+    results = []
+    jobs = [lambda: results.append(project_listing("demo-reuse", index.simple_url))]
+    jobs += [lambda f=f, d=d: results.append(wheelstore.fetch(download_for(index, f, d, "demo-reuse"), tmp_path / "store"))
+             for f, d in wheels]  # fmt: skip
+    for job in jobs:
+        thread = threading.Thread(target=job)
+        thread.start()
+        thread.join(timeout=30)
+    assert sorted(f.filename for f in results[0]) == sorted(f for f, _ in wheels)
+    assert [path.read_bytes() for path in results[1:]] == [d for _, d in wheels]
+    assert len(index.requests) == 3 and index.connections == 1
 
 
 def test_a_truncated_download_is_retried_boundedly_then_named(index, tmp_path, monkeypatch):
