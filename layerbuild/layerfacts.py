@@ -7,13 +7,14 @@ its first four bytes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .audit import AuditReport, FileFact, audit_files
 from .elf import ElfReadError, is_elf, read_elf_facts
 from .errors import AuditError, LayerbuildError
-from .layout import iter_tree
+from .layout import walk_tree
 from .manifest import Manifest, manifest_path_for, read_manifest
 from .runtimes import Target, make_target
 from .safezip import LayerZip, open_layer_zip
@@ -42,20 +43,21 @@ def read_layer_facts(path: Path) -> LayerFacts:
 def read_tree_facts(root: Path, known: dict[str, FileFact] | None = None) -> list[FileFact]:
     """The same facts from the layer tree a build is zipping, read from disk while the zip is being
     deflated. The zip's entries are exactly these files by construction (write_deterministic_zip
-    stores iter_tree(root), symlinks as the files they point to), so this audits the same bytes
+    stores walk_tree(root), symlinks as the files they point to), so this audits the same bytes
     without inflating them back out of the zip. `known` facts (read_elf_tree_facts, taken earlier
     while bytecode compiled) are reused for files whose size has not changed since."""
     known = known or {}
     facts = []
-    for rel, full in iter_tree(root):
-        if full.is_dir():
+    for entry in walk_tree(root):
+        if entry.is_dir:
             continue
-        size = full.stat().st_size
+        rel, full = entry.rel, Path(entry.path)
+        size = os.stat(entry.path).st_size
         earlier = known.get(rel)
         if earlier is not None and earlier.size == size:
             facts.append(earlier)
             continue
-        with open(full, "rb") as handle:
+        with open(entry.path, "rb") as handle:
             head = handle.read(4)
         facts.append(_file_fact(rel, size, head if size >= 4 else b"", full.read_bytes))
     return facts
@@ -65,12 +67,14 @@ def read_elf_tree_facts(root: Path) -> dict[str, FileFact]:
     """Facts of the tree's ELF files only (the slow part: parsing). Bytecode compilation never touches
     them, so a build reads them while the compiler runs."""
     found = {}
-    for rel, full in iter_tree(root):
-        if rel.endswith((".py", ".pyc", ".pyi", ".txt", ".json")) or not full.is_file():
+    for entry in walk_tree(root):
+        rel = entry.rel
+        if rel.endswith((".py", ".pyc", ".pyi", ".txt", ".json")) or not entry.is_file:
             continue
-        with open(full, "rb") as handle:
+        with open(entry.path, "rb") as handle:
             head = handle.read(4)
         if is_elf(head):
+            full = Path(entry.path)
             found[rel] = _file_fact(rel, full.stat().st_size, head, full.read_bytes)
     return found
 

@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from .zipwriter import Entry, NeedsZip64, RawSource, write_zip
 
@@ -65,34 +65,70 @@ def matches_any(relpath: str, patterns) -> bool:
     return any(glob_regex(p).match(relpath) for p in patterns)
 
 
-def iter_tree(root: Path) -> list[tuple[str, Path]]:
-    """Every file and directory below root as (relative posix path, absolute path), sorted by path."""
-    # Plain strings while walking: pathlib's parsing made this a tenth of a numpy build's time.
+class TreeEntry(NamedTuple):
+    """One file or directory of a walked tree; the kinds are as Path.is_dir()/is_file() say (symlinks
+    followed), read from the directory listing instead of a stat per entry."""
+
+    rel: str  # posix path relative to the walked root
+    path: str  # the full path
+    is_dir: bool
+    is_file: bool
+    is_symlink: bool
+
+    @property
+    def name(self) -> str:
+        return self.rel.rpartition("/")[2]
+
+
+def walk_tree(root: Path | str) -> list[TreeEntry]:
+    """Every file and directory below root, sorted by relative path. Symlinked directories are listed,
+    not entered (as os.walk); unreadable directories are skipped.
+
+    A build walks its tree a dozen times (slim, excludes, audit, zip): plain strings and the kinds
+    os.scandir already knows, where Path objects and a stat per entry made each walk ~3x slower."""
     top = os.fspath(root)
     cut = len(top) + 1
-    found = []
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            found.append((full[cut:].replace(os.sep, "/"), full))
+    found: list[TreeEntry] = []
+    pending = [top]
+    while pending:
+        try:
+            listing = os.scandir(pending.pop())
+        except OSError:
+            continue
+        with listing:
+            for item in listing:
+                is_symlink = _kind(item.is_symlink)
+                is_dir = _kind(item.is_dir)
+                found.append(TreeEntry(item.path[cut:].replace(os.sep, "/"), item.path, is_dir,
+                                       not is_dir and _kind(item.is_file), is_symlink))  # fmt: skip
+                if is_dir and not is_symlink:
+                    pending.append(item.path)
     found.sort()
-    return [(rel, Path(full)) for rel, full in found]
+    return found
+
+
+def _kind(test) -> bool:
+    try:
+        return test()
+    except OSError:  # a symlink loop, a vanished entry: neither kind (as Path.is_dir says)
+        return False
 
 
 def remove_paths(layer_root: Path, patterns, keep_prefixes=()) -> list[str]:
     """Delete files matching any pattern (relative to the layer root); return removed file paths."""
     removed = []
-    for rel, full in iter_tree(layer_root):
-        if not full.exists() and not full.is_symlink():
-            continue  # inside a directory already removed
-        if rel.startswith(tuple(keep_prefixes)) or not matches_any(rel, patterns):
+    gone: list[str] = []  # directories removed so far: what was below them is gone too
+    for entry in walk_tree(layer_root):
+        rel = entry.rel
+        if any(rel.startswith(g) for g in gone) or rel.startswith(tuple(keep_prefixes)) or not matches_any(rel, patterns):
             continue
-        if full.is_dir() and not full.is_symlink():
-            removed.extend(f"{rel}/{r}" for r, f in iter_tree(full) if not f.is_dir())
-            shutil.rmtree(full)
+        if entry.is_dir and not entry.is_symlink:
+            removed.extend(f"{rel}/{e.rel}" for e in walk_tree(entry.path) if not e.is_dir)
+            shutil.rmtree(entry.path)
+            gone.append(rel + "/")
         else:
             removed.append(rel)
-            full.unlink()
+            os.unlink(entry.path)
     prune_empty_dirs(layer_root)
     return removed
 
@@ -141,12 +177,13 @@ def write_deterministic_zip(layer_root: Path, dest: Path, raw_sources: Mapping[s
     """
     raw_sources = raw_sources or {}
     entries = []
-    for rel, full in iter_tree(layer_root):
-        if full.is_dir():
+    for entry in walk_tree(layer_root):
+        rel = entry.rel
+        if entry.is_dir:
             entries.append(Entry(rel + "/", _external_attr(DIR_MODE, True), None))
         else:
-            executable = os.stat(full).st_mode & stat.S_IXUSR
-            entries.append(Entry(rel, _external_attr(EXEC_MODE if executable else FILE_MODE, False), str(full),
+            executable = os.stat(entry.path).st_mode & stat.S_IXUSR
+            entries.append(Entry(rel, _external_attr(EXEC_MODE if executable else FILE_MODE, False), entry.path,
                                  raw_sources.get(rel)))  # fmt: skip
     hashed = hashlib.sha256()
     try:

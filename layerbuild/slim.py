@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .elf import E_MACHINE_NUMBERS, ELF_MAGIC, read_section_names
-from .layout import fix_records, iter_tree, prune_empty_dirs
+from .layout import fix_records, prune_empty_dirs, walk_tree
 from .runtimes import MACHINE
 from .threadpool import ThreadPool
 
@@ -107,10 +107,11 @@ def _referenced_modules(site: Path, skip: set[str]) -> set[str]:
     # A module that imports from a candidate names its directory as a word (pkg.tests, from . import tests):
     # only those are parsed (about one in four of numpy's, where "test" or "doc" as substrings matched most).
     leaves = sorted({s.rsplit("/", 1)[-1] for s in skip})
-    for rel, full in iter_tree(site):
+    for entry in walk_tree(site):
+        rel = entry.rel
         if not rel.endswith(".py") or any(rel.startswith(s + "/") for s in skip):
             continue
-        text = _read(full)
+        text = _read(Path(entry.path))
         if any(_mentions_word(text, leaf) for leaf in leaves):
             names |= imports_of(rel, text)
     return names
@@ -186,11 +187,12 @@ def optional_paths(site: Path) -> list[str]:
     """tests/docs directories inside packages (relative to site) that nothing outside them imports;
     for those partly imported, every file not needed."""
     candidates = []
-    for rel, full in iter_tree(site):
-        if full.is_dir() and full.name in OPTIONAL_DIR_NAMES and "/" in rel and ".dist-info" not in rel:
+    for entry in walk_tree(site):
+        rel = entry.rel
+        if entry.is_dir and entry.name in OPTIONAL_DIR_NAMES and "/" in rel and ".dist-info" not in rel:
             if rel in KEEP_DIRS or any(rel.startswith(c + "/") for c in candidates):
                 continue
-            if _is_package_dir(full):
+            if _is_package_dir(Path(entry.path)):
                 candidates.append(rel)
     if not candidates:
         return []
@@ -205,9 +207,9 @@ def optional_paths(site: Path) -> list[str]:
         keep = needed_files(site, candidate, used)
         if keep is None:
             continue
-        for rel, full in iter_tree(site / candidate):
-            path = f"{candidate}/{rel}"
-            if full.is_file() and path not in keep and _source_of(path) not in keep:
+        for entry in walk_tree(site / candidate):
+            path = f"{candidate}/{entry.rel}"
+            if entry.is_file and path not in keep and _source_of(path) not in keep:
                 doomed.append(path)
     return doomed
 
@@ -224,13 +226,13 @@ def slim_tree(root: Path, arch: str, cache_tag: str) -> SlimResult:
     if site.is_dir():
         for rel in optional_paths(site):
             doomed.append(site / rel)
-        for rel, full in iter_tree(site):
-            if full.is_file() and (rel.endswith(SOURCE_SUFFIXES) or _other_pycache(rel, cache_tag)):
-                doomed.append(full)
+        for entry in walk_tree(site):
+            if entry.is_file and (entry.rel.endswith(SOURCE_SUFFIXES) or _other_pycache(entry.rel, cache_tag)):
+                doomed.append(Path(entry.path))
     for path in doomed:
         if not path.exists():
             continue  # inside a directory already removed
-        files = [f for _, f in iter_tree(path) if f.is_file()] if path.is_dir() else [path]
+        files = [Path(e.path) for e in walk_tree(path) if e.is_file] if path.is_dir() else [path]
         for f in files:
             result.removed.append(f.relative_to(root).as_posix())
             result.removed_bytes += f.stat().st_size
@@ -246,16 +248,16 @@ def slim_tree(root: Path, arch: str, cache_tag: str) -> SlimResult:
 def elf_files_with_debug(root: Path, arch: str) -> list[Path]:
     """ELF files of the architecture's machine that carry debug sections (only those are rewritten)."""
     found = []
-    for _, full in iter_tree(root):
-        if full.is_symlink() or not full.is_file():
+    for entry in walk_tree(root):
+        if entry.is_symlink or not entry.is_file:
             continue
-        with open(full, "rb") as handle:
+        with open(entry.path, "rb") as handle:
             if handle.read(4) != ELF_MAGIC:
                 continue
             facts = read_section_names(handle)
         if facts and facts.machine == E_MACHINE_NUMBERS[MACHINE[arch]] and any(
                 name.startswith((".debug_", ".zdebug_")) for name in facts.section_names):  # fmt: skip
-            found.append(full)
+            found.append(Path(entry.path))
     return found
 
 

@@ -4,7 +4,9 @@ import zipfile
 
 import pytest
 
-from layerbuild.layout import FIXED_DATE_TIME, fix_records, glob_regex, remove_paths, write_deterministic_zip
+from pathlib import Path
+
+from layerbuild.layout import FIXED_DATE_TIME, fix_records, glob_regex, remove_paths, walk_tree, write_deterministic_zip
 
 
 @pytest.mark.parametrize("pattern,path,expected", [
@@ -20,6 +22,32 @@ from layerbuild.layout import FIXED_DATE_TIME, fix_records, glob_regex, remove_p
 ])
 def test_glob(pattern, path, expected):
     assert bool(glob_regex(pattern).match(path)) is expected
+
+
+def test_walk_tree_lists_what_pathlib_would_say_of_each_entry(tmp_path):
+    """walk_tree reads kinds from the directory listing; they must be what Path.is_dir/is_file/is_symlink
+    say (symlinks followed), with symlinked directories listed but not entered, as os.walk does."""
+    make_tree(tmp_path)
+    pkg = tmp_path / "python" / "pkg"
+    (pkg / "linked_dir").symlink_to(pkg / "tests", target_is_directory=True)
+    (pkg / "linked_file.py").symlink_to(pkg / "__init__.py")
+    (pkg / "dangling").symlink_to(tmp_path / "nowhere")
+    (pkg / "loop").symlink_to(pkg / "loop")
+    (pkg / "deep" / "er").mkdir(parents=True)
+    (pkg / "deep" / "er" / "m.py").write_text("")
+    expected = []
+    for dirpath, dirnames, filenames in os.walk(tmp_path):
+        for name in dirnames + filenames:
+            full = Path(dirpath, name)
+            rel = full.relative_to(tmp_path).as_posix()
+            expected.append((rel, str(full), full.is_dir(), full.is_file(), full.is_symlink()))
+    entries = walk_tree(tmp_path)
+    assert [tuple(e) for e in entries] == sorted(expected)
+    by_rel = {e.rel: e for e in entries}
+    assert by_rel["python/pkg/linked_dir"].is_dir and "python/pkg/linked_dir/test_x.py" not in by_rel
+    assert not by_rel["python/pkg/dangling"].is_file and not by_rel["python/pkg/loop"].is_dir
+    assert by_rel["python/pkg/deep/er/m.py"].name == "m.py"
+    assert walk_tree(tmp_path / "missing") == []
 
 
 def make_tree(root):
@@ -100,10 +128,10 @@ def test_parallel_writer_output_is_a_valid_zip_equal_to_zipfiles(tmp_path):
     assert methods["python/pkg/big.so"] == zipfile.ZIP_DEFLATED and methods["python/pkg/bigrandom.bin"] == zipfile.ZIP_STORED
     assert fast["python/pkg/big.so"][0] == (root / "python" / "pkg" / "big.so").read_bytes()
     # The zipfile fallback (used past plain-zip limits) holds exactly the same entries.
-    from layerbuild.layout import iter_tree, _external_attr, DIR_MODE, EXEC_MODE, FILE_MODE
-    slow_entries = [Entry(rel + "/", _external_attr(DIR_MODE, True), None) if full.is_dir() else
-                    Entry(rel, _external_attr(EXEC_MODE if os.stat(full).st_mode & 0o100 else FILE_MODE, False), str(full))
-                    for rel, full in iter_tree(root)]
+    from layerbuild.layout import walk_tree, _external_attr, DIR_MODE, EXEC_MODE, FILE_MODE
+    slow_entries = [Entry(e.rel + "/", _external_attr(DIR_MODE, True), None) if e.is_dir else
+                    Entry(e.rel, _external_attr(EXEC_MODE if os.stat(e.path).st_mode & 0o100 else FILE_MODE, False), e.path)
+                    for e in walk_tree(root)]
     assert _write_with_zipfile(slow_entries, tmp_path / "slow.zip") == summary.unzipped_bytes
     with zipfile.ZipFile(tmp_path / "slow.zip") as archive:
         slow = {i.filename: (archive.read(i), i.external_attr, i.date_time) for i in archive.infolist()}
