@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Iterator
@@ -35,6 +36,7 @@ LOCAL_SIGNATURE = 0x04034B50
 MAX_ENTRIES = 0xFFFF - 1
 MAX_BYTES = 0xFFFFFFFF - 1
 CHUNK = 1 << 20  # entries larger than this are deflated in chunks of this size, in parallel
+BATCH_BYTES = 1 << 18  # files up to this size are handed to the pool in groups of about this many bytes
 WINDOW = 1 << 15  # deflate's history window: how much of the previous chunk primes the next
 
 
@@ -98,6 +100,7 @@ class _Job:
     start: int = 0  # byte offset of a chunk; whole-entry jobs start at 0 with size None
     size: int | None = None
     last: bool = True
+    file_size: int = 0  # of the whole entry's file (0 for a directory)
 
 
 @dataclass(frozen=True)
@@ -113,12 +116,12 @@ def _jobs(entry: Entry) -> list[_Job]:
         return [_Job(entry)]
     size = os.stat(entry.source).st_size
     if size <= CHUNK or (entry.raw is not None and entry.raw.file_size == size):
-        return [_Job(entry)]
+        return [_Job(entry, file_size=size)]
     starts = range(0, size, CHUNK)
-    return [_Job(entry, start, min(CHUNK, size - start), start + CHUNK >= size) for start in starts]
+    return [_Job(entry, start, min(CHUNK, size - start), start + CHUNK >= size, size) for start in starts]
 
 
-def _run(job: _Job, level: int) -> _Done:
+def _run(job: _Job, level: int, archives: _Archives) -> _Done:
     entry = job.entry
     if entry.source is None:
         return _Done(b"", 0)
@@ -127,7 +130,7 @@ def _run(job: _Job, level: int) -> _Done:
             data = handle.read()
             crc = zlib.crc32(data)
             if entry.raw is not None and entry.raw.file_size == len(data) and entry.raw.crc == crc:
-                copied = _read_raw(entry.raw)
+                copied = _read_raw(entry.raw, archives)
                 if copied is not None:
                     return _Done(copied, 8, crc, len(data))
             method, payload = deflate_whole(data, level)  # stored when incompressible (tiny or compressed files)
@@ -146,21 +149,58 @@ def _run(job: _Job, level: int) -> _Done:
     return _Done(payload, 8, crc)
 
 
-def _read_raw(raw: RawSource) -> bytes | None:
+def _read_raw(raw: RawSource, archives: _Archives) -> bytes | None:
     """The member's deflated bytes, or None when the archive is not what the RawSource says."""
     if raw.payload is not None:
         return raw.payload if len(raw.payload) == raw.compress_size else None
     try:
-        with open(raw.archive, "rb") as archive:
-            archive.seek(raw.header_offset)
-            found = payload_start(archive.read(LOCAL_HEADER.size), 0)
-            if found is None or found[0] != 8:
-                return None
-            archive.seek(raw.header_offset + found[1])
-            payload = archive.read(raw.compress_size)
+        fd = archives.fd(raw.archive)
+        found = payload_start(os.pread(fd, LOCAL_HEADER.size, raw.header_offset), 0)
+        if found is None or found[0] != 8:
+            return None
+        payload = os.pread(fd, raw.compress_size, raw.header_offset + found[1])
     except OSError:
         return None
     return payload if len(payload) == raw.compress_size else None
+
+
+class _Archives:
+    """The wheels that entries copy from, each opened once per zip (pread: no shared file position)."""
+
+    def __init__(self):
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def fd(self, path: str) -> int:
+        with self._lock:
+            if path not in self._fds:
+                self._fds[path] = os.open(path, os.O_RDONLY)
+            return self._fds[path]
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+
+
+def _batches(jobs: list[_Job]) -> list[list[_Job]]:
+    """Jobs grouped for the pool: a layer of a few thousand small files costs more in futures and thread
+    switches than in copying, so consecutive small entries go together (up to BATCH_BYTES of files)."""
+    batches: list[list[_Job]] = []
+    current: list[_Job] = []
+    size = 0
+    for job in jobs:
+        small = job.size is None and job.file_size <= BATCH_BYTES
+        if current and (not small or size + job.file_size > BATCH_BYTES):
+            batches.append(current)
+            current, size = [], 0
+        if small:
+            current.append(job)
+            size += job.file_size
+        else:
+            batches.append([job])
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _file_crc(handle) -> int:
@@ -211,24 +251,29 @@ def write_zip(dest: str, entries: list[Entry], level: int = 6, threads: int | No
     offset = 0
     total = 0
     jobs = [job for entry in entries for job in _jobs(entry)]
-    with open(dest, "wb") as handle, ThreadPool(max_workers=threads) as pool:
-        out = _Hashing(handle, digest) if digest is not None else handle
-        for entry, payload, method, crc, csize, usize in _prepared(jobs, pool.map(lambda j: _run(j, level), jobs)):
-            name = entry.name.encode("utf-8")
-            flags = UTF8_FLAG if not entry.name.isascii() else 0
-            if offset > MAX_BYTES or csize > MAX_BYTES or usize > MAX_BYTES:
+    archives = _Archives()
+    try:
+        with open(dest, "wb") as handle, ThreadPool(max_workers=threads) as pool:
+            out = _Hashing(handle, digest) if digest is not None else handle
+            done = (d for batch in pool.map(lambda b: [_run(j, level, archives) for j in b], _batches(jobs)) for d in batch)
+            for entry, payload, method, crc, csize, usize in _prepared(jobs, done):
+                name = entry.name.encode("utf-8")
+                flags = UTF8_FLAG if not entry.name.isascii() else 0
+                if offset > MAX_BYTES or csize > MAX_BYTES or usize > MAX_BYTES:
+                    raise NeedsZip64("more than 4 GiB")
+                header = local_header(method, crc, csize, usize, name, flags)
+                out.write(header)
+                out.write(payload)
+                central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, MADE_BY_UNIX, VERSION, flags, method,
+                                           DOS_TIME, DOS_DATE, crc, csize, usize, len(name), 0, 0, 0, 0,
+                                           entry.external_attr, offset) + name)  # fmt: skip
+                offset += len(header) + csize
+                total += usize
+            directory = b"".join(central)
+            if offset > MAX_BYTES:
                 raise NeedsZip64("more than 4 GiB")
-            header = local_header(method, crc, csize, usize, name, flags)
-            out.write(header)
-            out.write(payload)
-            central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, MADE_BY_UNIX, VERSION, flags, method,
-                                       DOS_TIME, DOS_DATE, crc, csize, usize, len(name), 0, 0, 0, 0,
-                                       entry.external_attr, offset) + name)  # fmt: skip
-            offset += len(header) + csize
-            total += usize
-        directory = b"".join(central)
-        if offset > MAX_BYTES:
-            raise NeedsZip64("more than 4 GiB")
-        out.write(directory)
-        out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), len(directory), offset, 0))
+            out.write(directory)
+            out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), len(directory), offset, 0))
+    finally:
+        archives.close()
     return total

@@ -101,6 +101,22 @@ def test_zip_is_deterministic_and_normalised(tmp_path):
     assert za.code_sha256 == base64.b64encode(digest).decode()
 
 
+def test_small_entries_go_to_the_pool_in_groups_and_keep_their_order():
+    from layerbuild.zipwriter import BATCH_BYTES, Entry, _batches, _Job
+
+    def job(name, size, chunk=None):
+        return _Job(Entry(name, 0, name), *(chunk or ()), file_size=size)
+
+    small = [job(f"s{i}", BATCH_BYTES // 4) for i in range(6)]
+    chunks = [job("big", 3 * BATCH_BYTES, (0, BATCH_BYTES, False)), job("big", 3 * BATCH_BYTES, (BATCH_BYTES, BATCH_BYTES, True))]
+    whole_large = job("large", BATCH_BYTES + 1)
+    jobs = small[:5] + chunks + [whole_large] + small[5:]
+    batches = _batches(jobs)
+    assert [j for batch in batches for j in batch] == jobs  # results come back in entry order
+    assert [len(b) for b in batches] == [4, 1, 1, 1, 1, 1]
+    assert all(sum(j.file_size for j in b) <= BATCH_BYTES for b in batches if len(b) > 1)
+
+
 def test_parallel_writer_output_is_a_valid_zip_equal_to_zipfiles(tmp_path):
     import shutil
     import subprocess
