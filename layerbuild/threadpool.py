@@ -15,8 +15,11 @@ jobs that are already running.
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Callable, TypeVar
 
 from .distlock import sigint_held
+
+T = TypeVar("T")
 
 
 class ThreadPool(ThreadPoolExecutor):
@@ -41,3 +44,26 @@ class ThreadPool(ThreadPoolExecutor):
             with sigint_held():
                 self.shutdown(wait=True, cancel_futures=failed)
         return False
+
+
+def in_batches(items: list[T], size: Callable[[T], int | None], limit: int) -> list[list[T]]:
+    """items in their order, grouped for a pool: consecutive small ones together up to `limit` bytes,
+    the others (size above limit, or None) alone. For thousands of small files a future and a thread
+    switch each cost more than the work itself."""
+    batches: list[list[T]] = []
+    current: list[T] = []
+    total = 0
+    for item in items:
+        weight = size(item)
+        small = weight is not None and weight <= limit
+        if current and (not small or total + weight > limit):
+            batches.append(current)
+            current, total = [], 0
+        if small:
+            current.append(item)
+            total += weight
+        else:
+            batches.append([item])
+    if current:
+        batches.append(current)
+    return batches

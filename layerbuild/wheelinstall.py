@@ -25,12 +25,14 @@ from typing import Callable
 
 from .errors import BuildError
 from .safezip import relative_member
-from .threadpool import ThreadPool
+from .threadpool import ThreadPool, in_batches
 from .zipwriter import RawSource, payload_start
 
 INSTALLER = "layerbuild"
 _SCHEMES_TO_TOP = ("purelib", "platlib", "data")
 MAX_PARALLEL = 4
+# Small members are inflated in groups of about this many bytes (botocore: 2,000 JSON files).
+BATCH_BYTES = 1 << 18
 STREAM_ABOVE = 32 << 20  # members larger than this are copied in blocks
 
 
@@ -216,18 +218,20 @@ def unpack_wheels(wheels: list[Path], parent: Path, stop: Callable[[], bool] = l
             dist_infos.append(dist_info)
         jobs.sort(key=lambda job: -job[2].info.file_size)
 
-        def write(archive, mapped, member) -> None:
-            if stop():
-                raise Stopped()
-            _write_member(archive, mapped, member)
-
-        with ThreadPool(max_workers=MAX_PARALLEL) as pool:
-            for (archive, _, member), future in [(job, pool.submit(write, *job)) for job in jobs]:
+        def write(batch) -> None:
+            for archive, mapped, member in batch:
+                if stop():
+                    raise Stopped()
                 try:
-                    future.result()
+                    _write_member(archive, mapped, member)
                 except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
                     raise UnsafeWheelError(f"{Path(archive.filename).name}: damaged wheel, member "
                                            f"{member.info.filename!r} ({exc})") from None  # fmt: skip
+
+        with ThreadPool(max_workers=MAX_PARALLEL) as pool:
+            batches = in_batches(jobs, lambda job: job[2].info.file_size, BATCH_BYTES)
+            for future in [pool.submit(write, batch) for batch in batches]:
+                future.result()
         for dist_info in dist_infos:
             (dist_info / "INSTALLER").write_text(INSTALLER + "\n", encoding="utf-8")
     finally:

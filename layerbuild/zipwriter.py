@@ -24,7 +24,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
-from .threadpool import ThreadPool
+from .threadpool import ThreadPool, in_batches
 
 # DOS date and time of 1980-01-01 00:00:00, the earliest a zip can hold.
 DOS_TIME, DOS_DATE = 0, (0 << 9) | (1 << 5) | 1
@@ -182,25 +182,8 @@ class _Archives:
             os.close(fd)
 
 
-def _batches(jobs: list[_Job]) -> list[list[_Job]]:
-    """Jobs grouped for the pool: a layer of a few thousand small files costs more in futures and thread
-    switches than in copying, so consecutive small entries go together (up to BATCH_BYTES of files)."""
-    batches: list[list[_Job]] = []
-    current: list[_Job] = []
-    size = 0
-    for job in jobs:
-        small = job.size is None and job.file_size <= BATCH_BYTES
-        if current and (not small or size + job.file_size > BATCH_BYTES):
-            batches.append(current)
-            current, size = [], 0
-        if small:
-            current.append(job)
-            size += job.file_size
-        else:
-            batches.append([job])
-    if current:
-        batches.append(current)
-    return batches
+def _batch_size(job: _Job) -> int | None:
+    return job.file_size if job.size is None else None  # a chunk of a large file goes alone
 
 
 def _file_crc(handle) -> int:
@@ -255,7 +238,7 @@ def write_zip(dest: str, entries: list[Entry], level: int = 6, threads: int | No
     try:
         with open(dest, "wb") as handle, ThreadPool(max_workers=threads) as pool:
             out = _Hashing(handle, digest) if digest is not None else handle
-            done = (d for batch in pool.map(lambda b: [_run(j, level, archives) for j in b], _batches(jobs)) for d in batch)
+            done = (d for batch in pool.map(lambda b: [_run(j, level, archives) for j in b], in_batches(jobs, _batch_size, BATCH_BYTES)) for d in batch)
             for entry, payload, method, crc, csize, usize in _prepared(jobs, done):
                 name = entry.name.encode("utf-8")
                 flags = UTF8_FLAG if not entry.name.isascii() else 0

@@ -102,7 +102,8 @@ def test_zip_is_deterministic_and_normalised(tmp_path):
 
 
 def test_small_entries_go_to_the_pool_in_groups_and_keep_their_order():
-    from layerbuild.zipwriter import BATCH_BYTES, Entry, _batches, _Job
+    from layerbuild.threadpool import in_batches
+    from layerbuild.zipwriter import BATCH_BYTES, Entry, _batch_size, _Job
 
     def job(name, size, chunk=None):
         return _Job(Entry(name, 0, name), *(chunk or ()), file_size=size)
@@ -111,7 +112,7 @@ def test_small_entries_go_to_the_pool_in_groups_and_keep_their_order():
     chunks = [job("big", 3 * BATCH_BYTES, (0, BATCH_BYTES, False)), job("big", 3 * BATCH_BYTES, (BATCH_BYTES, BATCH_BYTES, True))]
     whole_large = job("large", BATCH_BYTES + 1)
     jobs = small[:5] + chunks + [whole_large] + small[5:]
-    batches = _batches(jobs)
+    batches = in_batches(jobs, _batch_size, BATCH_BYTES)
     assert [j for batch in batches for j in batch] == jobs  # results come back in entry order
     assert [len(b) for b in batches] == [4, 1, 1, 1, 1, 1]
     assert all(sum(j.file_size for j in b) <= BATCH_BYTES for b in batches if len(b) > 1)
