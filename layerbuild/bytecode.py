@@ -28,6 +28,7 @@ from typing import Callable
 
 from . import pyccache
 from .interpreters import pyenv_installs, pyenv_root
+from .layout import walk_tree
 from .threadpool import ThreadPool
 from .zipwriter import RawSource
 
@@ -104,9 +105,10 @@ def compile_command(python: str, site_dir: str, workers: int = 0) -> list[str]:
 def _chunks(files: list[Path], count: int) -> list[list[Path]]:
     """Split files into count lists of about equal total size (largest first, greedy)."""
     buckets: list[tuple[int, list[Path]]] = [(0, []) for _ in range(count)]
-    for path in sorted(files, key=lambda p: (-p.stat().st_size, str(p))):
+    sizes = {path: path.stat().st_size for path in files}
+    for path in sorted(files, key=lambda p: (-sizes[p], str(p))):
         size, members = min(buckets, key=lambda b: b[0])
-        buckets[buckets.index((size, members))] = (size + path.stat().st_size, members + [path])
+        buckets[buckets.index((size, members))] = (size + sizes[path], members + [path])
     return [members for _, members in buckets if members]
 
 
@@ -128,7 +130,7 @@ def _run_compileall(interpreter: Interpreter, site: Path, workers: int,
         proc = subprocess.run(compile_command(interpreter.executable, str(site), 1), capture_output=True, text=True,
                               env=compile_env(), timeout=COMPILE_TIMEOUT)  # fmt: skip
         return proc.stdout, {}
-    files = sorted(p for p in site.rglob("*.py") if "__pycache__" not in p.parts and p.is_file())
+    files = [Path(e.path) for e in walk_tree(site) if e.rel.endswith(".py") and e.is_file and "__pycache__" not in e.rel.split("/")]
     identity = pyccache.interpreter_identity(interpreter.executable, interpreter.cache_tag)
     keys: dict[Path, str] = {}
     raws: dict[Path, RawSource] = {}
@@ -287,12 +289,15 @@ def _relative(path: str, site: Path) -> str:
 
 def compiled_pairs(site: Path, cache_tag: str) -> list[tuple[str, str]]:
     """(source, pyc) paths relative to site for every .py that has a .pyc of this cache tag."""
+    entries = walk_tree(site)
+    files = {e.rel for e in entries if e.is_file}
     pairs = []
     suffix = f".{cache_tag}.pyc"
-    for pyc in sorted(site.rglob(f"__pycache__/*{suffix}")):
-        source = pyc.parent.parent / (pyc.name[: -len(suffix)] + ".py")
-        if source.is_file():
-            pairs.append((source.relative_to(site).as_posix(), pyc.relative_to(site).as_posix()))
+    for pyc in sorted(e.rel for e in entries if e.rel.endswith(suffix)):
+        folder, _, name = pyc.rpartition("__pycache__/")
+        source = f"{folder}{name[: -len(suffix)]}.py"
+        if name and "/" not in name and (not folder or folder.endswith("/")) and source in files:
+            pairs.append((source, pyc))
     return pairs
 
 
