@@ -356,7 +356,10 @@ def summarise(rows: dict) -> dict:
         "cold build <= 0.3x aws-lambda-builders (downloads cached for both)": ratios["cold_build_downloads_cached_vs_alb_downloads_cached"] <= 0.3,
         "warm rebuild <= 0.05x aws-lambda-builders": ratios["warm_build_vs_alb"] <= 0.05,
         "warm rebuild, committed lock <= 0.05x aws-lambda-builders": ratios["warm_build_committed_lock_vs_alb"] <= 0.05,
-        "cold import >= 3x faster than aws-lambda-builders": ratios["cold_import_speedup_vs_alb"] >= 3,
+        # The issue asks for "the layer's modules": timed with the standard-library modules they load already
+        # imported (the runtime's own bytecode, the same cost for every contender). Both readings are printed.
+        "cold import of the layer's modules >= 3x faster than aws-lambda-builders": ratios["cold_import_layer_modules_only_speedup_vs_alb"] >= 3,
+        "cold import >= 3x faster, counting the standard-library modules they load too": ratios["cold_import_speedup_vs_alb"] >= 3,
         "zip (bytecode none) <= pip + zip": ratios["zip_bytecode_none_vs_pip"] <= 1,
         "zip (bytecode only) < pip + zip": ratios["zip_bytecode_only_vs_pip"] < 1,
     }
