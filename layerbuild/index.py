@@ -19,7 +19,11 @@ from .httpsession import session
 from .tls import requests_verify
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
-_HREF = re.compile(r'href="([^"]+)"', re.IGNORECASE)
+# PEP 503: the attributes of each file's anchor (quoted values may hold a '>' some indexes leave unescaped)
+_ANCHOR = re.compile(r"""<a\s((?:[^>"']|"[^"]*"|'[^']*')*)>""", re.IGNORECASE)
+_HREF = re.compile(r'\bhref="([^"]+)"', re.IGNORECASE)
+_REQUIRES_PYTHON = re.compile(r'\bdata-requires-python="([^"]*)"', re.IGNORECASE)
+_YANKED = re.compile(r"\bdata-yanked\b", re.IGNORECASE)  # PEP 592: present (with or without a reason) means yanked
 _ATTEMPTS = 3
 
 
@@ -28,6 +32,8 @@ class IndexFile:
     filename: str
     url: str  # absolute
     sha256: str | None = None  # as the index lists it (a claim: downloads are checked against the lock)
+    yanked: bool = False
+    requires_python: str | None = None  # the release's Requires-Python, as the page gives it
 
 
 class IndexUnavailable(Exception):
@@ -47,15 +53,21 @@ def parse_listing(body: str, content_type: str, page_url: str) -> list[IndexFile
             url = item["url"]
             if not url.startswith(("https://", "http://")):  # urljoin costs 8 us a file; numpy lists 4,400
                 url = urljoin(page_url, url)
-            files.append(IndexFile(item["filename"], url, hashes.get("sha256")))
+            yanked = item.get("yanked", False)  # false, true, or the reason (even an empty one means yanked)
+            files.append(IndexFile(item["filename"], url, hashes.get("sha256"), yanked is not False and yanked is not None,
+                                   item.get("requires-python") or None))  # fmt: skip
         return files
-    for href in _HREF.findall(body):
-        href = html.unescape(href)
-        link, _, fragment = href.partition("#")
+    for attributes in _ANCHOR.findall(body):
+        found = _HREF.search(attributes)
+        if found is None:
+            continue
+        link, _, fragment = html.unescape(found.group(1)).partition("#")
         url = urljoin(page_url, link)
         filename = urlsplit(url).path.rsplit("/", 1)[-1]
         sha256 = fragment[len("sha256="):] if fragment.startswith("sha256=") else None
-        files.append(IndexFile(filename, url, sha256))
+        requires = _REQUIRES_PYTHON.search(attributes)
+        files.append(IndexFile(filename, url, sha256, _YANKED.search(attributes) is not None,
+                               html.unescape(requires.group(1)) if requires and requires.group(1) else None))  # fmt: skip
     return files
 
 

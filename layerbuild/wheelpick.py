@@ -4,6 +4,9 @@ A lock pins a version and lists the hashes of all its files (every platform); th
 the one wheel that suits the target best, as pip and uv do: the first match in the target's tag
 priority order (its own ABI before abi3 before pure Python; the newest manylinux glibc the runtime
 has first). Ties go to the file name, so the choice is stable.
+
+Before there is a lock, likely_version guesses which release a resolver will lock for a requirement,
+so that its wheel can be fetched while uv resolves (a head start the lock then confirms or ignores).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag, compatible_tags, cpython_tags, parse_tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
@@ -93,3 +97,42 @@ def _best_wheel(files: list[IndexFile], pin: LockedPin, ranks: dict[Tag, int]) -
         if best is None or key < best[0]:
             best = (key, item)
     return best
+
+
+def likely_version(files: list[IndexFile], name: str, specifier: SpecifierSet, python: str,
+                   ranks: dict[Tag, int]) -> str | None:  # fmt: skip
+    """The release a resolver will most likely lock for a direct requirement, as its file names spell it: the
+    newest one the specifier admits (pre-releases only when it names one, as uv and pip do), with a wheel
+    that is not yanked, whose Requires-Python admits the target's Python and that runs on the target.
+    None when no release qualifies. A guess for a head start only: another requirement may hold the
+    release back, and then the lock's choice is installed instead."""
+    by_version: dict[str, list[IndexFile]] = {}
+    for item in files:  # numpy lists 4,400 files: the version is read from the name, parsed once per release
+        parts = item.filename.split("-")
+        if len(parts) in (5, 6) and item.filename.endswith(".whl") and not item.yanked:
+            by_version.setdefault(parts[1], []).append(item)
+    parsed: dict[Version, str] = {}
+    for text in by_version:
+        try:
+            parsed[Version(text)] = text
+        except InvalidVersion:
+            continue
+    # filter(), not contains(): it drops pre-releases unless the specifier names one or nothing else is left.
+    admitted = sorted(specifier.filter(parsed), reverse=True)
+    target_python = Version(python)
+    for version in admitted:
+        text, items = parsed[version], by_version[parsed[version]]
+        pin = LockedPin(canonicalize_name(name), text, frozenset())
+        for item in items:
+            if _admits_python(item.requires_python, target_python) and wheel_rank(item.filename, pin, ranks) is not None:
+                return text
+    return None
+
+
+def _admits_python(requires_python: str | None, python: Version) -> bool:
+    if not requires_python:
+        return True
+    try:
+        return SpecifierSet(requires_python).contains(python, prereleases=True)
+    except InvalidSpecifier:
+        return True  # unreadable metadata: the guess may be wrong, the lock decides anyway

@@ -156,12 +156,13 @@ def _fault(handler: BaseHTTPRequestHandler, plan: FaultPlan, body: bytes | None 
 # --- a PEP 503 package index -----------------------------------------------------------------
 
 
-def make_wheel(name: str, version: str, files: dict[str, bytes] | None = None) -> tuple[str, bytes]:
-    """A valid pure-Python wheel built in memory: (file name, bytes)."""
+def make_wheel(name: str, version: str, files: dict[str, bytes] | None = None, requires: tuple[str, ...] = ()) -> tuple[str, bytes]:
+    """A valid pure-Python wheel built in memory: (file name, bytes). requires: its Requires-Dist lines."""
     dist = name.replace("-", "_")
     files = dict(files or {f"{dist}/__init__.py": f"VERSION = {version!r}\n".encode()})
     info = f"{dist}-{version}.dist-info"
-    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    needs = "".join(f"Requires-Dist: {r}\n" for r in requires)
+    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{needs}".encode()
     files[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: faultproxy\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     record = []
     for path, data in files.items():

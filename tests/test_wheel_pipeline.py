@@ -24,6 +24,46 @@ def test_only_requirements_pinned_to_one_version_get_a_head_start():
     assert wheels.exact_pins(recipe) == {"a-b": "1.0", "arbitrary": "1.0", "extras": "3"}
 
 
+def test_other_requirements_get_a_guessed_head_start_unless_a_marker_makes_it_unsure():
+    recipe = parse_recipe({"name": "p", "packages": ["pinned==1.0", "Ranged>=1,<3", "bare", "marked>=1; python_version<'3'"]},
+                          "p.yaml")  # fmt: skip
+    assert {name: str(spec) for name, spec in wheels.likely_candidates(recipe).items()} == {"ranged": "<3,>=1", "bare": ""}
+
+
+def test_an_unpinned_build_installs_the_likely_release_fetched_while_uv_resolved(index, tmp_path, invoke, write_recipe, monkeypatch):
+    index.add("demo-guess", "1.0")
+    index.add("demo-guess", "1.1", files={"demo_guess/__init__.py": b"NEWEST = True\n"})
+    calls, begun = [], []
+    unpack, begin = wheelinstall.unpack_wheels, wheels.WheelPipeline.begin
+    monkeypatch.setattr(wheelinstall, "unpack_wheels", lambda w, parent, **kw: calls.extend((parent.name, p.name) for p in w) or unpack(w, parent, **kw))
+    monkeypatch.setattr(wheels.WheelPipeline, "begin", lambda self, d, speculative: begun.append((d.file.filename, speculative)) or begin(self, d, speculative))
+    path = write_recipe(f"name: guess\npackages: ['demo-guess>=1']\npython: ['3.11']\nindex_url: {index.simple_url}\n", filename="guess.yaml")
+    result = invoke("build", path, "--out", tmp_path / "dist", env={"UV_CACHE_DIR": str(tmp_path / "uv")})
+    assert result.exit_code == 0, result.stderr
+    assert begun[0] == ("demo_guess-1.1-py3-none-any.whl", True)  # begun from the index page while uv resolved
+    assert calls == [("pipeline", "demo_guess-1.1-py3-none-any.whl")]  # and taken by the install, not unpacked again
+    with zipfile.ZipFile(tmp_path / "dist" / "guess-python3.11-x86_64.zip") as archive:
+        assert archive.read("python/demo_guess/__init__.py") == b"NEWEST = True\n"
+
+
+def test_a_wrong_guess_is_ignored_and_the_locked_release_installed(index, tmp_path, invoke, write_recipe, monkeypatch):
+    index.add("demo-held", "1.0", files={"demo_held/__init__.py": b"HELD_BACK = True\n"})
+    index.add("demo-held", "2.0")
+    index.add("demo-holder", "1.0", requires=("demo-held<2",))  # holds demo-held back from the newest release
+    calls = []
+    unpack = wheelinstall.unpack_wheels
+    monkeypatch.setattr(wheelinstall, "unpack_wheels", lambda w, parent, **kw: calls.extend(p.name for p in w) or unpack(w, parent, **kw))
+    path = write_recipe(f"name: held\npackages: ['demo-held', 'demo-holder']\npython: ['3.11']\nindex_url: {index.simple_url}\n",
+                        filename="held.yaml")  # fmt: skip
+    result = invoke("build", path, "--out", tmp_path / "dist", env={"UV_CACHE_DIR": str(tmp_path / "uv")})
+    assert result.exit_code == 0, result.stderr
+    assert "demo_held-2.0-py3-none-any.whl" in calls  # guessed while uv resolved...
+    with zipfile.ZipFile(tmp_path / "dist" / "held-python3.11-x86_64.zip") as archive:
+        names = archive.namelist()
+        assert archive.read("python/demo_held/__init__.py") == b"HELD_BACK = True\n"  # ...but the lock's 1.0 is installed
+        assert "python/demo_held-1.0.dist-info/METADATA" in names and not any("demo_held-2.0" in n for n in names)
+
+
 def test_a_head_start_hands_over_only_the_file_the_lock_allows(index, tmp_path):
     filename, data = index.add("demo-head", "1.0")
     download = download_for(index, filename, data, "demo-head")

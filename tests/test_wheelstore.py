@@ -125,6 +125,51 @@ def test_listing_pages_give_absolute_urls_and_listed_hashes():
         IndexFile("demo-1.0-py3-none-any.whl", "https://mirror.example/f/demo.whl", "d" * 64)]
 
 
+def test_listing_pages_say_which_files_are_yanked_and_which_pythons_they_need():
+    page = "https://mirror.example/simple/demo/"
+    html = ('<a href="/f/demo-1.0-py3-none-any.whl" data-requires-python="&gt;=3.8">a</a>\n'
+            '<a data-yanked="broken build" href="/f/demo-1.1-py3-none-any.whl">b</a>\n'
+            '<a href="/f/demo-1.2-py3-none-any.whl" data-yanked>c</a>\n'
+            '<A HREF="/f/demo-1.3-py3-none-any.whl" data-requires-python=">=3.12">d</A>\n'  # left unescaped by some indexes
+            '<link href="/static/style.css">')  # fmt: skip
+    files = parse_listing(html, "text/html", page)
+    assert [(f.filename, f.yanked, f.requires_python) for f in files] == [
+        ("demo-1.0-py3-none-any.whl", False, ">=3.8"), ("demo-1.1-py3-none-any.whl", True, None),
+        ("demo-1.2-py3-none-any.whl", True, None), ("demo-1.3-py3-none-any.whl", False, ">=3.12")]
+    entries = [{"filename": f"demo-1.{i}-py3-none-any.whl", "url": f"/f/{i}", "hashes": {}, **extra}
+               for i, extra in enumerate([{"yanked": False, "requires-python": ">=3.9"}, {"yanked": True},
+                                          {"yanked": "security hole"}, {"yanked": ""}, {"requires-python": None}])]  # fmt: skip
+    files = parse_listing(json.dumps({"files": entries}), "application/vnd.pypi.simple.v1+json", page)
+    assert [(f.yanked, f.requires_python) for f in files] == [(False, ">=3.9"), (True, None), (True, None), (True, None), (False, None)]
+
+
+@pytest.mark.parametrize("specifier,python,expected", [
+    ("", "3.11", "2.2.6"),  # 2.3 ships only manylinux_2_28 wheels: not for python3.11's glibc 2.26
+    ("", "3.12", "2.3.1"),  # 2.4.0rc1 is a pre-release, 2.3.2 is yanked
+    (">=2.4.0rc1", "3.12", "2.4.0rc1"),  # a specifier naming a pre-release admits them
+    ("<2.3", "3.12", "2.2.6"),
+    ("", "3.9", "1.26.4"),  # 2.x requires Python >= 3.10
+    (">=3", "3.12", None),
+])
+def test_the_likely_release_is_the_newest_the_requirement_and_the_target_admit(specifier, python, expected):
+    from packaging.specifiers import SpecifierSet
+
+    from layerbuild.wheelpick import likely_version
+
+    def wheel(version, tag="cp{v}-cp{v}-manylinux_2_17_x86_64.manylinux2014_x86_64", **extra):
+        files = []
+        for v in ("39", "311", "312"):
+            files.append(IndexFile(f"numpy-{version}-{tag.format(v=v)}.whl", f"https://f/{version}-{v}", None, **extra))
+        return files
+
+    listing = (wheel("1.26.4") + wheel("2.2.6", requires_python=">=3.10") + [IndexFile("numpy-2.2.6.tar.gz", "https://f/s")]
+               + wheel("2.3.1", "cp{v}-cp{v}-manylinux_2_28_x86_64", requires_python=">=3.10")
+               + wheel("2.3.2", "cp{v}-cp{v}-manylinux_2_28_x86_64", yanked=True)
+               + wheel("2.4.0rc1", "cp{v}-cp{v}-manylinux_2_28_x86_64"))  # fmt: skip
+    ranks = target_priority(Target(RUNTIMES[python], "x86_64"))
+    assert likely_version(listing, "NumPy", SpecifierSet(specifier), python, ranks) == expected
+
+
 # --- unpacking ----------------------------------------------------------------------------------------
 
 

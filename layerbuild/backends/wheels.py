@@ -12,6 +12,7 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from .. import wheelinstall, wheelstore
@@ -23,7 +24,7 @@ from ..lockfile import Lock, requirements_digest
 from ..runtimes import Target
 from ..threadpool import ThreadPool
 from ..uvdriver import IndexSettings, compile_lock, install_lock, needs_compiling_message
-from ..wheelpick import LockedPin, choose_wheel, tag_runs_on, target_priority
+from ..wheelpick import LockedPin, choose_wheel, likely_version, tag_runs_on, target_priority
 from ..zipwriter import RawSource
 from .base import BuildRequest, LayerTree
 
@@ -43,6 +44,14 @@ def resolve_lock(request: BuildRequest) -> Lock:
     )
 
 
+def likely_candidates(recipe) -> dict[str, SpecifierSet]:
+    """Pure: canonical name -> specifier of the recipe's requirements that are not pinned to one version but
+    whose locked release the index page lets us guess (no environment marker; a recipe names each project once)."""
+    pinned = exact_pins(recipe)
+    return {name: r.specifier for r in recipe.requirements
+            if r.marker is None and (name := canonicalize_name(r.name)) not in pinned}  # fmt: skip
+
+
 def exact_pins(recipe) -> dict[str, str]:
     """Pure: canonical name -> version of the recipe's requirements pinned to one version (==X, no
     wildcard, no environment marker): the lock is sure to pin them so, whatever else it resolves."""
@@ -58,9 +67,9 @@ def exact_pins(recipe) -> dict[str, str]:
 class WheelPipeline:
     """Wheels downloaded and unpacked each as soon as it arrives, on their own threads.
 
-    Two uses: a head start for the recipe's exactly pinned requirements while uv resolves (begun
-    from the index page's sha256: speculative), and every locked wheel once the lock is known (begun
-    from the lock's hashes: what fails there fails the build). The install takes a wheel from here
+    Two uses: a head start for the recipe's direct requirements while uv resolves (the pinned or the
+    likely version, begun from the index page's sha256: speculative), and every locked wheel once the
+    lock is known (begun from the lock's hashes: what fails there fails the build). The install takes a wheel from here
     only when it is the file the lock chose and was checked against hashes the lock allows; a
     speculative one that failed is done again the usual way. Downloads go to the wheel store on
     daemon threads (a stalled index never holds up a build that ended meanwhile); unpacking goes
@@ -133,15 +142,18 @@ class WheelPipeline:
 
 
 def prefetch_listings(request: BuildRequest) -> None:
-    """Start fetching the recipe's direct requirements' project pages while uv resolves, and give
-    exactly pinned requirements a head start (see WheelPipeline).
+    """Start fetching the recipe's direct requirements' project pages while uv resolves, and give them a
+    head start (see WheelPipeline): requirements pinned to one version at that version, the others at the
+    release uv will most likely lock (wheelpick.likely_version: the newest the specifier admits that has a
+    wheel for the target). A wrong guess costs a download; the lock's file is installed anyway.
 
     Daemon threads: a stalled index never holds up the exit of a build that failed meanwhile. The
     result is only a head start; plan_downloads asks again for anything that failed.
     """
     index_url = request.index.index_url
     pins = exact_pins(request.recipe)
-    if pins and request.wheel_pipeline is None:
+    guesses = likely_candidates(request.recipe)
+    if (pins or guesses) and request.wheel_pipeline is None:
         request.wheel_pipeline = WheelPipeline(request.work_dir)
     ranks = target_priority(request.target)
     for name in request.recipe.project_names:
@@ -157,9 +169,12 @@ def prefetch_listings(request: BuildRequest) -> None:
                 future.set_exception(exc)
                 return
             try:  # begun before the listing is handed over, so the install finds it under way
-                if name in pins and listing:
+                version = pins.get(name)
+                if version is None and name in guesses and listing:
+                    version = likely_version(listing, name, guesses[name], request.target.python, ranks)
+                if version is not None and listing:
                     listed = frozenset(f.sha256.lower() for f in listing if f.sha256)
-                    chosen = choose_wheel(listing, LockedPin(name, pins[name], listed), ranks)
+                    chosen = choose_wheel(listing, LockedPin(name, version, listed), ranks)
                     if chosen is not None and chosen.sha256:  # checked against what the index says it is
                         download = wheelstore.Download(name, chosen, frozenset({chosen.sha256.lower()}), index_url)
                         request.wheel_pipeline.begin(download, speculative=True)
