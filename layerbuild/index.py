@@ -19,10 +19,11 @@ from .httpsession import session
 from .tls import requests_verify
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
-# PEP 503: the attributes of each file's anchor (quoted values may hold a '>' some indexes leave unescaped)
-_ANCHOR = re.compile(r"""<a\s((?:[^>"']|"[^"]*"|'[^']*')*)>""", re.IGNORECASE)
-_HREF = re.compile(r'\bhref="([^"]+)"', re.IGNORECASE)
-_REQUIRES_PYTHON = re.compile(r'\bdata-requires-python="([^"]*)"', re.IGNORECASE)
+# PEP 503: the attributes of each file's anchor. Quoted values may hold a '>' that some indexes leave
+# unescaped; a stray quote is taken as text (atomic: no backtracking over hostile pages).
+_ANCHOR = re.compile(r"""<a\s((?>"[^"]*"|'[^']*'|[^>])*)>""", re.IGNORECASE)
+_HREF = re.compile(r"""\bhref=(?:"([^"]+)"|'([^']+)')""", re.IGNORECASE)
+_REQUIRES_PYTHON = re.compile(r"""\bdata-requires-python=(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
 _YANKED = re.compile(r"\bdata-yanked\b", re.IGNORECASE)  # PEP 592: present (with or without a reason) means yanked
 _ATTEMPTS = 3
 
@@ -61,13 +62,13 @@ def parse_listing(body: str, content_type: str, page_url: str) -> list[IndexFile
         found = _HREF.search(attributes)
         if found is None:
             continue
-        link, _, fragment = html.unescape(found.group(1)).partition("#")
+        link, _, fragment = html.unescape(found.group(1) or found.group(2)).partition("#")
         url = urljoin(page_url, link)
         filename = urlsplit(url).path.rsplit("/", 1)[-1]
         sha256 = fragment[len("sha256="):] if fragment.startswith("sha256=") else None
         requires = _REQUIRES_PYTHON.search(attributes)
-        files.append(IndexFile(filename, url, sha256, _YANKED.search(attributes) is not None,
-                               html.unescape(requires.group(1)) if requires and requires.group(1) else None))  # fmt: skip
+        requires_python = html.unescape(requires.group(1) or requires.group(2) or "") if requires else ""
+        files.append(IndexFile(filename, url, sha256, _YANKED.search(attributes) is not None, requires_python or None))
     return files
 
 

@@ -106,24 +106,25 @@ def likely_version(files: list[IndexFile], name: str, specifier: SpecifierSet, p
     that is not yanked, whose Requires-Python admits the target's Python and that runs on the target.
     None when no release qualifies. A guess for a head start only: another requirement may hold the
     release back, and then the lock's choice is installed instead."""
-    by_version: dict[str, list[IndexFile]] = {}
-    for item in files:  # numpy lists 4,400 files: the version is read from the name, parsed once per release
+    spelled: dict[str, Version | None] = {}
+    by_version: dict[Version, list[tuple[str, IndexFile]]] = {}
+    for item in files:  # numpy lists 4,400 files: the version is read from the name, parsed once per spelling
         parts = item.filename.split("-")
-        if len(parts) in (5, 6) and item.filename.endswith(".whl") and not item.yanked:
-            by_version.setdefault(parts[1], []).append(item)
-    parsed: dict[Version, str] = {}
-    for text in by_version:
-        try:
-            parsed[Version(text)] = text
-        except InvalidVersion:
+        if len(parts) not in (5, 6) or not item.filename.endswith(".whl") or item.yanked:
             continue
-    # filter(), not contains(): it drops pre-releases unless the specifier names one or nothing else is left.
-    admitted = sorted(specifier.filter(parsed), reverse=True)
+        text = parts[1]
+        if text not in spelled:
+            try:
+                spelled[text] = Version(text)
+            except InvalidVersion:
+                spelled[text] = None
+        if spelled[text] is not None:  # 1.0 and 1.0.0 are one release
+            by_version.setdefault(spelled[text], []).append((text, item))
     target_python = Version(python)
-    for version in admitted:
-        text, items = parsed[version], by_version[parsed[version]]
-        pin = LockedPin(canonicalize_name(name), text, frozenset())
-        for item in items:
+    # filter(), not contains(): it drops pre-releases unless the specifier names one or nothing else is left.
+    for version in sorted(specifier.filter(by_version), reverse=True):
+        for text, item in by_version[version]:
+            pin = LockedPin(canonicalize_name(name), text, frozenset())
             if _admits_python(item.requires_python, target_python) and wheel_rank(item.filename, pin, ranks) is not None:
                 return text
     return None

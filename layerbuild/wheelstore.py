@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .cache import cache_root
 from .cacheprune import wheel_root
@@ -88,8 +89,13 @@ def hash_mismatch_message(package: str, index_url: str) -> str:
             f"lock (changed or tampered upstream; re-lock only if you trust the new file)")  # fmt: skip
 
 
-def fetch(download: Download, root: Path | None = None) -> Path:
-    """The stored, verified file: from the store, or downloaded into it."""
+class Cancelled(Exception):
+    """A download its caller no longer wanted (a head start the lock did not confirm)."""
+
+
+def fetch(download: Download, root: Path | None = None, cancelled: Callable[[], bool] = lambda: False) -> Path:
+    """The stored, verified file: from the store, or downloaded into it. cancelled() is asked between
+    blocks: when it says so the download ends with Cancelled, leaving nothing behind."""
     key = download.file.filename
     with _locks_guard:
         lock = _locks.setdefault(key, threading.Lock())
@@ -97,10 +103,10 @@ def fetch(download: Download, root: Path | None = None) -> Path:
         found = find_stored(download, root)
         if found:
             return found
-        return _download(download, root or store_root())
+        return _download(download, root or store_root(), cancelled)
 
 
-def _download(download: Download, root: Path) -> Path:
+def _download(download: Download, root: Path, cancelled: Callable[[], bool] = lambda: False) -> Path:
     import requests
 
     url, filename = download.file.url, download.file.filename
@@ -122,6 +128,8 @@ def _download(download: Download, root: Path) -> Path:
                             raise _Retry()
                         expected = response.headers.get("Content-Length")
                         for block in response.iter_content(_BLOCK):
+                            if cancelled():
+                                raise Cancelled()
                             handle.write(block)
                             digest.update(block)
                             received += len(block)

@@ -21,6 +21,7 @@ import os
 import struct
 import threading
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -154,28 +155,41 @@ def _read_raw(raw: RawSource, archives: _Archives) -> bytes | None:
     if raw.payload is not None:
         return raw.payload if len(raw.payload) == raw.compress_size else None
     try:
-        fd = archives.fd(raw.archive)
-        found = payload_start(os.pread(fd, LOCAL_HEADER.size, raw.header_offset), 0)
-        if found is None or found[0] != 8:
-            return None
-        payload = os.pread(fd, raw.compress_size, raw.header_offset + found[1])
+        with archives.opened(raw.archive) as fd:
+            found = payload_start(os.pread(fd, LOCAL_HEADER.size, raw.header_offset), 0)
+            if found is None or found[0] != 8:
+                return None
+            payload = os.pread(fd, raw.compress_size, raw.header_offset + found[1])
     except OSError:
         return None
     return payload if len(payload) == raw.compress_size else None
 
 
 class _Archives:
-    """The wheels that entries copy from, each opened once per zip (pread: no shared file position)."""
+    """The wheels that entries copy from, each opened once per zip (pread: no shared file position). At most
+    KEPT_OPEN stay open (a layer of hundreds of wheels must not run into a low open-file limit, as macOS's
+    256); past that, a read opens and closes its own."""
+
+    KEPT_OPEN = 64
 
     def __init__(self):
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def fd(self, path: str) -> int:
+    @contextmanager
+    def opened(self, path: str) -> Iterator[int]:
         with self._lock:
-            if path not in self._fds:
-                self._fds[path] = os.open(path, os.O_RDONLY)
-            return self._fds[path]
+            fd = self._fds.get(path)
+            if fd is None and len(self._fds) < self.KEPT_OPEN:
+                fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        if fd is not None:
+            yield fd
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         for fd in self._fds.values():

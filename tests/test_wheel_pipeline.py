@@ -6,6 +6,7 @@ Against the loopback PEP 503 index (tests/faultproxy.py)."""
 from __future__ import annotations
 
 import hashlib
+import threading
 import zipfile
 
 import pytest
@@ -62,6 +63,55 @@ def test_a_wrong_guess_is_ignored_and_the_locked_release_installed(index, tmp_pa
         names = archive.namelist()
         assert archive.read("python/demo_held/__init__.py") == b"HELD_BACK = True\n"  # ...but the lock's 1.0 is installed
         assert "python/demo_held-1.0.dist-info/METADATA" in names and not any("demo_held-2.0" in n for n in names)
+
+
+def test_no_head_start_when_an_extra_index_may_hold_the_locked_release(tmp_path, invoke, write_recipe, monkeypatch):
+    """uv may lock a release from an extra index (torch's CPU builds): a guess from the main index could be a
+    0.9 GB download of the wrong file, so recipes with extra indexes get none, pinned or not."""
+    from faultproxy import PackageIndex
+
+    begun = []
+    begin = wheels.WheelPipeline.begin
+    monkeypatch.setattr(wheels.WheelPipeline, "begin", lambda self, d, speculative: begun.append(speculative) or begin(self, d, speculative))
+    with PackageIndex() as primary, PackageIndex() as extra:
+        primary.add("demo-main", "1.0")
+        primary.add("demo-pinned", "1.0")
+        extra.add("demo-main", "1.0+cpu")
+        path = write_recipe(f"name: ex\npackages: ['demo-main', 'demo-pinned==1.0']\npython: ['3.11']\nindex_url: {primary.simple_url}\n"
+                            f"extra_index_urls: [{extra.simple_url}]\n", filename="ex.yaml")  # fmt: skip
+        result = invoke("build", path, "--out", tmp_path / "dist", env={"UV_CACHE_DIR": str(tmp_path / "uv")})
+    assert result.exit_code == 0, result.stderr
+    assert begun and True not in begun  # every wheel begun from the lock, none guessed
+
+
+def test_a_head_start_the_lock_did_not_confirm_ends_without_a_trace(index, tmp_path, monkeypatch):
+    from layerbuild import wheelstore
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    filename, data = index.add("demo-wrong", "2.0", files={"demo_wrong/__init__.py": b"x" * 3_000_000})
+    download = download_for(index, filename, data, "demo-wrong")
+    head = wheels.WheelPipeline(tmp_path / "work")
+    with wheelstore._locks_guard:
+        held = wheelstore._locks.setdefault(filename, threading.Lock())
+    with held:  # the head start waits here until the lock is known
+        head.begin(download, speculative=True)
+        head.drop_head_starts_except({"demo_wrong-1.0-py3-none-any.whl"})  # the lock chose 1.0
+    with pytest.raises((wheelstore.Cancelled, wheelinstall.Stopped)):
+        head._results[filename].result(timeout=30)
+    head.stop()
+    assert wheelstore.find_stored(download) is None and not list(wheelstore.store_root().rglob("*.part"))
+    assert not list((tmp_path / "work").rglob("__init__.py"))  # nothing unpacked
+
+
+def test_a_cancelled_download_leaves_nothing_in_the_store(index, tmp_path):
+    from layerbuild import wheelstore
+
+    filename, data = index.add("demo-cancel", "1.0")
+    download = download_for(index, filename, data, "demo-cancel")
+    with pytest.raises(wheelstore.Cancelled):
+        wheelstore.fetch(download, tmp_path / "store", cancelled=lambda: True)
+    assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert wheelstore.fetch(download, tmp_path / "store").read_bytes() == data  # and a later fetch is not hindered
 
 
 def test_a_head_start_hands_over_only_the_file_the_lock_allows(index, tmp_path):

@@ -131,11 +131,14 @@ def test_listing_pages_say_which_files_are_yanked_and_which_pythons_they_need():
             '<a data-yanked="broken build" href="/f/demo-1.1-py3-none-any.whl">b</a>\n'
             '<a href="/f/demo-1.2-py3-none-any.whl" data-yanked>c</a>\n'
             '<A HREF="/f/demo-1.3-py3-none-any.whl" data-requires-python=">=3.12">d</A>\n'  # left unescaped by some indexes
+            "<a href='/f/demo-1.4-py3-none-any.whl' data-requires-python='&gt;=3.9'>e</a>\n"
+            '<a href="/f/demo-1.5-py3-none-any.whl" title=it\'s>f</a>\n'  # a stray quote
             '<link href="/static/style.css">')  # fmt: skip
     files = parse_listing(html, "text/html", page)
     assert [(f.filename, f.yanked, f.requires_python) for f in files] == [
         ("demo-1.0-py3-none-any.whl", False, ">=3.8"), ("demo-1.1-py3-none-any.whl", True, None),
-        ("demo-1.2-py3-none-any.whl", True, None), ("demo-1.3-py3-none-any.whl", False, ">=3.12")]
+        ("demo-1.2-py3-none-any.whl", True, None), ("demo-1.3-py3-none-any.whl", False, ">=3.12"),
+        ("demo-1.4-py3-none-any.whl", False, ">=3.9"), ("demo-1.5-py3-none-any.whl", False, None)]
     entries = [{"filename": f"demo-1.{i}-py3-none-any.whl", "url": f"/f/{i}", "hashes": {}, **extra}
                for i, extra in enumerate([{"yanked": False, "requires-python": ">=3.9"}, {"yanked": True},
                                           {"yanked": "security hole"}, {"yanked": ""}, {"requires-python": None}])]  # fmt: skip
@@ -168,6 +171,18 @@ def test_the_likely_release_is_the_newest_the_requirement_and_the_target_admit(s
                + wheel("2.4.0rc1", "cp{v}-cp{v}-manylinux_2_28_x86_64"))  # fmt: skip
     ranks = target_priority(Target(RUNTIMES[python], "x86_64"))
     assert likely_version(listing, "NumPy", SpecifierSet(specifier), python, ranks) == expected
+
+
+def test_a_release_spelled_two_ways_is_one_release_for_the_guess():
+    from packaging.specifiers import SpecifierSet
+
+    from layerbuild.wheelpick import likely_version
+
+    ranks = target_priority(Target(RUNTIMES["3.12"], "x86_64"))
+    for first, second in (("1.0.0", "1.0"), ("1.0", "1.0.0")):
+        listing = [IndexFile(f"foo-{first}-py3-none-any.whl", "u"), IndexFile(f"foo-{second}-cp312-cp312-musllinux_1_1_x86_64.whl", "u"),
+                   IndexFile("foo-0.9-py3-none-any.whl", "u")]  # fmt: skip
+        assert likely_version(listing, "foo", SpecifierSet(), "3.12", ranks) == first  # the spelling of the file that fits
 
 
 # --- unpacking ----------------------------------------------------------------------------------------
@@ -325,6 +340,39 @@ def test_unchanged_files_reuse_the_wheels_deflated_bytes_and_changed_ones_are_co
     single = tmp_path / "single.zip"
     write_zip(str(single), entries, level=6, threads=1)
     assert single.read_bytes() == dest.read_bytes()
+
+
+def test_copying_from_more_wheels_than_are_kept_open_gives_the_same_zip_and_leaves_none_open(tmp_path, monkeypatch):
+    import os
+
+    from layerbuild import zipwriter
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    entries = []
+    for i in range(6):  # six wheels, one member each
+        data = f"X = {i}\n".encode() * 300
+        wheel = tmp_path / f"w{i}.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr(f"m{i}.py", data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+        (tree / f"m{i}.py").write_bytes(data)
+        entries.append(Entry(f"m{i}.py", 0o644 << 16, str(tree / f"m{i}.py"), raw_member(wheel, f"m{i}.py")[0]))
+    write_zip(str(tmp_path / "all.zip"), entries)
+    monkeypatch.setattr(zipwriter._Archives, "KEPT_OPEN", 2)
+    before = len(os.listdir("/proc/self/fd"))
+    write_zip(str(tmp_path / "two.zip"), entries)
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert (tmp_path / "two.zip").read_bytes() == (tmp_path / "all.zip").read_bytes()
+    for i, entry in enumerate(entries):  # still the wheels' own deflated bytes, not compressed afresh
+        assert raw_member(tmp_path / "two.zip", entry.name)[1] == raw_member(tmp_path / f"w{i}.whl", entry.name)[1]
+    archives = zipwriter._Archives()
+    for i in range(3):
+        with archives.opened(str(tmp_path / f"w{i}.whl")) as fd:
+            last = fd
+    assert len(archives._fds) == 2 and last not in archives._fds.values()  # the third was opened for its read only
+    with pytest.raises(OSError):
+        os.fstat(last)
+    archives.close()
 
 
 def test_a_raw_source_that_is_not_what_it_claims_falls_back_to_compressing(tmp_path):

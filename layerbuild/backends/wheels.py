@@ -85,6 +85,7 @@ class WheelPipeline:
         self._results: dict[str, Future] = {}  # wheel file name -> Future of wheelinstall.Unpacked
         self._checked: dict[str, frozenset[str]] = {}  # wheel file name -> the hashes its download was checked against
         self._speculative: dict[str, bool] = {}
+        self._dropped: set[str] = set()  # head starts the lock did not confirm: their download and unpack end
 
     def begin(self, download: wheelstore.Download, speculative: bool) -> None:
         """Start on a wheel, unless it is under way already (the head start and the lock may both ask for
@@ -98,17 +99,22 @@ class WheelPipeline:
         threading.Thread(target=self._run, args=(download, future), name=f"wheel-{download.package}", daemon=True).start()
 
     def _run(self, download: wheelstore.Download, future: Future) -> None:
+        name = download.file.filename
+
+        def unwanted() -> bool:  # asked between download blocks and unpacked members
+            return self._stopped or name in self._dropped
+
         try:
-            stored = wheelstore.fetch(download)
+            stored = wheelstore.fetch(download, cancelled=unwanted)
             with self._changed:
-                if self._stopped:
+                if unwanted():
                     raise wheelinstall.Stopped()
                 self._unpacking += 1
             try:
                 private = self.folder / "wheels" / stored.name
                 private.parent.mkdir(parents=True, exist_ok=True)
                 link_or_copy(stored, private)  # a concurrent prune of the store cannot take it away
-                (unpacked,) = wheelinstall.unpack_wheels([private], self.folder, stop=lambda: self._stopped)
+                (unpacked,) = wheelinstall.unpack_wheels([private], self.folder, stop=unwanted)
                 future.set_result(unpacked)
             finally:
                 with self._changed:
@@ -134,6 +140,11 @@ class WheelPipeline:
         except Exception:  # noqa: BLE001 - stopped, timed out, or the disk: done again the usual way, which reports it
             return None
 
+    def drop_head_starts_except(self, wanted: set[str]) -> None:
+        """The lock is known: head starts of other files (a wrong guess) stop downloading and unpacking."""
+        with self._changed:
+            self._dropped |= {name for name, speculative in self._speculative.items() if speculative and name not in wanted}
+
     def stop(self) -> None:
         """No new unpacking; returns once none is under way (each checks between members)."""
         with self._changed:
@@ -151,8 +162,9 @@ def prefetch_listings(request: BuildRequest) -> None:
     result is only a head start; plan_downloads asks again for anything that failed.
     """
     index_url = request.index.index_url
-    pins = exact_pins(request.recipe)
-    guesses = likely_candidates(request.recipe)
+    pins, guesses = exact_pins(request.recipe), likely_candidates(request.recipe)
+    if request.index.extra_index_urls:  # uv may take a release from an extra index (torch's CPU builds): no guessing
+        pins, guesses = {}, {}
     if (pins or guesses) and request.wheel_pipeline is None:
         request.wheel_pipeline = WheelPipeline(request.work_dir)
     ranks = target_priority(request.target)
@@ -237,6 +249,7 @@ def install_from_store(lock: Lock, target: Target, index: IndexSettings, work_di
             pipeline.stop()  # uv installs: a head start would only compete with it
         return None
     pipeline = pipeline or WheelPipeline(work_dir)
+    pipeline.drop_head_starts_except({d.file.filename for d in planned})
     try:
         for download in planned:
             pipeline.begin(download, speculative=False)  # a wheel the head start has under way is not begun again
