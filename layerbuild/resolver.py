@@ -80,10 +80,7 @@ def _pinned(req: Requirement, pin: str) -> str:
 def _marker_applies(req: Requirement, target: Target) -> bool:
     if not req.marker:
         return True
-    env = {"python_version": target.python, "python_full_version": f"{target.python}.0",
-           "platform_machine": target.machine, "sys_platform": "linux", "platform_system": "Linux",
-           "os_name": "posix", "implementation_name": "cpython", "platform_python_implementation": "CPython"}  # fmt: skip
-    return req.marker.evaluate(env)
+    return req.marker.evaluate(target.marker_environment())
 
 
 def why_not(req: Requirement, layer: KlayersLayer | None, pin: str | None) -> str | None:

@@ -47,6 +47,12 @@ def target_priority(target: Target) -> dict[Tag, int]:
     return tag_priority(target.python, tuple(target.runtime.platform_tags(target.arch)))
 
 
+def resolver_priority(target: Target) -> dict[Tag, int]:
+    """The tags uv considers when it resolves for the target (its --python-platform knows fewer glibc levels):
+    what a guess at uv's choice must use."""
+    return tag_priority(target.python, tuple(target.runtime.resolver_platform_tags(target.arch)))
+
+
 def tag_runs_on(tag_text: str, target: Target) -> bool:
     """Whether a wheel tag (possibly compressed, cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64) runs
     on the target: the same rule that chooses the file to install, so an installed wheel is judged as it was picked."""

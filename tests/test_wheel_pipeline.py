@@ -28,7 +28,22 @@ def test_only_requirements_pinned_to_one_version_get_a_head_start():
 def test_other_requirements_get_a_guessed_head_start_unless_a_marker_makes_it_unsure():
     recipe = parse_recipe({"name": "p", "packages": ["pinned==1.0", "Ranged>=1,<3", "bare", "marked>=1; python_version<'3'"]},
                           "p.yaml")  # fmt: skip
-    assert {name: str(spec) for name, spec in wheels.likely_candidates(recipe).items()} == {"ranged": "<3,>=1", "bare": ""}
+    assert {name: str(r.specifier) for name, r in wheels.likely_candidates(recipe).items()} == {"ranged": "<3,>=1", "bare": ""}
+
+
+def test_a_wheels_requirements_are_read_for_the_target_and_the_extras_asked_for():
+    from layerbuild.runtimes import make_target
+
+    metadata = ("Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nRequires-Dist: plain>=1\n"
+                "Requires-Dist: socksy; extra == 'socks'\nRequires-Dist: winonly; sys_platform == 'win32'\n"
+                "Requires-Dist: armonly; platform_machine == 'aarch64'\nRequires-Dist: old; python_version < '3.10'\n"
+                "Requires-Dist: not a requirement ((\nRequires-Dist: direct @ https://example.com/d.whl\n\nBody: ignored\n")  # fmt: skip
+
+    def names(extras, arch):
+        return [r.name for r in wheels.dependencies_on(metadata, frozenset(extras), make_target("3.11", arch))]
+
+    assert names((), "x86_64") == ["plain"]
+    assert names(("socks",), "arm64") == ["plain", "socksy", "armonly"]
 
 
 def test_an_unpinned_build_installs_the_likely_release_fetched_while_uv_resolved(index, tmp_path, invoke, write_recipe, monkeypatch):
@@ -37,7 +52,7 @@ def test_an_unpinned_build_installs_the_likely_release_fetched_while_uv_resolved
     calls, begun = [], []
     unpack, begin = wheelinstall.unpack_wheels, wheels.WheelPipeline.begin
     monkeypatch.setattr(wheelinstall, "unpack_wheels", lambda w, parent, **kw: calls.extend((parent.name, p.name) for p in w) or unpack(w, parent, **kw))
-    monkeypatch.setattr(wheels.WheelPipeline, "begin", lambda self, d, speculative: begun.append((d.file.filename, speculative)) or begin(self, d, speculative))
+    monkeypatch.setattr(wheels.WheelPipeline, "begin", lambda self, d, speculative, **kw: begun.append((d.file.filename, speculative)) or begin(self, d, speculative, **kw))
     path = write_recipe(f"name: guess\npackages: ['demo-guess>=1']\npython: ['3.11']\nindex_url: {index.simple_url}\n", filename="guess.yaml")
     result = invoke("build", path, "--out", tmp_path / "dist", env={"UV_CACHE_DIR": str(tmp_path / "uv")})
     assert result.exit_code == 0, result.stderr
@@ -50,19 +65,44 @@ def test_an_unpinned_build_installs_the_likely_release_fetched_while_uv_resolved
 def test_a_wrong_guess_is_ignored_and_the_locked_release_installed(index, tmp_path, invoke, write_recipe, monkeypatch):
     index.add("demo-held", "1.0", files={"demo_held/__init__.py": b"HELD_BACK = True\n"})
     index.add("demo-held", "2.0")
-    index.add("demo-holder", "1.0", requires=("demo-held<2",))  # holds demo-held back from the newest release
+    index.add("demo-holder", "1.0", requires=("demo-held<2",))  # holds demo-held back from the newest release...
     calls = []
     unpack = wheelinstall.unpack_wheels
     monkeypatch.setattr(wheelinstall, "unpack_wheels", lambda w, parent, **kw: calls.extend(p.name for p in w) or unpack(w, parent, **kw))
-    path = write_recipe(f"name: held\npackages: ['demo-held', 'demo-holder']\npython: ['3.11']\nindex_url: {index.simple_url}\n",
-                        filename="held.yaml")  # fmt: skip
+    # ...and has an environment marker, so it gets no head start and its requirement is seen only by uv
+    path = write_recipe(f"name: held\npackages: ['demo-held', 'demo-holder; python_version >= \"3\"']\npython: ['3.11']\n"
+                        f"index_url: {index.simple_url}\n", filename="held.yaml")  # fmt: skip
+    begun = []
+    begin = wheels.WheelPipeline.begin
+    monkeypatch.setattr(wheels.WheelPipeline, "begin", lambda self, d, speculative, **kw: begun.append((d.file.filename, speculative)) or begin(self, d, speculative, **kw))
     result = invoke("build", path, "--out", tmp_path / "dist", env={"UV_CACHE_DIR": str(tmp_path / "uv")})
     assert result.exit_code == 0, result.stderr
-    assert "demo_held-2.0-py3-none-any.whl" in calls  # guessed while uv resolved...
+    assert ("demo_held-2.0-py3-none-any.whl", True) in begun  # guessed while uv resolved...
     with zipfile.ZipFile(tmp_path / "dist" / "held-python3.11-x86_64.zip") as archive:
         names = archive.namelist()
         assert archive.read("python/demo_held/__init__.py") == b"HELD_BACK = True\n"  # ...but the lock's 1.0 is installed
         assert "python/demo_held-1.0.dist-info/METADATA" in names and not any("demo_held-2.0" in n for n in names)
+
+
+def test_what_a_head_started_wheel_requires_gets_a_head_start_within_every_requirement_seen(index, tmp_path, invoke, write_recipe, monkeypatch):
+    index.add("demo-app", "1.0", requires=("demo-lib>=1", "demo-tool; extra == 'cli'", "demo-win; platform_system == 'Windows'"))
+    index.add("demo-lib", "1.0", files={"demo_lib/__init__.py": b"LIB = 1\n"})
+    index.add("demo-lib", "2.0")
+    index.add("demo-other", "1.0", requires=("demo-lib<2",))  # narrows demo-lib, whichever page comes first
+    for name in ("demo-tool", "demo-win"):
+        index.add(name, "1.0")
+    begun, calls = [], []
+    begin, unpack = wheels.WheelPipeline.begin, wheelinstall.unpack_wheels
+    monkeypatch.setattr(wheels.WheelPipeline, "begin", lambda self, d, speculative, **kw: begun.append((d.file.filename, speculative)) or begin(self, d, speculative, **kw))
+    monkeypatch.setattr(wheelinstall, "unpack_wheels", lambda w, parent, **kw: calls.extend((parent.name, p.name) for p in w) or unpack(w, parent, **kw))
+    path = write_recipe(f"name: tree\npackages: ['demo-app', 'demo-other']\npython: ['3.11']\nindex_url: {index.simple_url}\n", filename="tree.yaml")
+    result = invoke("build", path, "--out", tmp_path / "dist", env={"UV_CACHE_DIR": str(tmp_path / "uv")})
+    assert result.exit_code == 0, result.stderr
+    assert ("demo_lib-1.0-py3-none-any.whl", True) in begun  # a dependency, begun before the lock, within <2
+    assert ("pipeline", "demo_lib-1.0-py3-none-any.whl") in calls and calls.count(("pipeline", "demo_lib-1.0-py3-none-any.whl")) == 1
+    assert not any("demo_tool" in f or "demo_win" in f for f, _ in begun)  # an extra not asked for, another platform
+    with zipfile.ZipFile(tmp_path / "dist" / "tree-python3.11-x86_64.zip") as archive:
+        assert archive.read("python/demo_lib/__init__.py") == b"LIB = 1\n"
 
 
 def test_no_head_start_when_an_extra_index_may_hold_the_locked_release(tmp_path, invoke, write_recipe, monkeypatch):
@@ -72,7 +112,7 @@ def test_no_head_start_when_an_extra_index_may_hold_the_locked_release(tmp_path,
 
     begun = []
     begin = wheels.WheelPipeline.begin
-    monkeypatch.setattr(wheels.WheelPipeline, "begin", lambda self, d, speculative: begun.append(speculative) or begin(self, d, speculative))
+    monkeypatch.setattr(wheels.WheelPipeline, "begin", lambda self, d, speculative, **kw: begun.append(speculative) or begin(self, d, speculative, **kw))
     with PackageIndex() as primary, PackageIndex() as extra:
         primary.add("demo-main", "1.0")
         primary.add("demo-pinned", "1.0")

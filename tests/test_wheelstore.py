@@ -185,6 +185,22 @@ def test_a_release_spelled_two_ways_is_one_release_for_the_guess():
         assert likely_version(listing, "foo", SpecifierSet(), "3.12", ranks) == first  # the spelling of the file that fits
 
 
+def test_the_guess_sees_only_the_wheels_uv_can_resolve_with():
+    """uv resolves python3.11 (Amazon Linux 2, glibc 2.26) for manylinux_2_17: a release whose cp311 wheel is
+    tagged manylinux_2_24 only (pandas 3.1.1) runs there but is never locked, so the guess must skip it too."""
+    from packaging.specifiers import SpecifierSet
+
+    from layerbuild.wheelpick import likely_version, resolver_priority
+
+    target = Target(RUNTIMES["3.11"], "x86_64")
+    listing = [IndexFile("pandas-3.1.1-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl", "u"),
+               IndexFile("pandas-2.3.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", "u")]  # fmt: skip
+    assert likely_version(listing, "pandas", SpecifierSet(), "3.11", resolver_priority(target)) == "2.3.2"
+    assert likely_version(listing, "pandas", SpecifierSet(), "3.11", target_priority(target)) == "3.1.1"
+    assert RUNTIMES["3.11"].resolver_platform_tags("x86_64")[:2] == ["manylinux_2_17_x86_64", "manylinux2014_x86_64"]
+    assert RUNTIMES["3.12"].resolver_platform_tags("arm64") == RUNTIMES["3.12"].platform_tags("arm64")  # uv knows 2.34
+
+
 # --- unpacking ----------------------------------------------------------------------------------------
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import shutil
 import threading
+import zipfile
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Callable
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
@@ -24,7 +27,7 @@ from ..lockfile import Lock, requirements_digest
 from ..runtimes import Target
 from ..threadpool import ThreadPool
 from ..uvdriver import IndexSettings, compile_lock, install_lock, needs_compiling_message
-from ..wheelpick import LockedPin, choose_wheel, likely_version, tag_runs_on, target_priority
+from ..wheelpick import LockedPin, choose_wheel, likely_version, resolver_priority, tag_runs_on, target_priority
 from ..zipwriter import RawSource
 from .base import BuildRequest, LayerTree
 
@@ -44,12 +47,27 @@ def resolve_lock(request: BuildRequest) -> Lock:
     )
 
 
-def likely_candidates(recipe) -> dict[str, SpecifierSet]:
-    """Pure: canonical name -> specifier of the recipe's requirements that are not pinned to one version but
-    whose locked release the index page lets us guess (no environment marker; a recipe names each project once)."""
+def likely_candidates(recipe) -> dict[str, Requirement]:
+    """Pure: canonical name -> the recipe's requirement, for those not pinned to one version whose locked
+    release the index page lets us guess (no environment marker; a recipe names each project once)."""
     pinned = exact_pins(recipe)
-    return {name: r.specifier for r in recipe.requirements
-            if r.marker is None and (name := canonicalize_name(r.name)) not in pinned}  # fmt: skip
+    return {name: r for r in recipe.requirements if r.marker is None and (name := canonicalize_name(r.name)) not in pinned}
+
+
+def dependencies_on(metadata: str, extras: frozenset[str], target: Target) -> list[Requirement]:
+    """Pure: the Requires-Dist entries of a wheel's METADATA that apply on the target, for these extras."""
+    import email.parser
+
+    found = []
+    for line in email.parser.HeaderParser().parsestr(metadata).get_all("Requires-Dist") or []:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if requirement.url is None and (requirement.marker is None or any(
+                requirement.marker.evaluate(target.marker_environment(extra)) for extra in ("", *sorted(extras)))):  # fmt: skip
+            found.append(requirement)
+    return found
 
 
 def exact_pins(recipe) -> dict[str, str]:
@@ -87,18 +105,21 @@ class WheelPipeline:
         self._speculative: dict[str, bool] = {}
         self._dropped: set[str] = set()  # head starts the lock did not confirm: their download and unpack end
 
-    def begin(self, download: wheelstore.Download, speculative: bool) -> None:
+    def begin(self, download: wheelstore.Download, speculative: bool,
+              fetched: Callable[[Path], None] | None = None) -> None:  # fmt: skip
         """Start on a wheel, unless it is under way already (the head start and the lock may both ask for
-        it: one unpack per file) or the pipeline has stopped."""
+        it: one unpack per file) or the pipeline has stopped. fetched(path), if given, is called with the
+        stored wheel before it is unpacked (a failure there is ignored)."""
         name = download.file.filename
         with self._changed:
             if name in self._results or self._stopped:
                 return
             future: Future = Future()
             self._results[name], self._checked[name], self._speculative[name] = future, download.allowed, speculative
-        threading.Thread(target=self._run, args=(download, future), name=f"wheel-{download.package}", daemon=True).start()
+        threading.Thread(target=self._run, args=(download, future, fetched), name=f"wheel-{download.package}",
+                         daemon=True).start()  # fmt: skip
 
-    def _run(self, download: wheelstore.Download, future: Future) -> None:
+    def _run(self, download: wheelstore.Download, future: Future, fetched: Callable[[Path], None] | None) -> None:
         name = download.file.filename
 
         def unwanted() -> bool:  # asked between download blocks and unpacked members
@@ -106,6 +127,11 @@ class WheelPipeline:
 
         try:
             stored = wheelstore.fetch(download, cancelled=unwanted)
+            if fetched is not None and not unwanted():
+                try:
+                    fetched(stored)
+                except Exception:  # noqa: BLE001 - only ever a head start for more wheels
+                    pass
             with self._changed:
                 if unwanted():
                     raise wheelinstall.Stopped()
@@ -140,10 +166,12 @@ class WheelPipeline:
         except Exception:  # noqa: BLE001 - stopped, timed out, or the disk: done again the usual way, which reports it
             return None
 
-    def drop_head_starts_except(self, wanted: set[str]) -> None:
-        """The lock is known: head starts of other files (a wrong guess) stop downloading and unpacking."""
+    def drop_head_starts_except(self, wanted: set[str], only: set[str] | None = None) -> None:
+        """Head starts of files not wanted (a wrong guess) stop downloading and unpacking: every other one
+        once the lock is known, or those named in `only` when a guess is redone."""
         with self._changed:
-            self._dropped |= {name for name, speculative in self._speculative.items() if speculative and name not in wanted}
+            self._dropped |= {name for name, speculative in self._speculative.items()
+                              if speculative and name not in wanted and (only is None or name in only)}  # fmt: skip
 
     def stop(self) -> None:
         """No new unpacking; returns once none is under way (each checks between members)."""
@@ -153,47 +181,109 @@ class WheelPipeline:
 
 
 def prefetch_listings(request: BuildRequest) -> None:
-    """Start fetching the recipe's direct requirements' project pages while uv resolves, and give them a
-    head start (see WheelPipeline): requirements pinned to one version at that version, the others at the
-    release uv will most likely lock (wheelpick.likely_version: the newest the specifier admits that has a
-    wheel for the target). A wrong guess costs a download; the lock's file is installed anyway.
+    """Start fetching project pages while uv resolves, and give wheels a head start (see WheelPipeline).
+
+    The recipe's requirements come first: one pinned to a version at that version, any other at the
+    release uv will most likely lock (wheelpick.likely_version: the newest the specifier admits that has
+    a wheel for the target). As each head-started wheel arrives, its own requirements (Requires-Dist, for
+    the target's markers and the extras asked for) get the same, up to MAX_HEAD_STARTS projects: uv
+    resolves the whole tree before it answers, and by then most of the tree is here. A wrong guess
+    costs a download that stops once the lock is known; the lock's files are installed either way.
 
     Daemon threads: a stalled index never holds up the exit of a build that failed meanwhile. The
     result is only a head start; plan_downloads asks again for anything that failed.
     """
-    index_url = request.index.index_url
-    pins, guesses = exact_pins(request.recipe), likely_candidates(request.recipe)
-    if request.index.extra_index_urls:  # uv may take a release from an extra index (torch's CPU builds): no guessing
-        pins, guesses = {}, {}
-    if (pins or guesses) and request.wheel_pipeline is None:
+    pins = exact_pins(request.recipe)
+    guesses = likely_candidates(request.recipe)
+    # uv may take a release from an extra index (torch's CPU builds): no head starts then, only the pages.
+    head_starts = not request.index.extra_index_urls
+    if head_starts and (pins or guesses) and request.wheel_pipeline is None:
         request.wheel_pipeline = WheelPipeline(request.work_dir)
-    ranks = target_priority(request.target)
-    for name in request.recipe.project_names:
-        if name in request.listings:
-            continue
-        future: Future = Future()
-        request.listings[name] = future
+    prefetch = _Prefetch(request, pins if head_starts else {}, head_starts)
+    for name in request.recipe.project_names:  # a requirement with an environment marker: its page only
+        prefetch.start(name, guesses.get(name), direct=True)
 
-        def fetch(name=name, future=future):
-            try:
-                listing = project_listing(name, index_url, timeout=wheelstore.http_timeout(), attempts=1)
-            except BaseException as exc:  # noqa: BLE001 - handed to whoever asks, never raised here
-                future.set_exception(exc)
+
+MAX_HEAD_STARTS = 64  # projects whose pages (and likely wheels) one build asks for ahead of the lock
+
+
+class _Prefetch:
+    """The pages and head starts of one build, started on threads as they are discovered.
+
+    Every requirement seen for a project narrows what its head start may be: when a wheel that arrives
+    later asks for `python-dateutil<3` and the guess was 4.0.0, the guess is redone within both (and the
+    first one dropped), as the lock will do."""
+
+    def __init__(self, request: BuildRequest, pins: dict[str, str], guess: bool):
+        self.request, self.pins, self.guess = request, pins, guess
+        self.ranks = target_priority(request.target)  # which file of a release the install takes
+        self.resolver_ranks = resolver_priority(request.target)  # which releases uv can lock at all
+        self.lock = threading.Lock()
+        self.wanted: dict[str, SpecifierSet] = {}  # what every requirement seen so far admits
+        self.extras: dict[str, frozenset[str]] = {}
+        self.listed: dict[str, list] = {}  # pages fetched so far
+        self.begun: dict[str, tuple[str, str]] = {}  # (version, file name) of each head start
+
+    def start(self, name: str, requirement: Requirement | None, direct: bool = False) -> None:
+        """Ask for a project's page, and a head start within requirement (None: the page only)."""
+        with self.lock:
+            if requirement is not None:
+                self.wanted[name] = self.wanted.get(name, SpecifierSet()) & requirement.specifier
+                self.extras[name] = self.extras.get(name, frozenset()) | frozenset(requirement.extras)
+            if name in self.request.listings:
+                redo = (name in self.listed and name in self.begun and name not in self.pins
+                        and not self.wanted[name].contains(self.begun[name][0], prereleases=True))  # fmt: skip
+                if redo:
+                    self._head_start(name)
                 return
-            try:  # begun before the listing is handed over, so the install finds it under way
-                version = pins.get(name)
-                if version is None and name in guesses and listing:
-                    version = likely_version(listing, name, guesses[name], request.target.python, ranks)
-                if version is not None and listing:
-                    listed = frozenset(f.sha256.lower() for f in listing if f.sha256)
-                    chosen = choose_wheel(listing, LockedPin(name, version, listed), ranks)
-                    if chosen is not None and chosen.sha256:  # checked against what the index says it is
-                        download = wheelstore.Download(name, chosen, frozenset({chosen.sha256.lower()}), index_url)
-                        request.wheel_pipeline.begin(download, speculative=True)
-            finally:
-                future.set_result(listing)
+            if not direct and (self.request.lock is not None or len(self.request.listings) >= MAX_HEAD_STARTS):
+                return  # the lock is known (the install asks for what it needs), or enough was asked ahead
+            future: Future = Future()
+            self.request.listings[name] = future
+        threading.Thread(target=self._fetch, args=(name, future), name=f"listing-{name}", daemon=True).start()
 
-        threading.Thread(target=fetch, name=f"listing-{name}", daemon=True).start()
+    def _fetch(self, name: str, future: Future) -> None:
+        try:
+            listing = project_listing(name, self.request.index.index_url, timeout=wheelstore.http_timeout(), attempts=1)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever asks, never raised here
+            future.set_exception(exc)
+            return
+        try:  # begun before the listing is handed over, so the install finds it under way
+            with self.lock:
+                self.listed[name] = listing or []
+                self._head_start(name)
+        finally:
+            future.set_result(listing)
+
+    def _head_start(self, name: str) -> None:
+        """Begin the wheel of the pinned or likely version (called with self.lock held)."""
+        listing, pipeline = self.listed[name], self.request.wheel_pipeline
+        version = self.pins.get(name)
+        if version is None and self.guess and name in self.wanted:
+            version = likely_version(listing, name, self.wanted[name], self.request.target.python, self.resolver_ranks)
+        if version is None or not listing or pipeline is None:
+            return
+        listed = frozenset(f.sha256.lower() for f in listing if f.sha256)
+        chosen = choose_wheel(listing, LockedPin(name, version, listed), self.ranks)
+        if chosen is None or not chosen.sha256:  # a head start is checked against what the index says it is
+            return
+        if name in self.begun:
+            pipeline.drop_head_starts_except(set(), only={self.begun[name][1]})
+        self.begun[name] = (version, chosen.filename)
+        download = wheelstore.Download(name, chosen, frozenset({chosen.sha256.lower()}), self.request.index.index_url)
+        pipeline.begin(download, speculative=True, fetched=lambda wheel: self._dependencies(wheel, name))
+
+    def _dependencies(self, wheel: Path, name: str) -> None:
+        """Head starts for what this wheel requires (called as soon as it is downloaded)."""
+        if not self.guess:
+            return
+        with zipfile.ZipFile(wheel) as archive:
+            found = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+            if len(found) != 1 or archive.getinfo(found[0]).file_size > 4 << 20:
+                return
+            metadata = archive.read(found[0]).decode("utf-8", "replace")
+        for requirement in dependencies_on(metadata, self.extras.get(name, frozenset()), self.request.target):
+            self.start(canonicalize_name(requirement.name), requirement)
 
 
 def plan_downloads(lock: Lock, target: Target, index: IndexSettings,
