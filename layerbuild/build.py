@@ -291,11 +291,16 @@ def lock_recipe(recipe: Recipe, pythons=None, arches=None, progress: Progress | 
         try:
             request = BuildRequest(recipe=recipe, target=target, work_dir=work_dir, index=index)
             try:
-                lock = LOCKERS[choose_backend(recipe, "auto")](request)
-            except NeedsCompilingError:
-                if recipe.backend != "auto":
-                    raise
-                lock = LOCKERS["docker"](request)  # compiled requirements are locked inside the build image
+                try:
+                    lock = LOCKERS[choose_backend(recipe, "auto")](request)
+                except NeedsCompilingError:
+                    if recipe.backend != "auto":
+                        raise
+                    lock = LOCKERS["docker"](request)  # compiled requirements are locked inside the build image
+            except OSError as exc:  # the machine, not a bug: a full or read-only temp directory
+                where = f" ({exc.filename})" if exc.filename else ""
+                raise BuildError(f"cannot lock {recipe.name} for {target}: {exc.strerror or exc}{where}; "
+                                 f"locking works in {work_dir.parent} (set TMPDIR to use another directory)") from None  # fmt: skip
             path = recipe.lock_path(target)
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=f".{target.slug}.", suffix=".tmp", dir=path.parent)

@@ -7,6 +7,7 @@ trusts the system CA store (--system-certs) for TLS-intercepting proxies.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -110,6 +111,20 @@ def _first_error_line(stderr: str) -> str:
     return lines[-1] if lines else "uv failed without a message"
 
 
+# uv's words for a full disk, and the file it was writing ("failed to write to file `PATH`: No space left...").
+_DISK_FULL = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT}
+_WRITING = re.compile(r"(?:write to|create|copy to|persist)[^`]*`([^`]+)`")
+
+
+def raise_if_disk_full(stderr: str) -> None:
+    """A disk that filled up under uv is the machine's problem, reported as an OSError like any other
+    (the build then names where it writes), not as a resolution error."""
+    for words, number in _DISK_FULL.items():
+        if words in stderr:
+            found = _WRITING.search(stderr)
+            raise OSError(number, words, found.group(1) if found else None)
+
+
 @dataclass
 class LockResult:
     text: str
@@ -145,6 +160,7 @@ def compile_lock(requirements: list[str], target: Target, index: IndexSettings, 
         result = run_uv(args, cwd=work_dir)
         if result.returncode == 0:
             return LockResult(out.read_text(encoding="utf-8"), sdists)
+        raise_if_disk_full(result.stderr)
         missing = _WHEELS_REQUIRED.search(result.stderr) or _NO_WHEELS.search(result.stderr)
         if not missing or missing.group(1).lower() in (s.lower() for s in sdists):
             raise ResolveError(f"cannot resolve for {target}: {_first_error_line(result.stderr)}")
@@ -164,6 +180,7 @@ def install_lock(lock_path: Path, target: Target, index: IndexSettings, dest: Pa
             *target_args(target), *index.args(), "-r", str(lock_path)]  # fmt: skip
     result = run_uv(args, cwd=lock_path.parent)
     if result.returncode != 0:
+        raise_if_disk_full(result.stderr)
         message = _first_error_line(result.stderr)
         missing = _WHEELS_REQUIRED.search(result.stderr) or _NO_WHEELS.search(result.stderr)
         if missing:

@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 PASS, STATUS, DROP, STALL, TRUNCATE, THROTTLE = "pass", "status", "drop", "stall", "truncate", "throttle"
+SLOW = "slow"  # the whole body, in pieces, a pause before each (stall_seconds in all): slow but never silent for long
 DROP_AFTER = "drop-after"  # forward the request, then hang up instead of answering (the server did the work)
 
 
@@ -105,7 +106,7 @@ class _Base:
 
 
 def _fault(handler: BaseHTTPRequestHandler, plan: FaultPlan, body: bytes | None = None, content_type="text/plain"):
-    """Carry out a fault on this request (everything but TRUNCATE, which needs the real body)."""
+    """Carry out a fault on this request (TRUNCATE and SLOW need the real body)."""
     owner = handler.server.owner
     if plan.kind == DROP:
         handler.close_connection = True
@@ -149,6 +150,19 @@ def _fault(handler: BaseHTTPRequestHandler, plan: FaultPlan, body: bytes | None 
             handler.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        return
+    if plan.kind == SLOW and body is not None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        pieces = 20
+        step = -(-len(body) // pieces)
+        for start in range(0, len(body), step):
+            if owner.stop_event.wait(plan.stall_seconds / pieces):
+                break
+            handler.wfile.write(body[start:start + step])
+            handler.wfile.flush()
         return
     raise AssertionError(f"unknown fault {plan.kind!r}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -103,8 +104,8 @@ def tiny_scratch(tmp_path):
 
 @pytest.mark.network
 def test_a_full_scratch_directory_is_a_one_line_error_that_names_it(tmp_path, tiny_scratch):
-    # Not pinned: a pinned wheel's head start would unpack while uv resolves, and which of the two meets the full
-    # disk first would be down to timing.
+    # Pillow's head start unpacks while uv resolves: whether uv or the unpacking meets the full disk first is down to
+    # timing, and either way the message is the same (a full disk under uv is reported as the machine's, not uv's).
     (tmp_path / "big.yaml").write_text("name: big\npackages: ['pillow>=12']\npython: ['3.11']\n")
     env = dict(os.environ, **{scratch.SCRATCH_ENV: str(tiny_scratch)})
     proc = subprocess.run([sys.executable, "-m", "layerbuild", "build", str(tmp_path / "big.yaml"), "--out", str(tmp_path / "dist")],
@@ -115,3 +116,32 @@ def test_a_full_scratch_directory_is_a_one_line_error_that_names_it(tmp_path, ti
     assert f"the build works in {tiny_scratch} (set {scratch.SCRATCH_ENV} to use another directory)" in line
     assert not list(tiny_scratch.iterdir())  # its scratch tree went
     assert not [p for p in (tmp_path / "dist").iterdir() if p.suffix in (".zip", ".json", ".tmp")]
+
+
+def test_locking_in_a_full_temp_directory_is_a_one_line_error(tmp_path, tiny_scratch, invoke, monkeypatch):
+    for block in (65536, 4096):  # fill the 8 MB tmpfs to the last page
+        with open(tiny_scratch / f"filler-{block}", "wb", buffering=0) as handle:
+            try:
+                for _ in range(10_000):
+                    handle.write(b"\0" * block)
+            except OSError:
+                pass
+    # Python's own choice of temp directory skips a full one; a user's TMPDIR on a disk that fills up mid-lock does not.
+    monkeypatch.setattr(tempfile, "tempdir", str(tiny_scratch))
+    (tmp_path / "demo.yaml").write_text("name: demo\npackages: ['six']\npython: ['3.11']\n")
+    result = invoke("lock", tmp_path / "demo.yaml")
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: cannot lock demo for python3.11-x86_64: No space left on device") and "Traceback" not in result.stderr
+    assert f"locking works in {tiny_scratch} (set TMPDIR to use another directory)" in line
+    assert not (tmp_path / "demo.lock").exists() and not list(tiny_scratch.glob("layerbuild-lock-*"))
+
+
+def test_a_disk_that_filled_up_under_uv_is_reported_as_the_machines():
+    from layerbuild.uvdriver import raise_if_disk_full
+
+    stderr = "error: failed to write to file `/scratch/resolve/.tmpQ4PjRG`: No space left on device (os error 28)\n"
+    with pytest.raises(OSError) as raised:
+        raise_if_disk_full(stderr)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == "/scratch/resolve/.tmpQ4PjRG"
+    raise_if_disk_full("error: No solution found when resolving dependencies\n")  # anything else: not this

@@ -37,7 +37,8 @@ def test_a_wheels_requirements_are_read_for_the_target_and_the_extras_asked_for(
     metadata = ("Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nRequires-Dist: plain>=1\n"
                 "Requires-Dist: socksy; extra == 'socks'\nRequires-Dist: winonly; sys_platform == 'win32'\n"
                 "Requires-Dist: armonly; platform_machine == 'aarch64'\nRequires-Dist: old; python_version < '3.10'\n"
-                "Requires-Dist: not a requirement ((\nRequires-Dist: direct @ https://example.com/d.whl\n\nBody: ignored\n")  # fmt: skip
+                "Requires-Dist: not a requirement ((\nRequires-Dist: direct @ https://example.com/d.whl\n"
+                "Requires-Dist: odd; python_version ~= 'abc'\n\nBody: ignored\n")  # fmt: skip
 
     def names(extras, arch):
         return [r.name for r in wheels.dependencies_on(metadata, frozenset(extras), make_target("3.11", arch))]
@@ -152,6 +153,37 @@ def test_a_cancelled_download_leaves_nothing_in_the_store(index, tmp_path):
         wheelstore.fetch(download, tmp_path / "store", cancelled=lambda: True)
     assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
     assert wheelstore.fetch(download, tmp_path / "store").read_bytes() == data  # and a later fetch is not hindered
+
+
+def test_a_confirmed_head_start_is_waited_for_however_long_it_takes(index, tmp_path, monkeypatch):
+    """A slow download that keeps making progress (a big wheel on a slow link) is not abandoned and begun
+    again: only a read that times out ends it."""
+    from faultproxy import SLOW, FaultPlan
+
+    monkeypatch.setenv("UV_HTTP_TIMEOUT", "2")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    filename, data = index.add("demo-big", "1.0", files={"demo_big/__init__.py": bytes(range(256)) * 4000})
+    index.fault(FaultPlan(SLOW, count=1, match=filename, stall_seconds=8))  # 8 s in all, a piece every 0.4 s
+    download = download_for(index, filename, data, "demo-big")
+    head = wheels.WheelPipeline(tmp_path / "work")
+    head.begin(download, speculative=True)
+    unpacked = head.take(filename, download.allowed)
+    head.stop()
+    assert unpacked is not None and (unpacked.scratch / "demo_big" / "__init__.py").read_bytes() == bytes(range(256)) * 4000
+    assert sum(r == f"GET /files/{filename}" for r in index.requests) == 1
+
+
+def test_once_the_lock_is_known_its_choices_stay_and_no_guess_begins(index, tmp_path):
+    chosen, data = index.add("demo-kept", "1.6")
+    late, late_data = index.add("demo-kept", "1.4")
+    pipeline = wheels.WheelPipeline(tmp_path / "work")
+    pipeline.begin(download_for(index, chosen, data, "demo-kept"), speculative=True)
+    pipeline.drop_head_starts_except({chosen})  # the lock chose 1.6
+    pipeline.drop_head_starts_except(set(), only={chosen})  # a late second guess (a wheel asking for <1.5)...
+    pipeline.begin(download_for(index, late, late_data, "demo-kept"), speculative=True)  # ...and its new guess
+    assert pipeline.take(chosen, frozenset({hashlib.sha256(data).hexdigest()})) is not None  # 1.6 still comes
+    assert late not in pipeline._results
+    pipeline.stop()
 
 
 def test_a_head_start_hands_over_only_the_file_the_lock_allows(index, tmp_path):

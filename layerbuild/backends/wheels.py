@@ -64,10 +64,18 @@ def dependencies_on(metadata: str, extras: frozenset[str], target: Target) -> li
             requirement = Requirement(line)
         except InvalidRequirement:
             continue
-        if requirement.url is None and (requirement.marker is None or any(
-                requirement.marker.evaluate(target.marker_environment(extra)) for extra in ("", *sorted(extras)))):  # fmt: skip
+        if requirement.url is None and _applies(requirement, extras, target):
             found.append(requirement)
     return found
+
+
+def _applies(requirement: Requirement, extras: frozenset[str], target: Target) -> bool:
+    if requirement.marker is None:
+        return True
+    try:
+        return any(requirement.marker.evaluate(target.marker_environment(extra)) for extra in ("", *sorted(extras)))
+    except Exception:  # noqa: BLE001 - packaging raises on comparisons it cannot make (python_version ~= "abc"): skip it
+        return False
 
 
 def exact_pins(recipe) -> dict[str, str]:
@@ -104,6 +112,8 @@ class WheelPipeline:
         self._checked: dict[str, frozenset[str]] = {}  # wheel file name -> the hashes its download was checked against
         self._speculative: dict[str, bool] = {}
         self._dropped: set[str] = set()  # head starts the lock did not confirm: their download and unpack end
+        self._settled = False  # the lock is known: no more head starts, and none of those it chose is dropped
+        self._downloading = threading.BoundedSemaphore(wheelstore.MAX_PARALLEL)  # at once, as fetch_all
 
     def begin(self, download: wheelstore.Download, speculative: bool,
               fetched: Callable[[Path], None] | None = None) -> None:  # fmt: skip
@@ -112,7 +122,7 @@ class WheelPipeline:
         stored wheel before it is unpacked (a failure there is ignored)."""
         name = download.file.filename
         with self._changed:
-            if name in self._results or self._stopped:
+            if name in self._results or self._stopped or (speculative and self._settled):
                 return
             future: Future = Future()
             self._results[name], self._checked[name], self._speculative[name] = future, download.allowed, speculative
@@ -126,7 +136,8 @@ class WheelPipeline:
             return self._stopped or name in self._dropped
 
         try:
-            stored = wheelstore.fetch(download, cancelled=unwanted)
+            with self._downloading:
+                stored = wheelstore.fetch(download, cancelled=unwanted)
             if fetched is not None and not unwanted():
                 try:
                     fetched(stored)
@@ -157,8 +168,8 @@ class WheelPipeline:
         if future is None or not self._checked[filename] <= allowed:
             return None
         speculative = self._speculative[filename]
-        try:  # a speculative wait is bounded: the usual way is always open
-            return future.result(timeout=wheelstore.http_timeout() + 5 if speculative else None)
+        try:  # no time limit: a download that stops making progress fails by its own read timeout
+            return future.result()
         except LayerbuildError:
             if speculative:
                 return None
@@ -170,8 +181,11 @@ class WheelPipeline:
         """Head starts of files not wanted (a wrong guess) stop downloading and unpacking: every other one
         once the lock is known, or those named in `only` when a guess is redone."""
         with self._changed:
+            if only is not None and self._settled:
+                return  # a late second guess: what the lock chose stays
             self._dropped |= {name for name, speculative in self._speculative.items()
                               if speculative and name not in wanted and (only is None or name in only)}  # fmt: skip
+            self._settled = self._settled or only is None
 
     def stop(self) -> None:
         """No new unpacking; returns once none is under way (each checks between members)."""
@@ -256,8 +270,11 @@ class _Prefetch:
             future.set_result(listing)
 
     def _head_start(self, name: str) -> None:
-        """Begin the wheel of the pinned or likely version (called with self.lock held)."""
+        """Begin the wheel of the pinned or likely version (called with self.lock held); nothing once the
+        lock is known: the install asks for what it needs."""
         listing, pipeline = self.listed[name], self.request.wheel_pipeline
+        if self.request.lock is not None:
+            return
         version = self.pins.get(name)
         if version is None and self.guess and name in self.wanted:
             version = likely_version(listing, name, self.wanted[name], self.request.target.python, self.resolver_ranks)
