@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .elf import E_MACHINE_NUMBERS, ELF_MAGIC, read_section_names
-from .layout import fix_records, prune_empty_dirs, walk_tree
+from .layout import TreeEntry, fix_records, prune_empty_dirs, walk_tree
 from .runtimes import MACHINE
 from .threadpool import ThreadPool
 
@@ -101,13 +101,13 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _referenced_modules(site: Path, skip: set[str]) -> set[str]:
+def _referenced_modules(site: Path, skip: set[str], entries: list[TreeEntry]) -> set[str]:
     """Absolute names every module outside the candidate directories imports (static scan)."""
     names: set[str] = set()
     # A module that imports from a candidate names its directory as a word (pkg.tests, from . import tests):
     # only those are parsed (about one in four of numpy's, where "test" or "doc" as substrings matched most).
     leaves = sorted({s.rsplit("/", 1)[-1] for s in skip})
-    for entry in walk_tree(site):
+    for entry in entries:
         rel = entry.rel
         if not rel.endswith(".py") or any(rel.startswith(s + "/") for s in skip):
             continue
@@ -183,11 +183,12 @@ def _source_of(path: str) -> str | None:
     return f"{folder}/{name.split('.', 1)[0]}.py" if name else None
 
 
-def optional_paths(site: Path) -> list[str]:
+def optional_paths(site: Path, entries: list[TreeEntry] | None = None) -> list[str]:
     """tests/docs directories inside packages (relative to site) that nothing outside them imports;
-    for those partly imported, every file not needed."""
+    for those partly imported, every file not needed. entries: walk_tree(site), when the caller has it."""
+    entries = walk_tree(site) if entries is None else entries
     candidates = []
-    for entry in walk_tree(site):
+    for entry in entries:
         rel = entry.rel
         if entry.is_dir and entry.name in OPTIONAL_DIR_NAMES and "/" in rel and ".dist-info" not in rel:
             if rel in KEEP_DIRS or any(rel.startswith(c + "/") for c in candidates):
@@ -196,7 +197,7 @@ def optional_paths(site: Path) -> list[str]:
                 candidates.append(rel)
     if not candidates:
         return []
-    imports = _referenced_modules(site, set(candidates))
+    imports = _referenced_modules(site, set(candidates), entries)
     doomed = []
     for candidate in candidates:
         dotted = candidate.replace("/", ".")
@@ -224,9 +225,10 @@ def slim_tree(root: Path, arch: str, cache_tag: str) -> SlimResult:
     site = root / "python"
     doomed: list[Path] = []
     if site.is_dir():
-        for rel in optional_paths(site):
+        entries = walk_tree(site)  # one walk for both passes: nothing is removed until both have looked
+        for rel in optional_paths(site, entries):
             doomed.append(site / rel)
-        for entry in walk_tree(site):
+        for entry in entries:
             if entry.is_file and (entry.rel.endswith(SOURCE_SUFFIXES) or _other_pycache(entry.rel, cache_tag)):
                 doomed.append(Path(entry.path))
     for path in doomed:

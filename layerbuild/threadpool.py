@@ -20,6 +20,8 @@ from typing import Callable, TypeVar
 from .distlock import sigint_held
 
 T = TypeVar("T")
+# Files up to this size go to a pool in groups of about this many bytes (botocore: 2,000 small JSON files).
+BATCH_BYTES = 1 << 18
 
 
 class ThreadPool(ThreadPoolExecutor):

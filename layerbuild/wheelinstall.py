@@ -25,14 +25,12 @@ from typing import Callable
 
 from .errors import BuildError
 from .safezip import relative_member
-from .threadpool import ThreadPool, in_batches
+from .threadpool import BATCH_BYTES, ThreadPool, in_batches
 from .zipwriter import RawSource, payload_start
 
 INSTALLER = "layerbuild"
 _SCHEMES_TO_TOP = ("purelib", "platlib", "data")
 MAX_PARALLEL = 4
-# Small members are inflated in groups of about this many bytes (botocore: 2,000 JSON files).
-BATCH_BYTES = 1 << 18
 STREAM_ABOVE = 32 << 20  # members larger than this are copied in blocks
 
 

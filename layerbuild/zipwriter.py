@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from .threadpool import ThreadPool, in_batches
+from .threadpool import BATCH_BYTES, ThreadPool, in_batches
 
 # DOS date and time of 1980-01-01 00:00:00, the earliest a zip can hold.
 DOS_TIME, DOS_DATE = 0, (0 << 9) | (1 << 5) | 1
@@ -37,7 +37,6 @@ LOCAL_SIGNATURE = 0x04034B50
 MAX_ENTRIES = 0xFFFF - 1
 MAX_BYTES = 0xFFFFFFFF - 1
 CHUNK = 1 << 20  # entries larger than this are deflated in chunks of this size, in parallel
-BATCH_BYTES = 1 << 18  # files up to this size are handed to the pool in groups of about this many bytes
 WINDOW = 1 << 15  # deflate's history window: how much of the previous chunk primes the next
 
 
