@@ -12,12 +12,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import posixpath
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import importscan
 from .elf import E_MACHINE_NUMBERS, ELF_MAGIC, read_section_names
 from .layout import TreeEntry, fix_records, prune_empty_dirs, walk_tree
 from .runtimes import MACHINE
@@ -31,7 +33,9 @@ KEEP_DIRS = ("numpy/testing", "pandas/_testing", "Cython/Tests")
 STRIP_TOOLS = {"x86_64": ("x86_64-linux-gnu-strip", "strip"), "arm64": ("aarch64-linux-gnu-strip",)}
 STRIP_PACKAGES = {"x86_64": "binutils", "arm64": "binutils-aarch64-linux-gnu"}  # Debian's
 _HOST_STRIP_MACHINE = {"x86_64": "x86_64", "aarch64": "arm64"}
-_IMPORT_LINE = re.compile(r"^\s*(?:from\s+(\S+)\s+import\s+(\([^)]*\)|[^\n]+)|import\s+([^\n]+))", re.M)
+_DOTTED_NAME = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$")
+# The end of a string literal naming a file with one of SOURCE_SUFFIXES: a file the code may open by name.
+_NAMED_SOURCE_END = re.compile(r"""\.(?:pyi|pyx|pxd|pxi|c|h|cpp|hpp|cc)['"]""")
 
 
 @dataclass
@@ -64,117 +68,16 @@ def _is_package_dir(path: Path) -> bool:
     return (path.parent / "__init__.py").is_file() or any(path.parent.glob("__init__.*"))
 
 
-def _resolve(module: str, package: str) -> str:
-    """An import's absolute name: `..x` from package a.b.c is a.b.x."""
-    if not module.startswith("."):
-        return module
-    dots = len(module) - len(module.lstrip("."))
-    parts = package.split(".") if package else []
-    base = parts[: len(parts) - (dots - 1)] if dots - 1 <= len(parts) else []
-    rest = module[dots:]
-    return ".".join(base + ([rest] if rest else []))
-
-
-def imports_of(rel: str, text: str) -> set[str]:
-    """Absolute names a module (rel = path under site) imports, from its import statements."""
-    names: set[str] = set()
-    package = ".".join(rel.split("/")[:-1])  # for pkg/mod.py and pkg/__init__.py alike: pkg
-    for match in _IMPORT_LINE.finditer(text):
-        source, imported, plain = match.groups()
-        if plain is not None:
-            names.update(item.split(" as ")[0].strip() for item in plain.split("#")[0].split(";")[0].split(","))
-            continue
-        base = _resolve(source, package)
-        names.add(base)
-        imported = "\n".join(line.split("#")[0] for line in imported.splitlines()).split(";")[0]
-        for item in imported.strip("()\n ").replace("\n", " ").split(","):
-            item = item.split(" as ")[0].strip()
-            if item and item != "*":
-                names.add(f"{base}.{item}" if base else item)
-    return names
-
-
-def _read(path: Path) -> str:
+def _read(path: str) -> str:
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
     except OSError:
         return ""
 
 
-def _referenced_modules(site: Path, skip: set[str], entries: list[TreeEntry]) -> set[str]:
-    """Absolute names every module outside the candidate directories imports (static scan)."""
-    names: set[str] = set()
-    # A module that imports from a candidate names its directory as a word (pkg.tests, from . import tests):
-    # only those are parsed (about one in four of numpy's, where "test" or "doc" as substrings matched most).
-    leaves = sorted({s.rsplit("/", 1)[-1] for s in skip})
-    for entry in entries:
-        rel = entry.rel
-        if not rel.endswith(".py") or any(rel.startswith(s + "/") for s in skip):
-            continue
-        text = _read(Path(entry.path))
-        if any(_mentions_word(text, leaf) for leaf in leaves):
-            names |= imports_of(rel, text)
-    return names
-
-
-def _mentions_word(text: str, word: str) -> bool:
-    """Whether word appears in text as a whole identifier (str.find: a regex with \\b is 5x slower here)."""
-    start = text.find(word)
-    while start != -1:
-        end = start + len(word)
-        before = text[start - 1] if start else " "
-        after = text[end] if end < len(text) else " "
-        if not (before.isalnum() or before == "_" or after.isalnum() or after == "_"):
-            return True
-        start = text.find(word, end)
-    return False
-
-
 def _within(name: str, dotted: str) -> bool:
     return name == dotted or name.startswith(dotted + ".")
-
-
-def _module_file(site: Path, dotted: str) -> str | None:
-    base = dotted.replace(".", "/")
-    for rel in (f"{base}.py", f"{base}/__init__.py"):
-        if (site / rel).is_file():
-            return rel
-    return None
-
-
-def needed_files(site: Path, candidate: str, names: set[str]) -> set[str] | None:
-    """The files of a tests/docs package that imports from outside need (with what they import in turn).
-
-    None when that cannot be told statically (the package itself or a non-module name is used):
-    then the whole directory stays.
-    """
-    dotted = candidate.replace("/", ".")
-    keep: set[str] = set()
-    pending = sorted(names)
-    seen: set[str] = set()
-    while pending:
-        name = pending.pop()
-        if name in seen or not _within(name, dotted):
-            continue
-        seen.add(name)
-        parts = name.split(".")
-        # The longest prefix that is a module: `pkg.tests._natype.pd_NA` is an attribute of pkg.tests._natype.
-        for length in range(len(parts), len(dotted.split(".")), -1):
-            module = _module_file(site, ".".join(parts[:length]))
-            if module:
-                break
-        else:
-            return None
-        if module in keep:
-            continue
-        keep.add(module)
-        pending.extend(imports_of(module, _read(site / module)))
-    for module in list(keep):  # the packages on the way must stay importable
-        folder = module.rsplit("/", 1)[0]
-        while _within(folder.replace("/", "."), dotted):
-            keep.add(f"{folder}/__init__.py")
-            folder = folder.rsplit("/", 1)[0]
-    return {k for k in keep if (site / k).is_file()}
 
 
 def _source_of(path: str) -> str | None:
@@ -183,36 +86,226 @@ def _source_of(path: str) -> str | None:
     return f"{folder}/{name.split('.', 1)[0]}.py" if name else None
 
 
-def optional_paths(site: Path, entries: list[TreeEntry] | None = None) -> list[str]:
-    """tests/docs directories inside packages (relative to site) that nothing outside them imports;
-    for those partly imported, every file not needed. entries: walk_tree(site), when the caller has it."""
-    entries = walk_tree(site) if entries is None else entries
-    candidates = []
+class _Reach:
+    """Which files of the candidates (tests/docs folders inside packages, conftest.py files) the kept code reaches.
+
+    Followed to a fixed point: every import (static, or dynamic with a literal name) of a kept
+    module, through the `__init__.py` of every package on the way; dotted names in string literals
+    (importlib.resources.files("pkg.tests.data") keeps that package's folder); string literals that
+    build a path from the module's own location (os.path.join(os.path.dirname(__file__), "tests",
+    "x.json"), pkgutil.get_data). An import of a name computed at run time reaches a candidate below
+    its literal part when the module spells the candidate's folder name in a string literal (scipy's
+    `import_module(f"scipy.{name}")` with `name` from a literal list reaches no tests). In doubt, a
+    whole candidate stays: a name that is no module file it has (an extension module, a namespace
+    folder). Every module kept, whole folders included, is read in turn.
+    """
+
+    def __init__(self, site: Path, entries: list[TreeEntry], candidates: list[str]):
+        self.site = site
+        self.candidates = set(candidates)
+        self.dotted = {c: importscan.module_name(c) for c in candidates}
+        self.files = {e.rel for e in entries if e.is_file}
+        self.dirs = {e.rel for e in entries if e.is_dir}
+        # pkg/mod for pkg/mod.cpython-312-x86_64-linux-gnu.so and pkg/mod.pyc: modules we cannot read
+        self.opaque = {f.rpartition("/")[0] + "/" + f.rpartition("/")[2].split(".", 1)[0]
+                       for f in self.files if f.endswith((".so", ".pyc")) and "/__pycache__/" not in f"/{f}"}  # fmt: skip
+        self.kept: set[str] = set()  # files and folders (with all below them) of candidates that stay
+        self.pending: list[str] = []  # module names still to follow
+        self.unread: list[str] = []  # kept modules of candidates still to read
+        self.read: set[str] = set()
+        self.words = sorted({c.rsplit("/", 1)[-1].removesuffix(".py") for c in candidates})
+
+    @property
+    def whole(self) -> set[str]:
+        return self.candidates & self.kept
+
+    def candidate_of_path(self, rel: str) -> str | None:
+        parts = rel.split("/")
+        for length in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:length])
+            if prefix in self.candidates:
+                return prefix
+        return None
+
+    def candidate_of_name(self, name: str) -> str | None:
+        return self.candidate_of_path(name.replace(".", "/")) or self.candidate_of_path(name.replace(".", "/") + ".py")
+
+    def take(self, rel: str, text: str) -> None:
+        """What module rel (kept) refers to."""
+        self.read.add(rel)
+        refs = importscan.scan(rel, text, self.words)
+        self.pending.extend(refs.imports)
+        folder = rel.rpartition("/")[0]
+        for string in refs.strings:
+            if _DOTTED_NAME.match(string) and string.replace(".", "/") in self.dirs:
+                self.keep(string.replace(".", "/"))  # a package named for its resources: its folder stays
+            elif string and not string.startswith("/"):  # a path relative to the module's folder
+                self.keep(posixpath.normpath(f"{folder}/{string}" if folder else string))
+        if refs.dynamic:
+            spelled = {part for s in importscan.string_literals(text) for part in re.split(r"[./]", s)}
+            mine = self.candidate_of_path(rel)
+            for prefix in refs.dynamic:
+                # Nothing of the name known: taken to be a plugin beside the module (its own package).
+                scope = prefix or importscan.package_of(rel)
+                for candidate, dotted in self.dotted.items():
+                    if not (_within(dotted, scope) or _within(scope, dotted)):
+                        continue
+                    if candidate == mine or candidate.rsplit("/", 1)[-1].removesuffix(".py") in spelled:
+                        self.keep(candidate)
+
+    def keep(self, path: str) -> None:
+        """Keep a file or folder of a candidate (nothing else is ours to keep); its modules are read in turn."""
+        if path in self.kept or self.candidate_of_path(path) is None or not (path in self.files or path in self.dirs):
+            return
+        self.kept.add(path)
+        if path in self.files:
+            self.unread.append(path)
+        else:
+            self.unread.extend(f for f in self.files if f.startswith(path + "/"))
+
+    def follow(self) -> None:
+        seen: set[str] = set()
+        while self.pending or self.unread:  # bounded: each name and each file once, from a finite tree
+            if self.unread:
+                path = self.unread.pop()
+                if path.endswith(".py") and path not in self.read:
+                    self.take(path, _read(str(self.site / path)))
+                continue
+            name = self.pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            candidate = self.candidate_of_name(name)
+            if candidate is None or candidate in self.kept:
+                continue
+            module = self._module_file(candidate, name)
+            if module is None:
+                self.keep(candidate)  # not a module file we can read: keep it all
+                continue
+            for path in self._packages_on_the_way(candidate, module) + [module]:
+                self.keep(path)
+
+    def _module_file(self, candidate: str, name: str) -> str | None:
+        """The file of the longest prefix of name that is a module in candidate
+        (`pkg.tests._natype.pd_NA` is an attribute of pkg/tests/_natype.py)."""
+        if candidate.endswith(".py"):
+            return candidate
+        parts = name.split(".")
+        for length in range(len(parts), len(self.dotted[candidate].split(".")) - 1, -1):
+            base = "/".join(parts[:length])
+            for rel in (f"{base}.py", f"{base}/__init__.py"):
+                if rel in self.files:
+                    return rel
+            if base in self.dirs or base in self.opaque:
+                return None  # a namespace folder or an extension / sourceless module: in doubt
+        return None
+
+    def _packages_on_the_way(self, candidate: str, module: str) -> list[str]:
+        """The __init__.py files Python runs before module: from the candidate down to module's folder."""
+        if candidate.endswith(".py"):
+            return []
+        found = []
+        folder = candidate
+        for part in [""] + module[len(candidate):].strip("/").split("/")[:-1]:
+            folder = f"{folder}/{part}" if part else folder
+            if f"{folder}/__init__.py" in self.files:
+                found.append(f"{folder}/__init__.py")
+        return found
+
+    def doomed(self) -> list[str]:
+        below_of: dict[str, list[str]] = {}
+        for rel in sorted(self.files):
+            candidate = self.candidate_of_path(rel)
+            if candidate is not None:
+                below_of.setdefault(candidate, []).append(rel)
+        out = []
+        for candidate in sorted(self.candidates - self.whole):
+            if candidate.endswith(".py"):
+                if candidate not in self.kept:
+                    out.append(candidate)
+                continue
+            below = below_of.get(candidate, [])
+            if not any(self._is_kept(f) for f in below):
+                out.append(candidate)  # nothing of it is reached: the whole folder goes
+                continue
+            out.extend(f for f in below if not self._is_kept(f))
+        return out
+
+    def _is_kept(self, rel: str) -> bool:
+        if rel in self.kept or _source_of(rel) in self.kept:
+            return True
+        parts = rel.split("/")
+        return any("/".join(parts[:n]) in self.kept for n in range(1, len(parts)))
+
+
+def _candidates(entries: list[TreeEntry]) -> list[str]:
+    """tests/test/docs/doc folders inside packages (never the KEEP_DIRS), outermost only, and conftest.py
+    files (pytest's, which nothing imports) inside packages."""
+    found: list[str] = []
     for entry in entries:
         rel = entry.rel
-        if entry.is_dir and entry.name in OPTIONAL_DIR_NAMES and "/" in rel and ".dist-info" not in rel:
-            if rel in KEEP_DIRS or any(rel.startswith(c + "/") for c in candidates):
+        if entry.is_file and entry.name == "conftest.py" and "/" in rel and not any(rel.startswith(c + "/") for c in found):
+            if _is_package_dir(Path(entry.path)):
+                found.append(rel)
+        elif entry.is_dir and entry.name in OPTIONAL_DIR_NAMES and "/" in rel and ".dist-info" not in rel:
+            if rel in KEEP_DIRS or any(rel.startswith(c + "/") for c in found):
                 continue
             if _is_package_dir(Path(entry.path)):
-                candidates.append(rel)
-    if not candidates:
-        return []
-    imports = _referenced_modules(site, set(candidates), entries)
-    doomed = []
-    for candidate in candidates:
-        dotted = candidate.replace("/", ".")
-        used = {name for name in imports if _within(name, dotted)}
-        if not used:
-            doomed.append(candidate)
+                found.append(rel)
+    return found
+
+
+def removals(site: Path, entries: list[TreeEntry], cache_tag: str) -> list[str]:
+    """What slimming removes below site (paths relative to it; a folder goes whole):
+    - tests/docs folders inside packages that nothing kept reaches, and the files of partly reached
+      ones that are not reached (_Reach);
+    - stub and build sources (SOURCE_SUFFIXES) unless a module of the same top-level package names
+      the file in a string literal (cffi reads its _cffi_include.h at run time, f2py its fortranobject.c);
+    - __pycache__ files of other Python versions.
+    Every module is read at most once."""
+    candidates = _candidates(entries)
+    reach = _Reach(site, entries, candidates) if candidates else None
+    sources = [e for e in entries if e.is_file and e.rel.endswith(SOURCE_SUFFIXES)]
+    source_tops = {e.rel.split("/", 1)[0] for e in sources}
+    named: dict[str, set[str]] = {}  # top-level folder -> source file names its modules name
+    for entry in entries:
+        if not (entry.is_file and entry.rel.endswith(".py")):
             continue
-        keep = needed_files(site, candidate, used)
-        if keep is None:
+        top = entry.rel.split("/", 1)[0]
+        outside = reach is not None and reach.candidate_of_path(entry.rel) is None
+        if top not in source_tops and not outside:
             continue
-        for entry in walk_tree(site / candidate):
-            path = f"{candidate}/{entry.rel}"
-            if entry.is_file and path not in keep and _source_of(path) not in keep:
-                doomed.append(path)
+        text = _read(entry.path)
+        if top in source_tops:
+            named.setdefault(top, set()).update(_named_sources(text))
+        # A kept module can only reach a candidate by naming it (an import, a dotted or a path string): only
+        # modules that name one of the candidates' folder names as a whole word are read further.
+        if outside and any(importscan.mentions_word(text, word) for word in reach.words):
+            reach.take(entry.rel, text)
+    doomed: list[str] = []
+    if reach is not None:
+        reach.follow()
+        doomed = reach.doomed()
+    doomed += [e.rel for e in sources if e.name not in named.get(e.rel.split("/", 1)[0], ())]
+    doomed += [e.rel for e in entries if e.is_file and _other_pycache(e.rel, cache_tag)]
     return doomed
+
+
+def _named_sources(text: str) -> set[str]:
+    """File names of string literals that end in one of SOURCE_SUFFIXES ('_cffi_include.h', 'src/x.c' -> x.c)."""
+    found = set()
+    for match in _NAMED_SOURCE_END.finditer(text):
+        end = match.end() - 1
+        start = max(text.rfind(q, max(0, end - 200), end) for q in "'\"\n")
+        if start != -1 and text[start] == text[end]:
+            found.add(text[start + 1 : end].rsplit("/", 1)[-1])
+    return found
+
+
+def optional_paths(site: Path, entries: list[TreeEntry] | None = None) -> list[str]:
+    """Only the tests/docs part of removals(): what slimming takes of those folders."""
+    entries = walk_tree(site) if entries is None else entries
+    return [p for p in removals(site, entries, "-") if not p.endswith(SOURCE_SUFFIXES) and "/__pycache__/" not in f"/{p}"]
 
 
 def _other_pycache(rel: str, cache_tag: str) -> bool:
@@ -225,12 +318,7 @@ def slim_tree(root: Path, arch: str, cache_tag: str) -> SlimResult:
     site = root / "python"
     doomed: list[Path] = []
     if site.is_dir():
-        entries = walk_tree(site)  # one walk for both passes: nothing is removed until both have looked
-        for rel in optional_paths(site, entries):
-            doomed.append(site / rel)
-        for entry in entries:
-            if entry.is_file and (entry.rel.endswith(SOURCE_SUFFIXES) or _other_pycache(entry.rel, cache_tag)):
-                doomed.append(Path(entry.path))
+        doomed = [site / rel for rel in removals(site, walk_tree(site), cache_tag)]
     for path in doomed:
         if not path.exists():
             continue  # inside a directory already removed

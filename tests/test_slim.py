@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from layerbuild import slim
+from layerbuild import importscan, slim
 from layerbuild.build import build_target
 from layerbuild.recipe import parse_recipe
 from layerbuild.runtimes import make_target
@@ -231,4 +231,207 @@ def test_arm64_libraries_lose_debug_sections_and_keep_their_dynamic_symbols(tmp_
     ("", False),
 ])
 def test_only_whole_word_mentions_send_a_module_to_the_import_scan(text, found):
-    assert slim._mentions_word(text, "tests") is found
+    assert importscan.mentions_word(text, "tests") is found
+
+
+# ---- what the import scan must follow (each case: a tests/docs folder that kept code reaches) ------------------
+
+
+def reach_layer(tmp_path: Path, files: dict[str, str]) -> tuple[Path, set[str]]:
+    """Write files under python/, slim, return (site, files left)."""
+    site = tmp_path / "python"
+    for rel, text in files.items():
+        write(site / rel, text)
+    slim.slim_tree(tmp_path, "x86_64", HOST_TAG)
+    return site, files_left(site)
+
+
+def files_left(site: Path) -> set[str]:
+    return {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()}
+
+
+def test_init_of_a_reached_package_is_followed_at_any_depth(tmp_path):
+    """The boto3 case: client.py imports pkg.docs.docstring; pkg/docs/__init__.py imports pkg.docs.service."""
+    site, left = reach_layer(tmp_path, {
+        "pkg/__init__.py": "from pkg.client import make\n",
+        "pkg/client.py": "from pkg.docs.docstring import Doc\n\ndef make():\n    return Doc()\n",
+        "pkg/docs/__init__.py": "from pkg.docs.service import ServiceDocumenter\n",
+        "pkg/docs/service.py": "from .sub.deep import X as ServiceDocumenter\n",
+        "pkg/docs/sub/__init__.py": "from . import helpers\n",
+        "pkg/docs/sub/helpers.py": "H = 1\n",
+        "pkg/docs/sub/deep.py": "from ..shared import X\n",
+        "pkg/docs/shared.py": "X = 1\n",
+        "pkg/docs/docstring.py": "class Doc: pass\n",
+        "pkg/docs/unused.py": "import pkg\n",
+    })  # fmt: skip
+    assert "pkg/docs/unused.py" not in left
+    assert {"pkg/docs/service.py", "pkg/docs/sub/helpers.py", "pkg/docs/sub/deep.py", "pkg/docs/shared.py"} <= left
+    assert import_ok(site, "pkg").returncode == 0, import_ok(site, "pkg").stderr
+
+
+@pytest.mark.parametrize("importer", [
+    "from pkg import tests\n",  # a submodule imported as a name
+    "from pkg.tests import helper\n",
+    "import importlib\nhelper = importlib.import_module('pkg.tests.helper')\n",
+    "helper = __import__('pkg.tests.helper', fromlist=['x'])\n",
+    "import importlib\nhelper = importlib.import_module('.tests.helper', __package__)\n",
+    "try: import pkg.tests.helper\nexcept ImportError: pass\n",
+    "import os; import pkg.tests.helper\n",
+    "from pkg.tests import (\n    helper,  # the one we need\n)\n",
+    "from pkg.tests \\\n    import helper\n",
+])  # fmt: skip
+def test_every_way_of_importing_is_followed(tmp_path, importer):
+    site, left = reach_layer(tmp_path, {
+        "pkg/__init__.py": importer,
+        "pkg/tests/__init__.py": "",
+        "pkg/tests/helper.py": "from .data_tools import load\n",
+        "pkg/tests/data_tools.py": "def load(): pass\n",
+        "pkg/tests/test_big.py": "import pkg\n",
+    })  # fmt: skip
+    assert "pkg/tests/test_big.py" not in left
+    needed = ["pkg", "pkg.tests.helper"] if "helper" in importer else ["pkg", "pkg.tests"]
+    assert import_ok(site, *needed).returncode == 0, import_ok(site, *needed).stderr
+
+
+@pytest.mark.parametrize("reader", [
+    "import os\nPATH = os.path.join(os.path.dirname(__file__), 'tests', 'data', 'table.json')\n",
+    "from pathlib import Path\nPATH = Path(__file__).parent / 'tests' / 'data' / 'table.json'\n",
+    "import pkgutil\nDATA = pkgutil.get_data(__name__, 'tests/data/table.json')\n",
+    "from importlib import resources\nDATA = resources.files('pkg.tests.data').joinpath('table.json').read_text()\n",
+    "from importlib import resources\nDATA = (resources.files(__package__) / 'tests/data/table.json').read_text()\n",
+])  # fmt: skip
+def test_data_files_code_opens_by_name_are_kept(tmp_path, reader):
+    site, left = reach_layer(tmp_path, {
+        "pkg/__init__.py": reader,
+        "pkg/tests/__init__.py": "",
+        "pkg/tests/test_x.py": "import pkg\n",
+        "pkg/tests/data/__init__.py": "",
+        "pkg/tests/data/table.json": "{}",
+    })  # fmt: skip
+    assert "pkg/tests/data/table.json" in left
+    if "tests/data/table.json" in reader or "pkg.tests.data" in reader:  # precise: nothing else of tests is needed
+        assert "pkg/tests/test_x.py" not in left
+    assert import_ok(site, "pkg").returncode == 0, import_ok(site, "pkg").stderr
+
+
+def test_names_computed_at_run_time_keep_what_they_may_reach(tmp_path):
+    site, left = reach_layer(tmp_path, {
+        # plugins named by a literal list, imported by a computed name: "tests" is one of them
+        "alpha/__init__.py": "import importlib\nPLUGINS = ['core', 'tests']\n"
+                             "def load(n):\n    return importlib.import_module(f'{__name__}.{n}')\n",
+        "alpha/core.py": "",
+        "alpha/tests/__init__.py": "",
+        "alpha/tests/test_a.py": "",
+        # a computed name whose literals never spell the folder: its tests go
+        "beta/__init__.py": "import importlib\nSUBMODULES = ['core']\n"
+                            "def __getattr__(n):\n    return importlib.import_module(f'beta.{n}')\n",
+        "beta/core.py": "",
+        "beta/tests/__init__.py": "",
+        "beta/tests/test_b.py": "",
+        # a module inside a reached tests package that imports computed names: all of it stays
+        "gamma/__init__.py": "from gamma.tests import fixtures\n",
+        "gamma/tests/__init__.py": "",
+        "gamma/tests/fixtures.py": "import importlib, sys\nimportlib.import_module(sys.argv[0])\n",
+        "gamma/tests/other.py": "",
+    })  # fmt: skip
+    assert {"alpha/tests/test_a.py", "gamma/tests/other.py"} <= left
+    assert not any(p.startswith("beta/tests/") for p in left)
+
+
+def test_conftest_files_go_and_what_only_they_import_with_them(tmp_path):
+    site, left = reach_layer(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/conftest.py": "from pkg.tests.fixtures import big\n",
+        "pkg/tests/__init__.py": "",
+        "pkg/tests/fixtures.py": "big = 1\n",
+    })  # fmt: skip
+    assert left == {"pkg/__init__.py"}
+
+
+def test_sources_the_code_opens_by_name_are_kept(tmp_path):
+    site, left = reach_layer(tmp_path, {
+        "cffi_like/__init__.py": "",
+        "cffi_like/recompiler.py": "import os\nHEADER = os.path.join(os.path.dirname(__file__), '_cffi_include.h')\n",
+        "cffi_like/_cffi_include.h": "#define X 1\n",
+        "cffi_like/unused.h": "#define Y 1\n",
+        "cffi_like/types.pyi": "X: int\n",
+    })  # fmt: skip
+    assert left == {"cffi_like/__init__.py", "cffi_like/recompiler.py", "cffi_like/_cffi_include.h"}
+
+
+def test_doubtful_names_keep_the_whole_folder(tmp_path):
+    """An import of a name in tests that is no .py file there (an extension module) keeps all of tests."""
+    site, left = reach_layer(tmp_path, {
+        "pkg/__init__.py": "from pkg.tests import _native_helper\n",
+        "pkg/tests/__init__.py": "",
+        "pkg/tests/_native_helper.cpython-311-x86_64-linux-gnu.so": "",
+        "pkg/tests/test_x.py": "",
+    })  # fmt: skip
+    assert "pkg/tests/test_x.py" in left
+
+
+# ---- on real packages: every module that imports before slimming imports after it ----------------------------
+
+REAL_PACKAGES = ["boto3", "aws-lambda-powertools", "scikit-learn", "matplotlib", "pandas", "sqlalchemy", "pydantic"]
+# Import every module of a top-level package found on disk (tests and docs folders aside), each in try/except;
+# print {module: error or None} as JSON.
+_IMPORT_ALL = r"""
+import contextlib, importlib, io, json, os, sys, warnings
+site, top = sys.argv[1], sys.argv[2]
+sys.path.insert(0, site)
+warnings.simplefilter("ignore")
+names = []
+for folder, dirs, files in os.walk(os.path.join(site, top)):
+    dirs[:] = sorted(d for d in dirs if d not in ("tests", "test", "docs", "doc", "__pycache__"))
+    package = os.path.relpath(folder, site).replace(os.sep, ".")
+    for name in sorted(files):
+        if name.endswith(".py") and name != "conftest.py" and not name.startswith("test_"):
+            names.append(package if name == "__init__.py" else package + "." + name[:-3])
+result = {}
+for name in names:
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            importlib.import_module(name)
+        result[name] = None
+    except BaseException as exc:
+        result[name] = "%s: %s" % (type(exc).__name__, str(exc)[:200])
+print(json.dumps(result))
+"""
+
+
+def import_every_module(site: Path, top: str) -> dict[str, str | None]:
+    import json
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(site.parent), "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(site.parent / "mpl")}
+    done = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", _IMPORT_ALL, str(site), top], capture_output=True,
+                          text=True, timeout=900, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_slimming_real_packages_breaks_no_import(tmp_path):
+    """boto3/botocore, aws-lambda-powertools, scikit-learn, matplotlib, pandas, sqlalchemy, pydantic: every
+    module that imports from the unslimmed tree imports from the slimmed one (about 2,000 modules)."""
+    from layerbuild.uvdriver import run_uv, target_args
+
+    target = make_target(HOST, "x86_64")
+    full = tmp_path / "full" / "python"
+    done = run_uv(["pip", "install", "--quiet", "--target", str(full), "--only-binary", ":all:", *target_args(target),
+                   *REAL_PACKAGES], timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    shutil.rmtree(full / "bin", ignore_errors=True)
+    slimmed_root = tmp_path / "slim"
+    shutil.copytree(full, slimmed_root / "python", symlinks=True)
+    result = slim.slim_tree(slimmed_root, "x86_64", HOST_TAG)
+    removed_tests = [p for p in result.removed if "/tests/" in p]
+    assert len(removed_tests) > 500, "slimming no longer removes the packages' test suites"  # it must still slim
+    tops = ["boto3", "botocore", "aws_lambda_powertools", "sklearn", "scipy", "matplotlib", "pandas", "numpy",
+            "sqlalchemy", "pydantic"]  # fmt: skip
+    broken = {}
+    for top in tops:
+        before, after = import_every_module(full, top), import_every_module(slimmed_root / "python", top)
+        assert sum(error is None for error in before.values()) > 5, (top, before)  # the comparison means something
+        broken.update({m: after.get(m) for m, error in before.items() if error is None and after.get(m) is not None})
+    assert not broken, broken
