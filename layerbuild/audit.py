@@ -5,7 +5,7 @@ layerfacts.py (zip reading) and elf.py (pyelftools); nothing here touches the di
 loading the per-OS library lists in layerbuild/data/. Every finding has a stable rule id:
 
   errors:   elf-arch, glibc-version, glibcxx-version, cxxabi-version, abi-tag, missing-library,
-            unzipped-size
+            unzipped-size, python-outside-python
   warnings: foreign-bytecode, layout, zipped-size, elf-unreadable
 """
 
@@ -311,7 +311,17 @@ def _check_layout(files: list[FileFact], target: Target, report: AuditReport) ->
         match = _SITE_PACKAGES.match(fact.path)
         if match and match.group(1) != target.python:
             wrong_site[match.group(0).rstrip("/")].append(fact)
+    python_tops = sorted(top for top, facts in outside.items() if any(_is_python_file(f.path) for f in facts))
+    if python_tops:  # the tutorial mistake: pymysql/... instead of python/pymysql/...; Lambda never imports those
+        first = min(f.path for top in python_tops for f in outside[top] if _is_python_file(f.path))
+        example = next((t for t in python_tops if not t.endswith((".dist-info", ".egg-info"))), python_tops[0])
+        report.errors.append(Finding("python-outside-python", first,
+                                     f"{first}: Python code at the zip root ({', '.join(t + '/' for t in python_tops)}), "
+                                     f"where Lambda never imports from; put packages under python/ (python/{example}/..., "
+                                     f"e.g. pip install --target python/ then zip python/)"))  # fmt: skip
     for top, facts in sorted(outside.items()):
+        if top in python_tops:
+            continue
         first = min(facts, key=lambda f: f.path).path
         report.warnings.append(Finding("layout", first,
                                        f"{first}: {len(facts)} file(s) under {top}/, which Lambda puts on no search path "
@@ -321,6 +331,10 @@ def _check_layout(files: list[FileFact], target: Target, report: AuditReport) ->
         report.warnings.append(Finding("layout", first,
                                        f"{first}: {len(facts)} file(s) under {site}/, but {target.runtime.name} only adds "
                                        f"python/ and python/lib/python{target.python}/site-packages/ to sys.path"))  # fmt: skip
+
+
+def _is_python_file(path: str) -> bool:
+    return path.endswith((".py", ".pyc", ".so")) or ".dist-info/" in path or ".egg-info/" in path
 
 
 def _check_sizes(unzipped: int, zipped: int, report: AuditReport) -> None:

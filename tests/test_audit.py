@@ -230,14 +230,29 @@ def test_foreign_bytecode_is_a_warning(built, invoke, tmp_path):
 
 def test_bad_layout_is_a_warning(built, invoke, tmp_path):
     files = zip_contents(built["pymysql-3.12-x86_64"].zip_path)
-    files["site-packages/six.py"] = b"x = 1\n"
+    files["share/readme.txt"] = b"hello\n"
     files["python/lib/python3.11/site-packages/six.py"] = b"x = 1\n"
     path = write_zip(tmp_path / "layout.zip", files)
     code, data = audit_json(invoke, path, "--python", "3.12", "--arch", "x86_64")
     assert code == 0 and rules(data["warnings"]) == {"layout"}
     paths = sorted(f["path"] for f in data["warnings"])
-    assert paths == ["python/lib/python3.11/site-packages/six.py", "site-packages/six.py"]
+    assert paths == ["python/lib/python3.11/site-packages/six.py", "share/readme.txt"]
     assert any("no search path" in f["message"] for f in data["warnings"])
+
+
+@pytest.mark.parametrize("prefix", ["", "site-packages/"])
+def test_packages_at_the_zip_root_are_an_error_with_the_fix(built, invoke, tmp_path, prefix):
+    """The most common tutorial mistake: pymysql/... (or a venv's site-packages/...) instead of python/pymysql/..."""
+    moved = {(prefix + name[len("python/"):] if name.startswith("python/") else name): data
+             for name, data in zip_contents(built["pymysql-3.12-x86_64"].zip_path).items()}  # fmt: skip
+    path = write_zip(tmp_path / "root.zip", moved)
+    code, data = audit_json(invoke, path, "--python", "3.12", "--arch", "x86_64")
+    assert code == 1 and data["ok"] is False
+    assert rules(data["errors"]) == {"python-outside-python"}
+    message = data["errors"][0]["message"]
+    assert "put packages under python/" in message and f"python/{(prefix or 'pymysql/').rstrip('/')}/" in message
+    result = invoke("audit", path, "--python", "3.12", "--arch", "x86_64")
+    assert result.exit_code == 1 and "error [python-outside-python]" in result.output
 
 
 # --- rule logic on facts (what zips cannot easily carry) ------------------------------------------
