@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__
-from . import cacheprune, cachestep, contents
+from . import cacheprune, cachestep, contents, verifystep
 from .parallel import run_all
 from .backends.base import IMAGE_ENV, BuildRequest, LayerTree
 from .distlock import publish_pair, remove_orphan_zip, remove_stale_temps, sigint_held, temp_prefix, workdir_prefix
@@ -29,6 +29,7 @@ from .runtimes import Target
 from .scratch import SCRATCH_ENV, scratch_dir
 from .threadpool import ThreadPool
 from .uvdriver import IndexSettings
+from .verify import SlimmingSuspect
 
 DEFAULT_OUT_DIR = Path("dist")
 # Always removed: uv's install lock file, and console scripts carry the build host's interpreter path in their shebang, and
@@ -100,14 +101,15 @@ def committed_lock(recipe: Recipe, target: Target, index: IndexSettings) -> Lock
     return lock
 
 
-def finalize_tree(tree: LayerTree, recipe: Recipe) -> None:
-    """Prune the layer tree: always-excluded paths and the recipe's exclude globs."""
+def finalize_tree(tree: LayerTree, recipe: Recipe) -> list[str]:
+    """Prune the layer tree: always-excluded paths and the recipe's exclude globs; returns what went."""
     removed = remove_paths(tree.root, ALWAYS_EXCLUDED + tuple(recipe.exclude))
     site_removed = {p[len("python/"):] for p in removed if p.startswith("python/")}
     if tree.site_packages.is_dir():
         fix_records(tree.site_packages, site_removed)
     if recipe.exclude and removed:
         tree.notes.append(f"exclude removed {len(removed)} files")
+    return removed
 
 
 def choose_backend(recipe: Recipe, requested: str) -> str:
@@ -128,8 +130,35 @@ def run_backend(name: str, request: BuildRequest) -> LayerTree:
 
 
 def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir: Path = DEFAULT_OUT_DIR,
-                 image: str | None = None, progress: Progress | None = None, use_cache: bool = True) -> BuildOutcome:  # fmt: skip
+                 image: str | None = None, progress: Progress | None = None, use_cache: bool = True,
+                 verify: bool = True, verify_with: str | None = None) -> BuildOutcome:  # fmt: skip
+    """Build one target. With verify (the default), the final tree's modules are imported on the target's
+    Python before anything reaches out_dir; when that fails in a layer slimming removed files from, the
+    target is built again with those files kept, and shipped if it imports then (the note says what broke)."""
     progress = progress or (lambda t, m: None)
+    options = _Options(backend, Path(out_dir), image, progress, use_cache, verify, verify_with)
+    try:
+        return _build_target(recipe, target, options)
+    except SlimmingSuspect as suspect:
+        progress(target, f"verification failed after slimming: {suspect.message}; building again with every file "
+                         f"slimming removed kept")  # fmt: skip
+        return _build_target(recipe, target, options, slimming_broke=suspect)
+
+
+@dataclass(frozen=True)
+class _Options:
+    backend: str
+    out_dir: Path
+    image: str | None
+    progress: Progress
+    use_cache: bool
+    verify: bool
+    verify_with: str | None
+
+
+def _build_target(recipe: Recipe, target: Target, options: _Options,
+                  slimming_broke: SlimmingSuspect | None = None) -> BuildOutcome:  # fmt: skip
+    backend, out_dir, image, progress, use_cache = options.backend, options.out_dir, options.image, options.progress, options.use_cache
     index = IndexSettings.for_recipe(recipe)
     lock = committed_lock(recipe, target, index)
     chosen = choose_backend(recipe, backend)
@@ -155,11 +184,13 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
         # Build cache (layerbuild/cache.py): an unchanged target is copied, not rebuilt.
         if use_cache:
             cacheprune.configured_max_size()  # a bad LAYERBUILD_CACHE_MAX_SIZE fails before any work
-        cache_key = cachestep.key_for(request, chosen, lambda m: progress(target, m)) if use_cache else None
+        cache_key = cachestep.key_for(request, chosen, lambda m: progress(target, m), options.verify) if use_cache else None
         cached = cache_key and cachestep.publish_hit(cache_key, stem, zip_path, manifest_path, lambda m: progress(target, m))
-        if cached:
+        if cached and not verifystep.verifiable_now(cached, target, options.verify, options.verify_with):
             progress(target, f"cached {zip_path} ({cached.zipped_bytes:,} bytes zipped)")
             return BuildOutcome(target, zip_path, manifest_path, cached, "cached", list(cached.extra.get("notes", [])))
+        if cached:
+            progress(target, "the cached build could not be verified when it was made, and can be now: building again")
         progress(target, f"building with {chosen}" + (" from the committed lock" if lock else ""))
         try:
             tree = run_backend(chosen, request)
@@ -182,9 +213,14 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
 
         from .layerfacts import audit_built_layer, read_elf_tree_facts, read_tree_facts
 
-        finalize_tree(tree, recipe)
+        excluded = finalize_tree(tree, recipe)
         report = lambda m: progress(target, m)  # noqa: E731
-        contents.slim_step(tree, recipe, target, report)
+        slimmed = contents.slim_step(tree, recipe, target, report, keep_removals=slimming_broke is not None)
+        if slimming_broke is not None:
+            note = (f"slimming broke imports, so this layer keeps every file slimming would remove "
+                    f"({len(slimming_broke.removed)} files); please report it: {slimming_broke.explain()}")  # fmt: skip
+            tree.notes.append(note)
+            progress(target, note)
 
         fd, name = tempfile.mkstemp(prefix=temp_prefix(stem), suffix=".zip.tmp", dir=out_dir)
         os.close(fd)
@@ -192,16 +228,22 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
         # The audit's facts are read on a side thread (pure Python, mostly ELF parsing): the ELF files
         # while the bytecode compiler's processes run, the rest while the zip writer's threads deflate
         # (zlib releases the GIL). On two cores the audit costs almost nothing.
-        with ThreadPool(max_workers=1) as side:
+        with ThreadPool(max_workers=2) as side:
             elf_facts = []  # started once the compiler's processes run, not while cached bytecode is copied in
             start_elf = lambda: elf_facts.append(side.submit(read_elf_tree_facts, tree.root))  # noqa: E731
             contents.bytecode_step(tree, recipe, target, report, start_elf)
             if not elf_facts:
                 start_elf()  # the docker backend compiled already
-            facts = side.submit(lambda: read_tree_facts(tree.root, elf_facts[0].result()))
-            summary = write_deterministic_zip(tree.root, tmp_zip, tree.raw_sources)
-            # Errors raise: nothing reaches out_dir.
-            audit_summary = audit_built_layer(facts.result(), target, summary.zipped_bytes, tree.notes)
+            # The tree is final: its imports are tried on the target's Python while the zip is written.
+            with verifystep.verification_of(tree, recipe, target, options.verify, options.verify_with, side,
+                                            report) as verifying:  # fmt: skip
+                facts = side.submit(lambda: read_tree_facts(tree.root, elf_facts[0].result()))
+                summary = write_deterministic_zip(tree.root, tmp_zip, tree.raw_sources)
+                # Errors raise: nothing reaches out_dir.
+                audit_summary = audit_built_layer(facts.result(), target, summary.zipped_bytes, tree.notes)
+                verified = verifying.outcome(slimmed.removed if slimmed and slimming_broke is None else [], excluded)
+            if slimming_broke is not None:
+                verified["verification"]["slimming_broke"] = slimming_broke.explain()
 
         manifest = Manifest(
             name=recipe.name,
@@ -222,6 +264,7 @@ def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir:
             lock_sha256=_sha256_text(tree.lock_text) if tree.lock_text else None,
             layerbuild_version=__version__,
             extra={**({"notes": tree.notes} if tree.notes else {}), "audit": audit_summary},
+            **verified,
         )
         fd, name = tempfile.mkstemp(prefix=temp_prefix(stem), suffix=".json.tmp", dir=out_dir)
         tmp_manifest = Path(name)  # before writing: an interrupt mid-write must still clean it up
@@ -267,17 +310,20 @@ def _sha256_text(text: str) -> str:
 
 
 def build_recipe(recipe: Recipe, pythons=None, arches=None, backend: str = "auto", out_dir: Path = DEFAULT_OUT_DIR,
-                 image: str | None = None, progress: Progress | None = None, use_cache: bool = True) -> list[BuildOutcome]:  # fmt: skip
+                 image: str | None = None, progress: Progress | None = None, use_cache: bool = True,
+                 verify: bool = True, verify_with: str | None = None) -> list[BuildOutcome]:  # fmt: skip
     """Build every target of the recipe (or the narrowed matrix), concurrently."""
-    return build_recipes([recipe], pythons, arches, backend, out_dir, image, progress, use_cache)
+    return build_recipes([recipe], pythons, arches, backend, out_dir, image, progress, use_cache, verify, verify_with)
 
 
 def build_recipes(recipes: list[Recipe], pythons=None, arches=None, backend: str = "auto", out_dir: Path = DEFAULT_OUT_DIR,
-                  image: str | None = None, progress: Progress | None = None, use_cache: bool = True) -> list[BuildOutcome]:  # fmt: skip
+                  image: str | None = None, progress: Progress | None = None, use_cache: bool = True,
+                  verify: bool = True, verify_with: str | None = None) -> list[BuildOutcome]:  # fmt: skip
     """Build every target of every recipe on a bounded pool; raises parallel.TargetFailures listing all failures."""
     jobs = [(recipe, target) for recipe in recipes for target in recipe.targets(pythons, arches)]
     report = progress or (lambda t, m: None)
-    return run_all(jobs, lambda job: build_target(job[0], job[1], backend, out_dir, image, progress, use_cache),
+    return run_all(jobs, lambda job: build_target(job[0], job[1], backend, out_dir, image, progress, use_cache, verify,
+                                                  verify_with),
                    label=lambda job: output_stem(*job), on_failure=lambda job, exc: report(job[1], f"failed: {exc.message}"))
 
 

@@ -123,6 +123,11 @@ def bytecode_root(root: Path) -> Path:
     return root.parent / "bytecode"
 
 
+def runtime_sdk_root(root: Path) -> Path:
+    """The Lambda runtimes' own packages (runtimesdk.py), installed beside the build cache."""
+    return root.parent / "runtime-sdk"
+
+
 def list_entries(root: Path | None = None) -> list[EntryInfo]:
     """Build entries, then stored wheels, then cached bytecode."""
     root = root or cache.cache_root()

@@ -19,7 +19,7 @@ from .lockfile import Lock, parse_lock, requirements_digest
 from .manifest import Manifest, read_manifest
 
 
-def key_for(request: BuildRequest, backend: str, progress: Callable[[str], None]) -> str | None:
+def key_for(request: BuildRequest, backend: str, progress: Callable[[str], None], verify: bool = True) -> str | None:
     """The cache key, resolving a lock first when none is committed; None when the build can't be cached.
 
     Sets request.lock to the resolved lock so the backend installs exactly what the key covers
@@ -45,7 +45,7 @@ def key_for(request: BuildRequest, backend: str, progress: Callable[[str], None]
     for per_target in ("python", "architectures"):  # the target itself is keyed; widening the matrix keeps hits
         normalised.pop(per_target, None)
     return cache.cache_key(normalised, target.slug, backend, request.image, request.lock.render(target),
-                           contents.toolchain_identity(recipe, target), cache.tool_digest())  # fmt: skip
+                           contents.toolchain_identity(recipe, target, verify), cache.tool_digest())  # fmt: skip
 
 
 def _import_ahead() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from . import bytecode, slim
@@ -10,22 +11,33 @@ from .recipe import Recipe
 from .runtimes import Target
 
 
-def toolchain_identity(recipe: Recipe, target: Target) -> dict:
-    """The local tools whose presence changes the layer's bytes (part of the build cache key)."""
+def toolchain_identity(recipe: Recipe, target: Target, verify: bool = True) -> dict:
+    """The local tools whose presence changes the layer's bytes or what its manifest claims (part of the
+    build cache key): a build without verification is never served to one that asks for it."""
     return {
         "bytecode": bytecode.interpreter_identity(target.python) if recipe.bytecode != "none" else "none",
-        "strip": (slim.strip_tool(target.arch) or "none") if recipe.slim else "none",
+        "strip": _real(slim.strip_tool(target.arch)) if recipe.slim else "none",
+        "verify": "on" if verify else "off",
     }
 
 
-def slim_step(tree: LayerTree, recipe: Recipe, target: Target, progress: Callable[[str], None]) -> None:
-    """Slim in place unless `slim: false`; notes go to the manifest. Bytecode comes after (bytecode_step)."""
+def _real(path: str | None) -> str:
+    """The tool itself, however it is reached (a symlink on PATH is the same strip)."""
+    return os.path.realpath(path) if path else "none"
+
+
+def slim_step(tree: LayerTree, recipe: Recipe, target: Target, progress: Callable[[str], None],
+              keep_removals: bool = False) -> slim.SlimResult | None:  # fmt: skip
+    """Slim in place unless `slim: false` (keep_removals: strip debug symbols only, remove nothing); notes go
+    to the manifest. Bytecode comes after (bytecode_step)."""
     cache_tag = f"cpython-{target.python.replace('.', '')}"
-    if recipe.slim:
-        result = slim.slim_tree(tree.root, target.arch, cache_tag)
-        for note in [result.summary(), *result.notes]:
-            tree.notes.append(note)
-            progress(note)
+    if not recipe.slim:
+        return None
+    result = slim.slim_tree(tree.root, target.arch, cache_tag, remove=not keep_removals)
+    for note in [result.summary(), *result.notes]:
+        tree.notes.append(note)
+        progress(note)
+    return result
 
 
 def bytecode_step(tree: LayerTree, recipe: Recipe, target: Target, progress: Callable[[str], None],

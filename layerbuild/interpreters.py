@@ -34,9 +34,11 @@ def parse_probe(output: str) -> Interpreter | None:
     return Interpreter(Path(parts[2]), parts[0], parts[1])
 
 
-def probe(executable: str) -> Interpreter | None:
+def probe(executable: str | list[str]) -> Interpreter | None:
+    """Run the interpreter (a path, or a command such as qemu-aarch64-static -L SYSROOT python3.11), bounded."""
+    command = [executable] if isinstance(executable, str) else list(executable)
     try:
-        done = subprocess.run([executable, "-I", "-S", "-c", _PROBE], capture_output=True, text=True,
+        done = subprocess.run([*command, "-I", "-S", "-c", _PROBE], capture_output=True, text=True,
                               timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
@@ -84,11 +86,15 @@ def candidates(python: str, path: str | None = None) -> list[str]:
     return found
 
 
+_found: dict[tuple, Interpreter | None] = {}
+
+
 def find_local_python(python: str, arch: str, path: str | None = None) -> Interpreter | None:
-    """The first working interpreter of exactly this version on this Lambda architecture, or None."""
-    machine = MACHINE.get(arch, arch)
-    for candidate in candidates(python, path):
-        found = probe(candidate)
-        if found and found.python == python and found.machine == machine:
-            return found
-    return None
+    """The first working interpreter of exactly this version on this Lambda architecture, or None.
+    Remembered for the process, per PATH and pyenv root (each probe starts an interpreter)."""
+    key = (python, arch, path if path is not None else os.environ.get("PATH", ""), str(pyenv_root()))
+    if key not in _found:
+        machine = MACHINE.get(arch, arch)
+        _found[key] = next((found for candidate in candidates(python, path) if (found := probe(candidate))
+                            and found.python == python and found.machine == machine), None)  # fmt: skip
+    return _found[key]

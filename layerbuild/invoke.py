@@ -28,7 +28,7 @@ from .interpreters import find_local_python
 from .layerfacts import manifest_beside
 from .optdir import layers_extracted, read_only_command
 from .runtimes import check_architecture, get_runtime
-from .smoketest import CannotTestError
+from .verify import CannotTestError
 
 RUNNER_SOURCE = Path(_invoke_runner.__file__).read_text(encoding="utf-8")
 DEFAULT_TIMEOUT = 3.0  # Lambda's default

@@ -39,6 +39,10 @@ class Manifest:
     manifest_version: int = MANIFEST_VERSION
     # Free-form sections added by later stages (audit summary, bytecode, slimming...).
     extra: dict = field(default_factory=dict)
+    # Whether the built tree's modules imported on the target's Python (None: a manifest from before
+    # verification existed), and how: {"how", "where", "python", "modules", "seconds", ...} or {"reason"}.
+    verified: bool | None = None
+    verification: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

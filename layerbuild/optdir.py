@@ -58,6 +58,20 @@ def layers_extracted(zip_paths, prefix: str = "layerbuild-opt-"):
         shutil.rmtree(work, ignore_errors=True)
 
 
+@contextmanager
+def read_only_tree(root: Path):
+    """root read-only for a child process started meanwhile with read_only_command: a read-only bind mount
+    when we may make one (root, whom permission bits do not stop), else chmod a-w, undone on the way out."""
+    if can_bind_read_only():
+        yield root
+        return
+    _chmod_tree(root, writable=False)
+    try:
+        yield root
+    finally:
+        _chmod_tree(root, writable=True)
+
+
 _UNSHARE_OK: bool | None = None
 
 

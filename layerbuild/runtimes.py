@@ -42,6 +42,30 @@ _OLDEST_GLIBC_MINOR = {"x86_64": 5, "aarch64": 17}
 _UV_GLIBC_LEVELS = ((2, 17), (2, 28), (2, 31), (2, 32), (2, 33), (2, 34), (2, 35))
 
 
+# What every Lambda Python runtime ships in its own site directory (the AWS SDK and what it needs), by the
+# names they are imported as; the runtime's directories come after the layers' on sys.path.
+RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
+RUNTIME_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
+# AWS's "Lambda runtimes" / "Building Lambda functions with Python" pages listed the SDK of each runtime
+# until early 2024 (last seen with python3.12: docs.amazonaws.cn/lambda/latest/dg/python-programming-model.html,
+# docs.aws.amazon.com/ko_kr/lambda/latest/dg/lambda-python.html); they now say only that it depends on the
+# runtime version and region and changes as AWS updates the runtime.
+_SDK_PAGE = "AWS Lambda runtimes page, SDK column (last published early 2024)"
+
+
+@dataclass(frozen=True)
+class RuntimeSdk:
+    """The AWS SDK a runtime ships (boto3/botocore; their dependencies are resolved from these pins)."""
+
+    boto3: str
+    botocore: str
+    source: str  # where the versions come from
+    urllib3: str = "<2"  # botocore's ceiling on Amazon Linux 2's OpenSSL 1.0.2; images of 3.11+ were seen with 1.26.18
+
+    def requirements(self) -> list[str]:
+        return [f"boto3=={self.boto3}", f"botocore=={self.botocore}", f"urllib3{self.urllib3}"]
+
+
 @dataclass(frozen=True)
 class Runtime:
     python: str  # "3.12"
@@ -49,6 +73,7 @@ class Runtime:
     deprecated: str | None = None  # date the runtime was deprecated (or is scheduled to be)
     create_blocked: str | None = None
     status: str = "supported"  # "supported" | "deprecated"
+    sdk: RuntimeSdk | None = None
 
     @property
     def name(self) -> str:
@@ -104,17 +129,32 @@ class Runtime:
     def runtime_image(self, arch: str) -> str:
         return f"public.ecr.aws/lambda/python:{self.python}-{check_architecture(arch)}"
 
+    @property
+    def package_dirs(self) -> tuple[str, ...]:
+        """Where the runtime image keeps its own packages (the SDK), in sys.path order after the layers'
+        entries: 3.11+ in /var/lang/lib/python3.X/site-packages ahead of /var/runtime, 3.8-3.10 in
+        /var/runtime ahead of it (AWS's "Working with .zip file archives for Python Lambda functions";
+        sys.path printed by real 3.9 and 3.13 functions)."""
+        site = f"/var/lang/lib/python{self.python}/site-packages"
+        return (site, "/var/runtime") if self.version_tuple >= (3, 11) else ("/var/runtime", site)
+
+
+_SDK_AL2_2023 = RuntimeSdk("1.26.90", "1.29.90", _SDK_PAGE)
+# Runtimes launched after AWS stopped listing SDK versions: the boto3 release of the launch day.
+_SDK_LAUNCH = "not published by AWS: the boto3 release of the runtime's launch ({})"
 
 RUNTIMES: dict[str, Runtime] = {
     r.python: r
     for r in (
-        Runtime("3.8", AMAZON_LINUX_2, "2024-10-14", "2025-02-28", "deprecated"),
-        Runtime("3.9", AMAZON_LINUX_2, "2025-12-15", None, "deprecated"),
-        Runtime("3.10", AMAZON_LINUX_2, "2026-10-31", "2026-11-30", "deprecated"),
-        Runtime("3.11", AMAZON_LINUX_2, "2027-06-30"),
-        Runtime("3.12", AMAZON_LINUX_2023, "2028-10-31"),
-        Runtime("3.13", AMAZON_LINUX_2023, "2029-06-30"),
-        Runtime("3.14", AMAZON_LINUX_2023, "2029-06-30"),
+        Runtime("3.8", AMAZON_LINUX_2, "2024-10-14", "2025-02-28", "deprecated", _SDK_AL2_2023),
+        Runtime("3.9", AMAZON_LINUX_2, "2025-12-15", None, "deprecated", _SDK_AL2_2023),
+        Runtime("3.10", AMAZON_LINUX_2, "2026-10-31", "2026-11-30", "deprecated", _SDK_AL2_2023),
+        Runtime("3.11", AMAZON_LINUX_2, "2027-06-30", sdk=RuntimeSdk("1.27.1", "1.30.1", _SDK_PAGE)),
+        Runtime("3.12", AMAZON_LINUX_2023, "2028-10-31", sdk=RuntimeSdk("1.28.72", "1.31.72", _SDK_PAGE)),
+        Runtime("3.13", AMAZON_LINUX_2023, "2029-06-30", sdk=RuntimeSdk("1.35.60", "1.35.60", _SDK_LAUNCH.format(
+            "2024-11-13, AWS's launch post"))),
+        Runtime("3.14", AMAZON_LINUX_2023, "2029-06-30", sdk=RuntimeSdk("1.40.76", "1.40.76", _SDK_LAUNCH.format(
+            "November 2025, unconfirmed"))),
     )
 }
 

@@ -272,16 +272,16 @@ def removals(site: Path, entries: list[TreeEntry], cache_tag: str) -> list[str]:
         if not (entry.is_file and entry.rel.endswith(".py")):
             continue
         top = entry.rel.split("/", 1)[0]
-        outside = reach is not None and reach.candidate_of_path(entry.rel) is None
-        if top not in source_tops and not outside:
+        outside = reach if reach is not None and reach.candidate_of_path(entry.rel) is None else None
+        if top not in source_tops and outside is None:
             continue
         text = _read(entry.path)
         if top in source_tops:
             named.setdefault(top, set()).update(_named_sources(text))
         # A kept module can only reach a candidate by naming it (an import, a dotted or a path string): only
         # modules that name one of the candidates' folder names as a whole word are read further.
-        if outside and any(importscan.mentions_word(text, word) for word in reach.words):
-            reach.take(entry.rel, text)
+        if outside is not None and any(importscan.mentions_word(text, word) for word in outside.words):
+            outside.take(entry.rel, text)
     doomed: list[str] = []
     if reach is not None:
         reach.follow()
@@ -312,12 +312,12 @@ def _other_pycache(rel: str, cache_tag: str) -> bool:
     return "/__pycache__/" in f"/{rel}" and rel.endswith(".pyc") and f".{cache_tag}." not in rel
 
 
-def slim_tree(root: Path, arch: str, cache_tag: str) -> SlimResult:
-    """Slim the layer tree in place (root holds python/, lib/, bin/)."""
+def slim_tree(root: Path, arch: str, cache_tag: str, remove: bool = True) -> SlimResult:
+    """Slim the layer tree in place (root holds python/, lib/, bin/); remove=False only strips debug symbols."""
     result = SlimResult()
     site = root / "python"
     doomed: list[Path] = []
-    if site.is_dir():
+    if site.is_dir() and remove:
         doomed = [site / rel for rel in removals(site, walk_tree(site), cache_tag)]
     for path in doomed:
         if not path.exists():

@@ -33,8 +33,8 @@ def connect(required: bool) -> tuple[Engine | None, str | None]:
         return None, str(exc)
 
 
-def image_ready(engine: Engine, reference: str, target: Target, required: bool) -> str | None:
-    """None when the image is on the engine (pulled now if need be); else why not (or raise when required)."""
+def image_ready(engine: Engine, reference: str, target: Target, required: bool, pull: bool = True) -> str | None:
+    """None when the image is on the engine (pulled now if need be and allowed); else why not (or raise when required)."""
     import docker
 
     platform = DOCKER_PLATFORM[target.arch]
@@ -44,10 +44,12 @@ def image_ready(engine: Engine, reference: str, target: Target, required: bool) 
             return None
         why = f"runtime image {reference!r} is {found.platform}, not {platform} as {target.slug} needs"
         if required:
-            from .smoketest import CannotTestError
+            from .verify import CannotTestError
 
             raise CannotTestError(f"cannot test for {target.slug}: {why}; choose an image for {platform} with --image")
         return why
+    if not pull:
+        return f"runtime image {reference!r} is not on the Docker engine ('docker pull {reference}' to use it)"
     try:
         engine.client.images.pull(reference, platform=platform)
         return None
@@ -59,21 +61,23 @@ def image_ready(engine: Engine, reference: str, target: Target, required: bool) 
     return why
 
 
-def run_imports(engine: Engine, reference: str, target: Target, root: Path, runner_source: str, modules: list[str],
+def run_imports(reference: str, target: Target, root: Path, runner_source: str, modules: list[str], after: list[str],
                 timeout: float) -> dict:  # fmt: skip
+    """The import runner in the image, the layer at /opt read-only; after: the image's own package folders."""
     import docker
     import requests
     from docker.types import Mount
 
-    from .smoketest import parse_runner_output
+    from .verify import parse_runner_output, runner_config
 
+    engine = Engine.connect()
     where = f"docker {reference}"
     container = None
     try:
         try:
             container = engine.client.containers.create(
                 reference,
-                ["-I", "-S", "-B", "-c", runner_source, "/opt", *modules],
+                ["-I", "-S", "-B", "-c", runner_source, runner_config("/opt", modules, after)],
                 entrypoint=["/bin/sh", "-c", _FIND_PYTHON, "sh"],
                 environment={"LD_LIBRARY_PATH": LAMBDA_LD_LIBRARY_PATH, "PATH": LAMBDA_PATH, "LANG": "C.UTF-8", "TZ": ":UTC"},
                 mounts=[Mount("/opt", str(root), type="bind", read_only=True)],

@@ -48,9 +48,13 @@ class IndexSettings:
     @classmethod
     def for_recipe(cls, recipe) -> "IndexSettings":
         # Recipe first, then the user's own settings, then PyPI.
-        url = (recipe.index_url or os.environ.get("LAYERBUILD_INDEX_URL") or os.environ.get("UV_INDEX_URL")
-               or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL)  # fmt: skip
-        return cls(url, tuple(recipe.extra_index_urls))
+        return cls(recipe.index_url or cls.from_environment().index_url, tuple(recipe.extra_index_urls))
+
+    @classmethod
+    def from_environment(cls) -> "IndexSettings":
+        """The user's own index (a mirror, a proxy), else PyPI."""
+        return cls(os.environ.get("LAYERBUILD_INDEX_URL") or os.environ.get("UV_INDEX_URL")
+                   or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL)  # fmt: skip
 
     def args(self) -> list[str]:
         out = ["--index-url", self.index_url]

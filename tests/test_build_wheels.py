@@ -175,7 +175,8 @@ def test_failed_build_leaves_existing_zip_untouched(invoke, write_recipe, tmp_pa
 
 def test_exclude_globs_remove_files_and_record_lines(tmp_path):
     recipe = parse_recipe({"name": "ex", "packages": ["pymysql"], "exclude": ["python/pymysql/constants"]}, "ex.yaml")
-    outcome = build_target(recipe, make_target("3.12", "x86_64"), out_dir=tmp_path)
+    # pymysql imports its constants: verification would refuse this layer (test_verify.py); the mechanics here
+    outcome = build_target(recipe, make_target("3.12", "x86_64"), out_dir=tmp_path, verify=False)
     with zipfile.ZipFile(outcome.zip_path) as archive:
         names = archive.namelist()
         record = archive.read(next(n for n in names if n.endswith("dist-info/RECORD"))).decode()

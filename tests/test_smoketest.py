@@ -119,7 +119,7 @@ def test_import_timeout_is_one_line_error(invoke, tmp_path):
     zip_path = make_layer(tmp_path / "slow.zip", {"python/slow.py": "import time\ntime.sleep(60)\n"}, MANIFEST_311)
     result = invoke("test", zip_path, "--where", "local", "--import", "slow", "--timeout", "1")
     assert result.exit_code == 1
-    assert result.stderr == "error: importing slow with " + str(find_local_python("3.11", "x86_64").executable) + \
+    assert result.stderr == "error: importing slow with local " + str(find_local_python("3.11", "x86_64").executable) + \
         " did not finish within 1s and was stopped\n"
 
 

@@ -10,6 +10,7 @@ from ..build import DEFAULT_OUT_DIR, build_recipes, lock_recipe
 from ..parallel import TargetFailures
 from ..recipe import BACKENDS, list_recipe_names, load_recipe
 from ..runtimes import matrix_rows
+from ..verifystep import VERIFY_WITH, verified_label
 
 
 def _cli():
@@ -84,27 +85,36 @@ def lock_cmd(recipe, pythons, arches):
 @click.option("--region", default=None, help="--prefer-klayers: the AWS region whose Klayers layers to use.")
 @click.option("--klayers-url", default=None, metavar="URL",
               help="--prefer-klayers: Klayers API base URL (default $LAYERBUILD_KLAYERS_URL or the public API).")
+@click.option("--no-verify", is_flag=True,
+              help="Do not import the built layer on the target's Python (the manifest says it was not verified).")
+@click.option("--verify-with", type=click.Choice(VERIFY_WITH), default=None,
+              help="Verify only this way: a local pythonX.Y, QEMU with LAYERBUILD_SYSROOT_ARM64/_X86_64, or the "
+                   "runtime image in Docker (default: the first of these that works).")
 def build_cmd(recipe, pythons, arches, backend, image, out_dir, json_output, build_all, no_cache,
-              prefer_klayers=False, region=None, klayers_url=None):
+              prefer_klayers=False, region=None, klayers_url=None, no_verify=False, verify_with=None):
     """Build RECIPE (a name in recipes/ or a YAML path), or every recipe with --all, into layer zips.
 
-    The targets build concurrently; unchanged targets come from the build cache (`cached`).
+    The targets build concurrently; unchanged targets come from the build cache (`cached`). Every layer is
+    verified before it reaches the output directory: its modules are imported on the target's Python.
     """
     if build_all == bool(recipe):
         raise click.UsageError("give either a RECIPE or --all" if not build_all else "give a RECIPE or --all, not both")
     if (region or klayers_url) and not prefer_klayers:
         raise click.UsageError("--region and --klayers-url only apply with --prefer-klayers")
+    if no_verify and verify_with:
+        raise click.UsageError("--verify-with and --no-verify contradict each other")
     loaded = [load_recipe(name) for name in list_recipe_names()] if build_all else [load_recipe(recipe)]
     if prefer_klayers:  # layerbuild/commands/klayers.py: plan per target, build only the remainder
         from .klayers import build_with_klayers, check_region_option
 
         build_with_klayers(loaded, check_region_option(region), klayers_url, pythons, arches, backend, out_dir, image,
-                           json_output, not no_cache, _progress(json_output))  # fmt: skip
+                           json_output, not no_cache, _progress(json_output), not no_verify, verify_with)  # fmt: skip
         return
     failed = None
     try:
         outcomes = build_recipes(loaded, pythons or None, arches or None, backend, out_dir, image,
-                                 progress=_progress(json_output), use_cache=not no_cache)  # fmt: skip
+                                 progress=_progress(json_output), use_cache=not no_cache, verify=not no_verify,
+                                 verify_with=verify_with)  # fmt: skip
     except TargetFailures as exc:  # print what was built, then fail with every error
         outcomes, failed = exc.outcomes, exc
     if json_output:
@@ -113,6 +123,7 @@ def build_cmd(recipe, pythons, arches, backend, image, out_dir, json_output, bui
         for outcome in outcomes:
             m = outcome.manifest
             pkgs = ", ".join(f"{p.name}=={p.version}" for p in m.packages)
-            click.echo(f"{outcome.status}: {outcome.zip_path}  {m.zipped_bytes:,} bytes  sha256 {m.sha256[:16]}  [{pkgs}]")
+            click.echo(f"{outcome.status}: {outcome.zip_path}  {m.zipped_bytes:,} bytes  sha256 {m.sha256[:16]}  [{pkgs}]  "
+                       f"{verified_label(m)}")
     if failed:
         raise failed

@@ -219,7 +219,8 @@ def remainder_recipe(recipe: Recipe, plan: TargetPlan) -> Recipe:
 
 
 def build_with_klayers(recipes: list[Recipe], region: str, api_url: str | None, pythons, arches, backend: str,
-                       out_dir: Path, image: str | None, json_output: bool, use_cache: bool, progress) -> None:  # fmt: skip
+                       out_dir: Path, image: str | None, json_output: bool, use_cache: bool, progress,
+                       verify: bool = True, verify_with: str | None = None) -> None:  # fmt: skip
     from ..build import build_recipes  # late: keeps `klayers-lookup` free of the build machinery
 
     client = KlayersClient(klayers_api_url(api_url, "--klayers-url"))
@@ -230,7 +231,8 @@ def build_with_klayers(recipes: list[Recipe], region: str, api_url: str | None, 
             if plan.remaining:
                 try:
                     outcome = build_recipes([remainder_recipe(recipe, plan)], [plan.target.python], [plan.target.arch],
-                                            backend, out_dir, image, progress=progress, use_cache=use_cache)[0]  # fmt: skip
+                                            backend, out_dir, image, progress=progress, use_cache=use_cache,
+                                            verify=verify, verify_with=verify_with)[0]  # fmt: skip
                 except TargetFailures as exc:
                     failures.append(exc)
                     continue
