@@ -50,8 +50,9 @@ def main(config_path):
     result_path = config["result_path"]
     root = config["root"]
     version = "python%d.%d" % sys.version_info[:2]
-    # Lambda's order: the function's code, then the layers' two entries, then the runtime's own.
-    sys.path[:0] = [config["code_dir"], os.path.join(root, "python", "lib", version, "site-packages"), os.path.join(root, "python")]
+    # Lambda's order: the function's code, then the layers' two entries, then the runtime's own packages.
+    sys.path[:0] = [config["code_dir"], os.path.join(root, "python", "lib", version, "site-packages"),
+                    os.path.join(root, "python")] + list(config.get("after", []))  # the runtime's own packages
     sys.dont_write_bytecode = True
     os.dup2(2, 1)  # the handler's prints are logs
     sys.stdout = sys.stderr

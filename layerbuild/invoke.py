@@ -22,12 +22,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import _invoke_runner
+from . import _invoke_runner, invokeenv, runtimesdk, verify
 from .errors import LayerbuildError
-from .interpreters import find_local_python
 from .layerfacts import manifest_beside
 from .optdir import layers_extracted, read_only_command
-from .runtimes import check_architecture, get_runtime
+from .runtimes import check_architecture, get_runtime, make_target
 from .verify import CannotTestError
 
 RUNNER_SOURCE = Path(_invoke_runner.__file__).read_text(encoding="utf-8")
@@ -36,6 +35,7 @@ MAX_TIMEOUT = 900.0
 INIT_TIMEOUT = 10.0  # Lambda's init phase limit
 MEMORY_RANGE = (128, 10240)
 ACCOUNT = "123456789012"
+DEFAULT_REGION = "us-east-1"
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,13 @@ class InvokeSpec:
     function_name: str = "layerbuild-local"
     memory_mb: int = 128
     python: str | None = None
-    region: str = "us-east-1"
+    region: str | None = None  # default: the region of the AWS configuration, else us-east-1
     init_timeout: float = INIT_TIMEOUT
+    env: tuple[str, ...] = ()  # --env KEY=VALUE
+    env_file: Path | None = None  # SAM's --env-vars shape
+    credentials: bool = True  # the standard chain's credentials handed to the handler (--no-credentials: none)
+    profile: str | None = None
+    runtime_packages: bool = True  # the runtime's own boto3 ... after the layers
 
 
 @dataclass
@@ -60,6 +65,7 @@ class InvokeResult:
     logs: str = ""
     python: str = ""
     notes: list[str] = field(default_factory=list)
+    where: str = ""
 
 
 # ---- pure parts -------------------------------------------------------------------------------
@@ -99,11 +105,47 @@ def timed_out_payload(timeout: float) -> dict:
 
 
 def target_python(spec: InvokeSpec) -> tuple[str, str]:
-    """(python, arch) of the run: --python, else the first layer's manifest, else this interpreter's."""
-    manifest = manifest_beside(spec.layers[0]) if spec.layers else None
-    python = get_runtime(spec.python).python if spec.python else (manifest.python if manifest else "%d.%d" % sys.version_info[:2])
-    arch = manifest.architecture if manifest else check_architecture(platform.machine())
+    """(python, arch) of the run: --python, else the first layer's manifest, else this interpreter's; every
+    layer with a manifest must be built for them (Lambda refuses a layer of another runtime or architecture)."""
+    manifests = [(layer, manifest_beside(layer)) for layer in spec.layers]
+    first = manifests[0][1] if manifests else None
+    python = get_runtime(spec.python).python if spec.python else (first.python if first else "%d.%d" % sys.version_info[:2])
+    arch = first.architecture if first else check_architecture(platform.machine())
+    for layer, manifest in manifests:
+        if manifest is not None and (manifest.python, manifest.architecture) != (python, arch):
+            why = "--python" if spec.python else f"the first layer, {spec.layers[0]}"
+            raise LayerbuildError(f"--layer {layer} is built for python{manifest.python} {manifest.architecture}, but this run "
+                                  f"is python{python} {arch} (from {why}); use layers of one runtime and architecture")  # fmt: skip
     return python, arch
+
+
+def handler_environment(spec: InvokeSpec, python: str, root: Path, code_dir: Path, work: Path,
+                        log_stream: str) -> tuple[dict, list[str]]:  # fmt: skip
+    """Lambda's variables, this shell's endpoint and proxy settings, the credentials, then the user's."""
+    notes: list[str] = []
+    user = {}
+    if spec.env_file is not None:
+        user, notes = invokeenv.read_env_file(Path(spec.env_file), spec.function_name)
+    user.update(invokeenv.parse_env_options(spec.env))
+    credentials, configured_region = invokeenv.resolve_credentials(spec.profile) if spec.credentials else (None, None)
+    region = spec.region or configured_region or DEFAULT_REGION
+    env = {
+        "PATH": f"{root}/bin:/usr/local/bin:/usr/bin:/bin", "LD_LIBRARY_PATH": f"{root}/lib", "LANG": "C.UTF-8",
+        "TZ": ":UTC", "HOME": str(work), "LAMBDA_TASK_ROOT": str(code_dir), "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region, "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.function_name}", "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{python}",
+    }  # fmt: skip
+    env.update(invokeenv.passed_through())
+    if credentials is not None:
+        env.update(credentials.environment())
+        notes.append(f"AWS credentials from {credentials.source} handed to the handler (--no-credentials: none)")
+    elif spec.credentials:
+        notes.append("no AWS credentials found in the standard chain (environment, --profile, config files, SSO): "
+                     "the handler runs without any")  # fmt: skip
+    env.update(user)
+    return env, notes
 
 
 # ---- running --------------------------------------------------------------------------------
@@ -117,32 +159,36 @@ def invoke(spec: InvokeSpec) -> InvokeResult:
     if not code_dir.is_dir():
         raise LayerbuildError(f"--code {spec.code_dir}: no such directory")
     python, arch = target_python(spec)
-    interpreter = find_local_python(python, arch)
-    if interpreter is None:
-        raise CannotTestError(f"cannot invoke for python{python} on {arch}: no local python{python} for that architecture on PATH; "
+    target = make_target(python, arch)
+    venue, why = verify.find_venue(target, ("local", "qemu"))
+    if venue is None:
+        raise CannotTestError(f"cannot invoke for python{python} on {arch}: {', and '.join(why.values())}; "
                               f"install Python {python} or pass --python with one you have")  # fmt: skip
     request_id = str(uuid.uuid4())
+    log_stream = time.strftime("%Y/%m/%d/[$LATEST]", time.gmtime()) + uuid.uuid4().hex
+    notes: list[str] = []
+    after: list[str] = []
+    if spec.runtime_packages:
+        try:
+            after.append(str(runtimesdk.ensure(target.runtime)))
+        except runtimesdk.RuntimeSdkError as exc:
+            notes.append(f"the runtime's own packages (boto3 ...) are not available, the handler runs without them: {exc.message}")
     with layers_extracted(spec.layers, prefix="layerbuild-invoke-") as root:
         work = root.parent  # private (mkdtemp), writable; only root/ is read-only
+        env, env_notes = handler_environment(spec, python, root, code_dir, work, log_stream)
+        notes += env_notes
         config_path, result_path = work / "config.json", work / "result.json"
         read_fd, write_fd = os.pipe()
         config = {
-            "module": module, "function": function, "code_dir": str(code_dir), "root": str(root),
+            "module": module, "function": function, "code_dir": str(code_dir), "root": str(root), "after": after,
             "event_path": str(Path(spec.event_path).resolve()), "result_path": str(result_path), "ready_fd": write_fd,
             "timeout": spec.timeout, "function_name": spec.function_name, "memory_limit_in_mb": spec.memory_mb,
             "aws_request_id": request_id,
-            "invoked_function_arn": f"arn:aws:lambda:{spec.region}:{ACCOUNT}:function:{spec.function_name}",
-            "log_stream_name": time.strftime("%Y/%m/%d/[$LATEST]", time.gmtime()) + uuid.uuid4().hex,
+            "invoked_function_arn": f"arn:aws:lambda:{env['AWS_REGION']}:{ACCOUNT}:function:{spec.function_name}",
+            "log_stream_name": log_stream,
         }  # fmt: skip
         config_path.write_text(json.dumps(config), encoding="utf-8")
-        env = {
-            "PATH": f"{root}/bin:/usr/local/bin:/usr/bin:/bin", "LD_LIBRARY_PATH": f"{root}/lib", "LANG": "C.UTF-8",
-            "TZ": ":UTC", "HOME": str(work), "LAMBDA_TASK_ROOT": str(code_dir), "AWS_REGION": spec.region,
-            "AWS_DEFAULT_REGION": spec.region, "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.function_name}", "AWS_LAMBDA_LOG_STREAM_NAME": config["log_stream_name"],
-        }  # fmt: skip — built from scratch: no host credentials reach the handler
-        argv = read_only_command(root, [str(interpreter.executable), "-I", "-S", "-B", "-c", RUNNER_SOURCE, str(config_path)])
+        argv = read_only_command(root, [*venue.command, "-I", "-S", "-B", "-c", RUNNER_SOURCE, str(config_path)])
         log_file = tempfile.TemporaryFile(dir=work)
         try:
             child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
@@ -157,21 +203,19 @@ def invoke(spec: InvokeSpec) -> InvokeResult:
         log_file.seek(0)
         logs = log_file.read().decode("utf-8", errors="replace")
         log_file.close()
+        done = lambda ok, payload: InvokeResult(ok, payload, request_id, logs, python, notes, venue.where)  # noqa: E731
         if outcome == "init-timeout":
-            payload = {"errorMessage": f"Init phase did not finish within {spec.init_timeout:.2f} seconds", "errorType": "Runtime.InitTimeout"}
-            return InvokeResult(False, payload, request_id, logs, python)
+            return done(False, {"errorMessage": f"Init phase did not finish within {spec.init_timeout:.2f} seconds",
+                                "errorType": "Runtime.InitTimeout"})  # fmt: skip
         if outcome == "timeout":
             logs += f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z {request_id} Task timed out after {spec.timeout:.2f} seconds\n"
-            return InvokeResult(False, timed_out_payload(spec.timeout), request_id, logs, python)
+            return done(False, timed_out_payload(spec.timeout))
         try:
             result = json.loads(result_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            payload = {"errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: exit status {child.returncode}",
-                       "errorType": "Runtime.ExitError"}  # fmt: skip
-            return InvokeResult(False, payload, request_id, logs, python)
-    if result.get("ok"):
-        return InvokeResult(True, result.get("value"), request_id, logs, python)
-    return InvokeResult(False, result.get("error"), request_id, logs, python)
+            return done(False, {"errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: exit status "
+                                                f"{child.returncode}", "errorType": "Runtime.ExitError"})  # fmt: skip
+    return done(bool(result.get("ok")), result.get("value") if result.get("ok") else result.get("error"))
 
 
 def _supervise(child: subprocess.Popen, ready_fd: int, timeout: float, init_timeout: float) -> str:

@@ -102,3 +102,19 @@ def relock(work_dir: Path) -> list[Path]:
         path.write_text(header + result.text, encoding="utf-8")
         written.append(path)
     return written
+
+
+def shipped_versions() -> dict[str, dict[str, str]]:
+    """Runtime name -> {import name: version} of the packages it ships, from the committed locks."""
+    from packaging.utils import canonicalize_name
+
+    from .lockfile import parse_lock
+    from .runtimes import RUNTIME_MODULES, RUNTIME_PACKAGES
+
+    modules = {canonicalize_name(d): m for m, d in zip(RUNTIME_MODULES, RUNTIME_PACKAGES)}
+    found = {}
+    for runtime in RUNTIMES.values():
+        if runtime.sdk is not None and lock_path(runtime).is_file():
+            pins = parse_lock(lock_text(runtime)).pins
+            found[runtime.name] = {modules[name]: version for name, version in pins.items() if name in modules}
+    return found

@@ -14,8 +14,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from .audit import UNZIPPED_LIMIT, Finding
+from .runtimes import RUNTIME_MODULES, RUNTIME_PACKAGES
 
 MAX_LAYERS = 5
+_DISTRIBUTIONS = dict(zip(RUNTIME_MODULES, RUNTIME_PACKAGES))  # import name -> distribution (dateutil: python-dateutil)
 # sys.path order of the Lambda Python runtimes: /var/task, then /opt/python/lib/pythonX.Y/site-packages, then /opt/python.
 _SITE_PACKAGES = re.compile(r"^python/lib/python\d+\.\d+/site-packages/")
 _NOT_PACKAGES = (".dist-info", ".egg-info", ".libs", ".pth", ".data")
@@ -49,6 +51,20 @@ class Shadowed:
         return {"package": self.package, "providers": list(self.providers), "winner": self.winner}
 
 
+@dataclass(frozen=True)
+class RuntimeShadow:
+    """A package the runtime ships (boto3 ...) that a layer or the function provides too: theirs is imported."""
+
+    package: str  # import name
+    provider: str  # the layer's label, or "function"
+    version: str | None  # from the provider's dist-info, when it has one
+    runtime_versions: dict[str, str]  # runtime -> the version it ships
+
+    def to_dict(self) -> dict:
+        return {"package": self.package, "provider": self.provider, "version": self.version,
+                "runtime_versions": dict(self.runtime_versions)}  # fmt: skip
+
+
 @dataclass
 class StackReport:
     layers: list[str]
@@ -60,6 +76,7 @@ class StackReport:
     unzipped_bytes: int = 0
     common_runtimes: list[str] | None = None  # None: no layer had a manifest
     common_architectures: list[str] | None = None
+    runtime_shadowed: list[RuntimeShadow] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -77,6 +94,7 @@ class StackReport:
             "sizes": {"unzipped_bytes": self.unzipped_bytes, "unzipped_limit": UNZIPPED_LIMIT},
             "common_runtimes": self.common_runtimes,
             "common_architectures": self.common_architectures,
+            "runtime_shadowed": [r.to_dict() for r in self.runtime_shadowed],
         }
 
 
@@ -121,7 +139,9 @@ def _search_rank(where: str) -> int:
     return 1 if "/site-packages" in where else 2
 
 
-def simulate_stack(layers: list[StackLayer], function: StackLayer | None = None) -> StackReport:
+def simulate_stack(layers: list[StackLayer], function: StackLayer | None = None,
+                   runtime_packages: dict[str, dict[str, str]] | None = None) -> StackReport:  # fmt: skip
+    """runtime_packages: runtime -> {import name: version} of the packages each runtime ships (runtimesdk)."""
     report = StackReport([layer.label for layer in layers], function.label if function else None)
     # 1. the /opt merge: later layers win path by path
     holders: dict[str, list[str]] = defaultdict(list)
@@ -170,7 +190,33 @@ def simulate_stack(layers: list[StackLayer], function: StackLayer | None = None)
     # 4. common support, from the manifests that exist
     report.common_runtimes = _common(report, layers, "runtimes", "runtime")
     report.common_architectures = _common(report, layers, "architectures", "architecture")
+    # 5. the runtime's own packages, after every layer on sys.path: a copy in a layer or the function wins
+    if runtime_packages:
+        runtimes = report.common_runtimes or sorted(runtime_packages)
+        by_label = {layer.label: layer for layer in layers} | ({"function": function} if function else {})
+        for package in sorted(set(providers) & {m for versions in runtime_packages.values() for m in versions}):
+            winner = min(reversed(providers[package]), key=_search_rank).split(":", 1)[0]
+            shipped = {r: runtime_packages[r][package] for r in runtimes if package in runtime_packages.get(r, {})}
+            version = _dist_version(by_label[winner].files, package, winner == "function")
+            report.runtime_shadowed.append(RuntimeShadow(package, winner, version, shipped))
+            ships = "; ".join(f"{r} ships {v}" for r, v in shipped.items())
+            report.warnings.append(Finding("runtime-package-shadowed", package,
+                                           f"{package} {version or '(version unknown)'} from {winner} is imported "
+                                           f"instead of the runtime's own ({ships}): the layer's copy wins"))  # fmt: skip
     return report
+
+
+def _dist_version(files: dict[str, int], package: str, in_function: bool) -> str | None:
+    """The version of the distribution that provides an import name, read off its .dist-info folder's name."""
+    wanted = _DISTRIBUTIONS.get(package, package).replace("-", "_").lower()
+    for path in files:
+        rest = path if in_function else (_SITE_PACKAGES.sub("", path) if _SITE_PACKAGES.match(path) else path[len("python/"):])
+        head = rest.split("/", 1)[0]
+        if head.endswith(".dist-info") and "-" in head:
+            name, version = head[: -len(".dist-info")].split("-", 1)
+            if name.replace("-", "_").replace(".", "_").lower() == wanted:
+                return version
+    return None
 
 
 def _common(report: StackReport, layers: list[StackLayer], attribute: str, noun: str) -> list[str] | None:

@@ -60,5 +60,13 @@ def _isolated_caches(tmp_path_factory, monkeypatch):
     """Keep layerbuild's own caches out of the user's home; uv's download cache stays shared (it is safe)."""
     cache = tmp_path_factory.getbasetemp() / "xdg-cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    # AWS: never the user's files or profile, never the instance metadata service (traffic off 127.0.0.1).
+    aws = tmp_path_factory.getbasetemp() / "no-aws-config"
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(aws / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(aws / "credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
     if "UV_CACHE_DIR" not in os.environ:
         monkeypatch.setenv("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv"))

@@ -6,6 +6,7 @@ import pytest
 
 from layerbuild.interpreters import find_local_python
 from layerbuild.invoke import split_handler
+from layerbuild.runtimes import RUNTIMES
 from runtime_layers import build_real_layer, hostile_layer, make_layer
 
 needs_py311 = pytest.mark.skipif(find_local_python("3.11", "x86_64") is None, reason="no local python3.11 for x86_64")
@@ -36,9 +37,9 @@ def handler(event, context):
              "log_group_name", "log_stream_name", "identity", "client_context"]
     values = {n: getattr(context, n) for n in names}
     values["remaining"] = context.get_remaining_time_in_millis()
-    values["secret"] = os.environ.get("AWS_SECRET_ACCESS_KEY")
+    values["host_secret"] = os.environ.get("SOME_HOST_SECRET")
     values["env_name"] = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-    values["sys_path_head"] = sys.path[:3]
+    values["sys_path_head"] = sys.path[:4]
     return values
 
 def slow(event, context):
@@ -111,8 +112,8 @@ def test_without_the_layer_the_import_fails_like_lambda(invoke, code, s3_event):
 
 
 @needs_py311
-def test_context_has_lambdas_attributes_and_no_host_secrets(invoke, code, s3_event, monkeypatch):
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "host-secret")
+def test_context_has_lambdas_attributes(invoke, code, s3_event, monkeypatch):
+    monkeypatch.setenv("SOME_HOST_SECRET", "host-only")
     result = invoke("invoke", "ctx.handler", "--event", s3_event, "--code", code, "--python", "3.11",
                     "--function-name", "thumbs", "--memory", "512", "--timeout", "7")  # fmt: skip
     assert result.exit_code == 0, result.stderr
@@ -123,10 +124,146 @@ def test_context_has_lambdas_attributes_and_no_host_secrets(invoke, code, s3_eve
     assert len(value["aws_request_id"]) == 36 and value["log_stream_name"].count("/") == 3
     assert value["identity"] is None and value["client_context"] is None
     assert 0 < value["remaining"] <= 7000
-    assert value["secret"] is None and value["env_name"] == "thumbs"
+    assert value["host_secret"] is None and value["env_name"] == "thumbs"  # the shell's own variables stay out
     assert value["sys_path_head"][0] == str(code.resolve())
     assert value["sys_path_head"][1].endswith("/opt/python/lib/python3.11/site-packages")
     assert value["sys_path_head"][2].endswith("/opt/python")
+    assert "/runtime-sdk/python3.11-" in value["sys_path_head"][3]  # then the runtime's own packages
+
+
+ENV_HANDLER = """
+import os, sys
+
+def handler(event, context):
+    names = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL",
+             "AWS_ENDPOINT_URL_SECRETS_MANAGER", "DB_SECRET_ID", "SHARED", "FROM_FILE", "EMPTY", "SOME_HOST_SECRET"]
+    seen = {name: os.environ.get(name) for name in names}
+    # never echo a secret back: say whether it arrived, and only the public key id
+    seen["AWS_SECRET_ACCESS_KEY"] = seen["AWS_SECRET_ACCESS_KEY"] == event.get("expect_secret")
+    seen["AWS_SESSION_TOKEN"] = seen["AWS_SESSION_TOKEN"] == event.get("expect_token")
+    import boto3
+    seen["boto3"] = boto3.__version__
+    seen["boto3_from_layer"] = "/opt/python" in boto3.__file__
+    return seen
+"""
+
+
+def env_event(tmp_path, **expect):
+    path = tmp_path / "env-event.json"
+    path.write_text(json.dumps(expect))
+    return path
+
+
+@needs_py311
+def test_credentials_of_the_standard_chain_reach_the_handler_and_are_never_printed(invoke, code, tmp_path, monkeypatch):
+    (code / "envs.py").write_text(ENV_HANDLER)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDFROMENV")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-from-env")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "t0ken-from-env")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:10")
+    monkeypatch.setenv("SOME_HOST_SECRET", "host-only")
+    event = env_event(tmp_path, expect_secret="s3cr3t-from-env", expect_token="t0ken-from-env")
+    result = invoke("invoke", "envs.handler", "--event", event, "--code", code, "--python", "3.11")
+    assert result.exit_code == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["AWS_ACCESS_KEY_ID"] == "AKIDFROMENV" and seen["AWS_SECRET_ACCESS_KEY"] is True
+    assert seen["AWS_SESSION_TOKEN"] is True
+    assert seen["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9" and seen["AWS_ENDPOINT_URL_SECRETS_MANAGER"] == "http://127.0.0.1:10"
+    assert seen["SOME_HOST_SECRET"] is None
+    assert seen["boto3"] == RUNTIMES["3.11"].sdk.boto3 and not seen["boto3_from_layer"]  # the runtime's own boto3
+    assert "note: AWS credentials from env handed to the handler" in result.stderr
+    assert "s3cr3t-from-env" not in result.output and "t0ken-from-env" not in result.output
+    # --no-credentials: none at all
+    result = invoke("invoke", "envs.handler", "--event", event, "--code", code, "--python", "3.11", "--no-credentials")
+    assert result.exit_code == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["AWS_ACCESS_KEY_ID"] is None and seen["AWS_SECRET_ACCESS_KEY"] is False
+
+
+@needs_py311
+def test_a_profile_gives_its_credentials_and_region(invoke, code, tmp_path, monkeypatch):
+    (code / "envs.py").write_text(ENV_HANDLER)
+    (tmp_path / "credentials").write_text("[dev]\naws_access_key_id = AKIDDEVPROFILE\naws_secret_access_key = dev-s3cret\n")
+    (tmp_path / "config").write_text("[profile dev]\nregion = eu-central-1\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    event = env_event(tmp_path, expect_secret="dev-s3cret")
+    result = invoke("invoke", "envs.handler", "--event", event, "--code", code, "--python", "3.11", "--profile", "dev")
+    assert result.exit_code == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["AWS_ACCESS_KEY_ID"] == "AKIDDEVPROFILE" and seen["AWS_SECRET_ACCESS_KEY"] is True
+    assert seen["AWS_REGION"] == "eu-central-1" and "dev-s3cret" not in result.output
+    result = invoke("invoke", "envs.handler", "--event", event, "--code", code, "--python", "3.11", "--profile", "nope")
+    assert result.exit_code == 1
+    assert result.stderr == "error: --profile nope: no such profile in the AWS config or credentials files\n"
+
+
+@needs_py311
+def test_env_options_and_a_sam_env_file(invoke, code, tmp_path):
+    (code / "envs.py").write_text(ENV_HANDLER)
+    env_file = tmp_path / "env.json"
+    env_file.write_text(json.dumps({"Parameters": {"SHARED": "all", "FROM_FILE": 7},
+                                    "upload-fn": {"SHARED": "mine", "DB_SECRET_ID": "from-file"}}))  # fmt: skip
+    event = env_event(tmp_path)
+    args = ["invoke", "envs.handler", "--event", event, "--code", code, "--python", "3.11", "--no-credentials"]
+    result = invoke(*args, "--env-file", env_file, "--function-name", "upload-fn", "--env", "DB_SECRET_ID=db/creds=1",
+                    "--env", "EMPTY=")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert (seen["SHARED"], seen["FROM_FILE"], seen["DB_SECRET_ID"], seen["EMPTY"]) == ("mine", "7", "db/creds=1", "")
+    # another function's section only: SAM would not apply it, and we say so
+    result = invoke(*args, "--env-file", env_file)
+    assert result.exit_code == 0 and json.loads(result.stdout)["DB_SECRET_ID"] is None
+    assert "has variables for upload-fn but not for 'layerbuild-local' (pass --function-name upload-fn" in result.stderr
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--env", "AWS_REGION=eu-west-1", "--env AWS_REGION: AWS_REGION is set by Lambda itself and cannot be set by a function"),
+    ("--env", "NOEQUALS", "--env NOEQUALS: expected KEY=VALUE"),
+    ("--env", "1BAD=x", "--env 1BAD: '1BAD' is not a valid environment variable name"),
+    ("--env-file", "missing.json", "no such file"),
+    ("--env-file", "bad.json", "not valid JSON"),
+    ("--env-file", "shape.json", "expected an object of objects"),
+    ("--env-file", "nested.json", "Parameters.X: values are strings (or numbers), not dict"),
+    ("--env-file", "reserved.json", "Parameters.AWS_SECRET_ACCESS_KEY: AWS_SECRET_ACCESS_KEY is set by Lambda itself"),
+])  # fmt: skip
+def test_bad_environment_input_is_one_line(invoke, code, s3_event, tmp_path, option, value, message):
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "shape.json").write_text('["Parameters"]')
+    (tmp_path / "nested.json").write_text('{"Parameters": {"X": {"y": 1}}}')
+    (tmp_path / "reserved.json").write_text('{"Parameters": {"AWS_SECRET_ACCESS_KEY": "x"}}')
+    if option == "--env-file":
+        value = str(tmp_path / value)
+    result = invoke("invoke", "ctx.handler", "--event", s3_event, "--code", code, "--python", "3.11", "--no-credentials",
+                    option, value)  # fmt: skip
+    assert result.exit_code == 1 and result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@needs_py311
+def test_a_layers_boto3_wins_over_the_runtimes(invoke, code, tmp_path):
+    (code / "envs.py").write_text(ENV_HANDLER)
+    layer = make_layer(tmp_path / "boto.zip", {"python/boto3/__init__.py": "__version__ = '9.9.9'\n"})
+    result = invoke("invoke", "envs.handler", "--layer", layer, "--event", env_event(tmp_path), "--code", code,
+                    "--python", "3.11", "--no-credentials")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["boto3"] == "9.9.9" and seen["boto3_from_layer"]
+
+
+def test_a_layer_of_another_runtime_or_architecture_is_refused(invoke, code, s3_event, tmp_path):
+    manifest = {"name": "m", "python": "3.12", "architecture": "x86_64", "runtime": "python3.12", "backend": "wheels",
+                "packages": [], "file_count": 1, "zipped_bytes": 1, "unzipped_bytes": 1, "sha256": "0" * 64,
+                "code_sha256": "", "zip": "l312.zip"}  # fmt: skip
+    layer = make_layer(tmp_path / "l312.zip", {"python/x.py": ""}, manifest)
+    result = invoke("invoke", "ctx.handler", "--layer", layer, "--event", s3_event, "--code", code, "--python", "3.11")
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: --layer {layer} is built for python3.12 x86_64, but this run is python3.11 x86_64 "
+                             f"(from --python); use layers of one runtime and architecture\n")  # fmt: skip
+    arm = make_layer(tmp_path / "arm.zip", {"python/y.py": ""}, {**manifest, "python": "3.12", "architecture": "arm64"})
+    result = invoke("invoke", "ctx.handler", "--layer", layer, "--layer", arm, "--event", s3_event, "--code", code)
+    assert result.exit_code == 1 and "is built for python3.12 arm64, but this run is python3.12 x86_64 (from the first layer" in result.stderr
 
 
 @needs_py311

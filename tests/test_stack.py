@@ -17,7 +17,7 @@ from layerbuild.safezip import RATIO_MIN_BYTES
 from layerbuild.stack import StackLayer, simulate_stack, top_level_package
 
 STACK_KEYS = {"ok", "layers", "function", "errors", "warnings", "overrides", "shadowed_packages", "sizes",
-              "common_runtimes", "common_architectures"}  # fmt: skip
+              "common_runtimes", "common_architectures", "runtime_shadowed"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +158,23 @@ def test_layers_without_manifests_claim_no_support():
     report = simulate_stack([StackLayer("a.zip", {"python/a.py": 1}), StackLayer("b.zip", {"python/b.py": 2})])
     assert report.ok and report.common_runtimes is None and report.common_architectures is None
     assert report.unzipped_bytes == 3 and report.overrides == [] and report.shadowed == []
+
+
+def test_a_layer_that_shadows_the_runtimes_boto3_is_reported_with_both_versions(invoke, tmp_path):
+    from runtime_layers import make_layer
+
+    manifest = {"name": "sdk", "python": "3.12", "architecture": "x86_64", "runtime": "python3.12", "backend": "wheels",
+                "packages": [], "file_count": 2, "zipped_bytes": 1, "unzipped_bytes": 1, "sha256": "0" * 64,
+                "code_sha256": "", "zip": "sdk.zip", "compatible_runtimes": ["python3.12"]}  # fmt: skip
+    sdk = make_layer(tmp_path / "sdk.zip", {"python/boto3/__init__.py": "", "python/boto3-1.40.0.dist-info/METADATA": "",
+                                            "python/pymysql/__init__.py": ""}, manifest)  # fmt: skip
+    code, report = stack_json(invoke, sdk)
+    assert code == 0 and report["runtime_shadowed"] == [
+        {"package": "boto3", "provider": "sdk.zip", "version": "1.40.0", "runtime_versions": {"python3.12": "1.28.72"}}]
+    [warning] = [w for w in report["warnings"] if w["rule"] == "runtime-package-shadowed"]
+    assert warning["message"] == ("boto3 1.40.0 from sdk.zip is imported instead of the runtime's own (python3.12 ships "
+                                  "1.28.72): the layer's copy wins")  # fmt: skip
+    # the function's own copy comes first of all (/var/task)
+    function = make_layer(tmp_path / "fn.zip", {"boto3/__init__.py": "", "boto3-1.41.0.dist-info/RECORD": ""})
+    code, report = stack_json(invoke, sdk, "--function", function)
+    assert [(r["provider"], r["version"]) for r in report["runtime_shadowed"]] == [("function", "1.41.0")]

@@ -8,6 +8,7 @@ import click
 
 from ..audit import render_report
 from ..layerfacts import audit_target, audit_zip, stack_layer
+from ..runtimesdk import shipped_versions
 from ..stack import render_stack, simulate_stack
 
 ZIP = click.Path(dir_okay=False, path_type=Path)
@@ -46,7 +47,7 @@ def stack_cmd(zip_paths, function_zip, json_output):
     labels = [p.name if names.count(p.name) == 1 else str(p) for p in zip_paths]
     layers = [stack_layer(path, label) for path, label in zip(zip_paths, labels)]
     function = stack_layer(function_zip) if function_zip else None
-    report = simulate_stack(layers, function)
+    report = simulate_stack(layers, function, shipped_versions())
     if json_output:
         _cli().echo_json(report.to_dict())
     else:

@@ -73,12 +73,28 @@ def s3_put_cmd(bucket, key, size, region):
 @click.option("--function-name", default="layerbuild-local", show_default=True)
 @click.option("--memory", "memory_mb", type=int, default=128, show_default=True, help="memory_limit_in_mb on the context.")
 @click.option("--python", "python", default=None, help="Python version (default: from the first layer's manifest, else this one's).")
-def invoke_cmd(handler, layers, event_path, code_dir, timeout, function_name, memory_mb, python):
-    """Run HANDLER (module.function) with the layers stacked on sys.path as Lambda does; print its return value as JSON.
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="An environment variable for the handler (repeatable).")
+@click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help='Variables in the shape of sam local invoke --env-vars: {"Parameters": {...}} or {"FUNCTION": {...}}.')
+@click.option("--region", default=None, help="AWS_REGION for the handler (default: your AWS configuration's, else us-east-1).")
+@click.option("--profile", default=None, help="Take the credentials handed to the handler from this AWS profile.")
+@click.option("--no-credentials", is_flag=True, help="Hand the handler no AWS credentials at all.")
+def invoke_cmd(handler, layers, event_path, code_dir, timeout, function_name, memory_mb, python, env, env_file, region,
+               profile, no_credentials):  # fmt: skip
+    """Run HANDLER (module.function) with the layers stacked on sys.path as Lambda does, then the runtime's own
+    packages (boto3 ...); print its return value as JSON.
 
-    Handler errors and timeouts print Lambda's errorMessage/errorType JSON and exit 1.
+    The handler gets Lambda's variables, --env/--env-file, the AWS credentials of the standard chain (environment,
+    --profile, config files, SSO; never printed) and this shell's AWS_ENDPOINT_URL* and proxy settings. Handler
+    errors and timeouts print Lambda's errorMessage/errorType JSON and exit 1.
     """
-    result = invoke(InvokeSpec(handler, tuple(layers), event_path, code_dir, timeout, function_name, memory_mb, python))
+    if profile and no_credentials:
+        raise click.UsageError("--profile and --no-credentials contradict each other")
+    result = invoke(InvokeSpec(handler, tuple(layers), event_path, code_dir, timeout, function_name, memory_mb, python,
+                               region, env=tuple(env), env_file=env_file, credentials=not no_credentials,
+                               profile=profile))  # fmt: skip
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
     if result.logs:
         click.echo(result.logs.rstrip("\n"), err=True)
     click.echo(json.dumps(result.payload, indent=2, sort_keys=True))
