@@ -123,7 +123,7 @@ def handler_environment(spec: InvokeSpec, python: str, root: Path, code_dir: Pat
                         log_stream: str) -> tuple[dict, list[str]]:  # fmt: skip
     """Lambda's variables, this shell's endpoint and proxy settings, the credentials, then the user's."""
     notes: list[str] = []
-    user = {}
+    user: dict[str, str] = {}
     if spec.env_file is not None:
         user, notes = invokeenv.read_env_file(Path(spec.env_file), spec.function_name)
     user.update(invokeenv.parse_env_options(spec.env))

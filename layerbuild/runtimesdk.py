@@ -111,7 +111,7 @@ def shipped_versions() -> dict[str, dict[str, str]]:
     from .lockfile import parse_lock
     from .runtimes import RUNTIME_MODULES, RUNTIME_PACKAGES
 
-    modules = {canonicalize_name(d): m for m, d in zip(RUNTIME_MODULES, RUNTIME_PACKAGES)}
+    modules: dict[str, str] = {canonicalize_name(d): m for m, d in zip(RUNTIME_MODULES, RUNTIME_PACKAGES)}
     found = {}
     for runtime in RUNTIMES.values():
         if runtime.sdk is not None and lock_path(runtime).is_file():
