@@ -1,7 +1,8 @@
 """Keeping the build cache bounded: what it holds, and removing the least recently used entries.
 
-Three kinds of entries share one budget: built layers (builds/), the downloaded wheels the wheels
-backend installs from (wheels/, see wheelstore) and compiled modules (bytecode/, see pyccache). A
+Four kinds of entries share one budget: built layers (builds/), the downloaded wheels the wheels
+backend installs from (wheels/, see wheelstore), compiled modules (bytecode/, see pyccache) and the
+Lambda runtimes' own packages that verification, test and invoke put after the layers (runtime-sdk/). A
 hit touches its entry (entry.json's, the wheel's or the .pyc's mtime is the last use), so pruning by
 size removes what has gone unused longest. After every store the cache is cut back to
 LAYERBUILD_CACHE_MAX_SIZE (default 5 GiB; `off` disables it); `layerbuild cache prune` does the same
@@ -33,6 +34,7 @@ _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _STAGING = re.compile(r"^\.[0-9a-f]{12}\.(\d+)\.")
 _PARTIAL_DOWNLOAD = re.compile(r"^\.(\d+)\..*\.part$")
+_SDK_STAGING = re.compile(r"^\.(\d+)\.python")
 
 
 class CacheSettingError(LayerbuildError):
@@ -129,9 +131,27 @@ def runtime_sdk_root(root: Path) -> Path:
 
 
 def list_entries(root: Path | None = None) -> list[EntryInfo]:
-    """Build entries, then stored wheels, then cached bytecode."""
+    """Build entries, then stored wheels, then cached bytecode, then the runtimes' own packages."""
     root = root or cache.cache_root()
-    return _build_entries(root) + _wheel_entries(wheel_root(root)) + _bytecode_entries(bytecode_root(root))
+    return (_build_entries(root) + _wheel_entries(wheel_root(root)) + _bytecode_entries(bytecode_root(root))
+            + _runtime_sdk_entries(runtime_sdk_root(root)))  # fmt: skip
+
+
+RUNTIME_SDK_MARKER = "installed.json"  # runtimesdk writes it last, with the install's size; a use touches it
+
+
+def _runtime_sdk_entries(root: Path) -> list[EntryInfo]:
+    import json
+
+    found = []
+    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        marker = directory / RUNTIME_SDK_MARKER
+        try:
+            size = int(json.loads(marker.read_text(encoding="utf-8")).get("bytes", 0))
+            found.append(EntryInfo(directory.name, directory, size, marker.stat().st_mtime, "runtime-sdk"))
+        except (OSError, ValueError, AttributeError):
+            continue  # staging, or removed meanwhile
+    return found
 
 
 def _shards(root: Path):
@@ -196,6 +216,7 @@ def staging_leftovers(root: Path | None = None) -> list[Path]:
     found = []
     for store in (wheel_root(root), bytecode_root(root)):
         found += _of_dead_processes(store, ".*.part", _PARTIAL_DOWNLOAD)
+    found += _of_dead_processes(runtime_sdk_root(root), ".*", _SDK_STAGING)
     for shard in (sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []):
         found += _of_dead_processes(shard, ".*.tmp", _STAGING)
     return found

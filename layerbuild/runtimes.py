@@ -258,6 +258,9 @@ def matrix_rows() -> list[dict]:
                     "platform_tags": runtime.platform_tags(arch),
                     "build_image": runtime.build_image(arch),
                     "runtime_image": runtime.runtime_image(arch),
+                    "sdk": {"boto3": runtime.sdk.boto3, "botocore": runtime.sdk.botocore, "source": runtime.sdk.source}
+                    if runtime.sdk else None,
+                    "runtime_package_dirs": list(runtime.package_dirs),
                 }
             )
     return rows

@@ -18,13 +18,13 @@ import tempfile
 from pathlib import Path
 
 from .cache import cache_root
-from .cacheprune import runtime_sdk_root
+from .cacheprune import RUNTIME_SDK_MARKER, runtime_sdk_root
 from .errors import LayerbuildError, ResolveError
 from .runtimes import RUNTIMES, Runtime, Target
 from .uvdriver import IndexSettings, compile_lock, install_lock
 
 LOCK_DIR = Path(__file__).resolve().parent / "data" / "runtime-sdk"
-MARKER = "installed.json"
+MARKER = RUNTIME_SDK_MARKER
 
 
 class RuntimeSdkError(LayerbuildError):
@@ -49,9 +49,16 @@ def install_dir(runtime: Runtime, root: Path | None = None) -> Path:
 
 
 def installed(runtime: Runtime, root: Path | None = None) -> Path | None:
-    """The site directory holding the runtime's packages, when a complete install is there."""
+    """The site directory holding the runtime's packages, when a complete install is there (marked as used now,
+    for the cache's least-recently-used pruning)."""
     folder = install_dir(runtime, root)
-    return folder / "site" if (folder / MARKER).is_file() and (folder / "site").is_dir() else None
+    if not ((folder / MARKER).is_file() and (folder / "site").is_dir()):
+        return None
+    try:
+        os.utime(folder / MARKER)
+    except OSError:
+        pass  # a read-only cache still serves
+    return folder / "site"
 
 
 def ensure(runtime: Runtime, index: IndexSettings | None = None, root: Path | None = None) -> Path:
@@ -61,7 +68,7 @@ def ensure(runtime: Runtime, index: IndexSettings | None = None, root: Path | No
         return found
     final = install_dir(runtime, root)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{runtime.name}-", dir=final.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{os.getpid()}.{runtime.name}.", dir=final.parent))  # pid: see cacheprune
     try:
         (staging / "lock.txt").write_text(lock_text(runtime), encoding="utf-8")
         try:
@@ -72,7 +79,8 @@ def ensure(runtime: Runtime, index: IndexSettings | None = None, root: Path | No
             raise RuntimeSdkError(f"cannot install the {runtime.name} runtime's own packages (boto3 {runtime.sdk.boto3 if runtime.sdk else '?'}, "
                                   f"botocore ...): {exc}") from None  # fmt: skip
         shutil.rmtree(staging / "site" / "bin", ignore_errors=True)  # console scripts: never run from here
-        (staging / MARKER).write_text(json.dumps({"runtime": runtime.name}), encoding="utf-8")
+        size = sum(f.stat().st_size for f in (staging / "site").rglob("*") if f.is_file())
+        (staging / MARKER).write_text(json.dumps({"runtime": runtime.name, "bytes": size}), encoding="utf-8")
         try:
             os.rename(staging, final)
         except OSError:

@@ -178,7 +178,7 @@ def test_info_counts_wheels_and_bytecode_and_prune_all_empties_every_store(invok
     assert data["entries"] == 1 and data["wheels"] == 1 and data["bytecode_packs"] == 1 and data["bytecode_modules"] >= 1
     assert data["wheel_bytes"] > 0 and data["bytecode_bytes"] > 0
     text = invoke("cache", "info").stdout
-    assert "wheels:   1 (" in text and "bytecode: " in text and "for all three" in text
+    assert "wheels:   1 (" in text and "bytecode: " in text and "runtime packages: 0 (" in text and "for all four" in text
     # A partial download and a staging file of killed processes go with a prune as well.
     dead = 2**22 + 12345  # above any pid this machine hands out
     (cacheprune.wheel_root(cache.cache_root()) / f".{dead}.abc.part").write_bytes(b"half")
@@ -186,3 +186,17 @@ def test_info_counts_wheels_and_bytecode_and_prune_all_empties_every_store(invok
     assert pruned["removed"] == 2 + data["bytecode_packs"] and pruned["leftovers_removed"] == 1
     assert cacheprune.list_entries() == []
     assert not list(cacheprune.wheel_root(cache.cache_root()).glob(".*.part"))
+
+
+def test_the_runtimes_packages_are_entries_of_the_cache_pruned_like_the_rest(tmp_path):
+    sdk = cacheprune.runtime_sdk_root(cache.cache_root()) / "python3.12-0123456789abcdef"
+    (sdk / "site" / "boto3").mkdir(parents=True)
+    (sdk / "site" / "boto3" / "__init__.py").write_bytes(b"x" * 1000)
+    (sdk / cacheprune.RUNTIME_SDK_MARKER).write_text(json.dumps({"runtime": "python3.12", "bytes": 1000}))
+    (sdk.parent / f".{os.getpid()}.python3.12.abc").mkdir()  # an install under way is no entry, and stays
+    (sdk.parent / f".{2**22 + 7}.python3.12.def").mkdir()  # a killed one's goes with a prune
+    [entry] = [e for e in cacheprune.list_entries() if e.kind == "runtime-sdk"]
+    assert (entry.key, entry.size) == ("python3.12-0123456789abcdef", 1000)
+    report = cacheprune.prune(max_size=0)
+    assert entry.key in {e.key for e in report.removed} and not sdk.exists()
+    assert [p.name for p in sdk.parent.iterdir()] == [f".{os.getpid()}.python3.12.abc"]

@@ -71,3 +71,37 @@ def test_targets_command_table_and_json(invoke):
     assert len(rows) == len(matrix_rows()) == 14
     row = next(r for r in rows if r["runtime"] == "python3.12" and r["architecture"] == "arm64")
     assert row["glibc"] == "2.34" and row["platform_tags"][0] == "manylinux_2_34_aarch64"
+
+
+def test_every_runtime_records_its_sdk_and_the_committed_lock_pins_exactly_it():
+    from layerbuild import runtimesdk
+    from layerbuild.lockfile import parse_lock
+
+    for runtime in RUNTIMES.values():
+        assert runtime.sdk is not None and runtime.sdk.source, runtime.name
+        lock = parse_lock(runtimesdk.lock_text(runtime))
+        assert lock.pins["boto3"] == runtime.sdk.boto3 and lock.pins["botocore"] == runtime.sdk.botocore, runtime.name
+        assert set(lock.pins) == {"boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3"}
+        assert all(lock.hashes[name] for name in lock.pins), runtime.name  # installed with hash checking
+        assert lock.pins["urllib3"].startswith("1.")  # Amazon Linux 2's OpenSSL 1.0.2 rules out urllib3 2
+
+
+def test_the_runtimes_own_packages_come_after_the_layers_in_lambdas_order():
+    assert RUNTIMES["3.10"].package_dirs == ("/var/runtime", "/var/lang/lib/python3.10/site-packages")
+    assert RUNTIMES["3.12"].package_dirs == ("/var/lang/lib/python3.12/site-packages", "/var/runtime")
+
+
+@pytest.mark.network
+def test_the_runtime_sdk_installs_once_and_imports(tmp_path):
+    import subprocess
+    import sys
+
+    from layerbuild import runtimesdk
+
+    runtime = RUNTIMES["%d.%d" % sys.version_info[:2]] if "%d.%d" % sys.version_info[:2] in RUNTIMES else RUNTIMES["3.12"]
+    site = runtimesdk.ensure(runtime, root=tmp_path / "builds")
+    assert runtimesdk.ensure(runtime, root=tmp_path / "builds") == site  # the second time: nothing to do
+    assert not (site / "bin").exists()
+    code = f"import sys; sys.path.insert(0, {str(site)!r}); import boto3, botocore; print(boto3.__version__)"
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == runtime.sdk.boto3, done.stderr

@@ -21,7 +21,8 @@ def _megabytes(size: int) -> str:
 
 @click.group("cache")
 def cache_group():
-    """Inspect or prune the build cache ($XDG_CACHE_HOME/layerbuild: builds/, downloaded wheels/, bytecode/)."""
+    """Inspect or prune the build cache ($XDG_CACHE_HOME/layerbuild: builds/, downloaded wheels/, bytecode/,
+    the runtimes' own packages in runtime-sdk/)."""
 
 
 @cache_group.command("info")
@@ -33,6 +34,7 @@ def info_cmd(json_output):
     entries = [e for e in everything if e.kind == "build"]
     wheels = [e for e in everything if e.kind == "wheel"]
     packs = [e for e in everything if e.kind == "bytecode"]
+    sdks = [e for e in everything if e.kind == "runtime-sdk"]
     from ..pyccache import module_count
 
     modules = sum(module_count(e.directory) if e.directory.suffix == cacheprune.PACK_SUFFIX else 1 for e in packs)
@@ -48,7 +50,10 @@ def info_cmd(json_output):
         "bytecode_packs": len(packs),  # one per build that compiled anything: what prune removes
         "bytecode_modules": modules,
         "bytecode_bytes": sum(e.size for e in packs),
-        "max_bytes": cap,  # for builds, wheels and bytecode together
+        "runtime_sdk_path": str(cacheprune.runtime_sdk_root(root)),
+        "runtime_sdks": [e.key for e in sdks],  # the runtimes' own packages, one folder per runtime's lock
+        "runtime_sdk_bytes": sum(e.size for e in sdks),
+        "max_bytes": cap,  # for builds, wheels, bytecode and runtime packages together
         "oldest_use": min((e.last_used for e in everything), default=None),
         "newest_use": max((e.last_used for e in everything), default=None),
     }
@@ -59,7 +64,8 @@ def info_cmd(json_output):
     click.echo(f"entries:  {len(entries)} ({_megabytes(data['bytes'])})")
     click.echo(f"wheels:   {len(wheels)} ({_megabytes(data['wheel_bytes'])}) in {data['wheels_path']}")
     click.echo(f"bytecode: {modules} modules in {len(packs)} packs ({_megabytes(data['bytecode_bytes'])}) in {data['bytecode_path']}")
-    click.echo(f"max size: {_megabytes(cap) if cap is not None else 'off'} for all three ({cacheprune.MAX_SIZE_ENV})")
+    click.echo(f"runtime packages: {len(sdks)} ({_megabytes(data['runtime_sdk_bytes'])}) in {data['runtime_sdk_path']}")
+    click.echo(f"max size: {_megabytes(cap) if cap is not None else 'off'} for all four ({cacheprune.MAX_SIZE_ENV})")
     if everything:
         age_days = (time.time() - data["oldest_use"]) / 86400
         click.echo(f"least recently used: {age_days:.1f} days ago")
