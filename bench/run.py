@@ -2,7 +2,9 @@
 
     make bench            (or: .venv/bin/python bench/run.py [--runs 3] [--import-runs 9])
 
-Every contender builds pymysql, Pillow and numpy for python3.11 x86_64. Cold builds start from
+Every contender builds pymysql, Pillow and numpy for python3.11 x86_64. layerbuild verifies its layers (imports
+them on Python 3.11) as it does by default; a second row builds with --no-verify, interleaved with the first,
+and the difference is what verification costs. Cold builds start from
 empty caches: layerbuild's build cache and wheel store (a fresh XDG_CACHE_HOME) and uv's cache (a
 fresh temporary UV_CACHE_DIR), pip's
 cache (--no-cache-dir, PIP_NO_CACHE_DIR). pip-based contenders run with the machine's pip config
@@ -278,7 +280,27 @@ def main(argv=None) -> int:
                 print(f"  {name} run {index + 1}/{runs}: {elapsed:.2f}s", file=sys.stderr)
             rows[name] = {"build_s": statistics.median(times), "runs": [round(t, 3) for t in times], "zip": output}
 
-        measure("layerbuild cold", bench.layerbuild_cold, args.runs)
+        def measure_interleaved(contenders: dict, runs: int):
+            times: dict[str, list[float]] = {name: [] for name in contenders}
+            outputs = {}
+            for index in range(runs):
+                for name, fn in contenders.items():
+                    elapsed, outputs[name] = fn()
+                    times[name].append(elapsed)
+                    print(f"  {name} run {index + 1}/{runs}: {elapsed:.2f}s", file=sys.stderr)
+            for name in contenders:
+                rows[name] = {"build_s": statistics.median(times[name]), "runs": [round(t, 3) for t in times[name]],
+                              "zip": outputs[name]}  # fmt: skip
+
+        # Verification on (the default) and off, interleaved so that the machine's state hits both alike: the
+        # difference is what verifying costs a cold build.
+        def cold_no_verify():
+            out = bench.fresh("lb-out-nv")
+            return bench.layerbuild(out, bench.fresh("lb-xdg"), bench.fresh("uv-cache"), extra=["--no-verify"]), \
+                out / f"bench-python{PYTHON}-{ARCH}.zip"
+
+        measure_interleaved({"layerbuild cold": bench.layerbuild_cold, "layerbuild cold, --no-verify": cold_no_verify},
+                            args.runs)  # fmt: skip
         # As most recipes are written: names without versions (the same releases resolve for this target). Not a
         # target of the issue; it shows the head start for requirements that are not pinned.
         unpinned = work / "unpinned" / "bench-unpinned.yaml"
@@ -352,6 +374,8 @@ def summarise(rows: dict) -> dict:
     ratios = {
         "cold_build_vs_alb": cold["build_s"] / alb["build_s"],
         "cold_build_unpinned_vs_alb": rows["layerbuild cold, unpinned requirements"]["build_s"] / alb["build_s"],
+        "cold_build_without_verification_vs_alb": rows["layerbuild cold, --no-verify"]["build_s"] / alb["build_s"],
+        "verification_cost_s": cold["build_s"] - rows["layerbuild cold, --no-verify"]["build_s"],
         "cold_build_downloads_cached_vs_alb_downloads_cached": rows["layerbuild cold, downloads cached"]["build_s"]
         / rows["aws-lambda-builders + zip, downloads cached"]["build_s"],
         "warm_build_vs_alb": warm["build_s"] / alb["build_s"],
@@ -362,7 +386,7 @@ def summarise(rows: dict) -> dict:
         "zip_bytecode_only_vs_pip": rows["layerbuild bytecode: only"]["zipped_bytes"] / pip["zipped_bytes"],
     }
     met = {
-        "cold build <= 0.3x aws-lambda-builders": ratios["cold_build_vs_alb"] <= 0.3,
+        "cold build <= 0.3x aws-lambda-builders (verified, the default)": ratios["cold_build_vs_alb"] <= 0.3,
         "cold build <= 0.3x aws-lambda-builders (downloads cached for both)": ratios["cold_build_downloads_cached_vs_alb_downloads_cached"] <= 0.3,
         "warm rebuild <= 0.05x aws-lambda-builders": ratios["warm_build_vs_alb"] <= 0.05,
         "warm rebuild, committed lock <= 0.05x aws-lambda-builders": ratios["warm_build_committed_lock_vs_alb"] <= 0.05,
