@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 HOST_PYTHON = "%d.%d" % sys.version_info[:2]
 
 # Counts bad inputs, faults, interrupts and lost artifacts; prints the summary line (tests/reliability_figures.py).
-pytest_plugins = ["reliability_figures"]
+pytest_plugins = ["reliability_figures", "dbservers"]  # dbservers: the mariadb and moto fixtures
 
 
 @pytest.fixture

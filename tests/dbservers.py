@@ -5,7 +5,7 @@
 - ``moto_server()`` / fixture ``moto``: moto's ThreadedMotoServer; yields its endpoint URL.
 - ``mariadb_sql(db, sql)``: run SQL as ``app`` over TCP with the ``mariadb`` command line client.
 
-Use the fixtures with ``from dbservers import mariadb, moto  # noqa: F401``. Every wait is bounded; the server
+conftest.py loads this module as a plugin, so tests just name the fixtures. Every wait is bounded; the server
 process is stopped (SIGTERM, then SIGKILL) and its directory deleted even when the test fails, and it gets SIGKILL
 if the test process itself dies (``setpriv --pdeathsig``).
 """

@@ -5,7 +5,7 @@ import os
 import boto3
 import pytest
 
-from dbservers import mariadb, mariadb_server, mariadb_sql, moto  # noqa: F401
+from dbservers import mariadb_server, mariadb_sql
 
 PHOTO = "uploads/my photo 한글.jpg"
 

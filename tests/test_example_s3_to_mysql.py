@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from conftest import REPO
-from dbservers import MariaDB, mariadb, mariadb_sql, moto  # noqa: F401 - fixtures
+from dbservers import MariaDB, mariadb_sql
 from layerbuild.interpreters import find_local_python
 
 EXAMPLE = REPO / "examples" / "s3-to-mysql"
@@ -36,13 +36,13 @@ def layer(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def database(mariadb: MariaDB):  # noqa: F811
+def database(mariadb: MariaDB):
     mariadb_sql(mariadb, (EXAMPLE / "schema.sql").read_text())
     return mariadb
 
 
 @pytest.fixture(scope="module")
-def secret(moto, database: MariaDB):  # noqa: F811
+def secret(moto, database: MariaDB):
     client = boto3.client("secretsmanager", endpoint_url=moto, region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing-secret")  # fmt: skip
     value = {"host": database.host, "port": database.port, "username": database.user, "password": database.password,
@@ -51,7 +51,7 @@ def secret(moto, database: MariaDB):  # noqa: F811
     return "prod/uploads-db"
 
 
-def invoke_example(invoke, tmp_path: Path, layer: Path, moto_url: str, key: str, secret_id: str):  # noqa: F811
+def invoke_example(invoke, tmp_path: Path, layer: Path, moto_url: str, key: str, secret_id: str):
     event = invoke("event", "s3-put", "--bucket", "uploads", "--key", key, "--size", "2048")
     assert event.exit_code == 0, event.stderr
     event_path = tmp_path / "event.json"
@@ -61,7 +61,7 @@ def invoke_example(invoke, tmp_path: Path, layer: Path, moto_url: str, key: str,
                   env={**FAKE_AWS, "AWS_ENDPOINT_URL": moto_url})  # fmt: skip
 
 
-def test_uploaded_keys_arrive_in_the_table_exactly(invoke, tmp_path, layer, database, moto, secret):  # noqa: F811
+def test_uploaded_keys_arrive_in_the_table_exactly(invoke, tmp_path, layer, database, moto, secret):
     for key in KEYS:
         result = invoke_example(invoke, tmp_path, layer, moto, key, secret)
         assert result.exit_code == 0, result.output
@@ -72,14 +72,14 @@ def test_uploaded_keys_arrive_in_the_table_exactly(invoke, tmp_path, layer, data
     assert [tuple(row.split("\t")) for row in rows] == [("uploads", key.encode("utf-8").hex().upper(), "2048") for key in KEYS]
 
 
-def test_a_missing_secret_is_lambdas_error_object(invoke, tmp_path, layer, moto, secret):  # noqa: F811
+def test_a_missing_secret_is_lambdas_error_object(invoke, tmp_path, layer, moto, secret):
     result = invoke_example(invoke, tmp_path, layer, moto, "x.txt", "no/such-secret")
     assert result.exit_code == 1
     error = json.loads(result.stdout)
     assert error["errorType"] == "ResourceNotFoundException" and "GetSecretValue" in error["errorMessage"]
 
 
-def test_the_handler_needs_the_layer_like_on_lambda(invoke, tmp_path, moto, secret):  # noqa: F811
+def test_the_handler_needs_the_layer_like_on_lambda(invoke, tmp_path, moto, secret):
     """Without the pymysql layer the import fails as on Lambda; boto3 (the runtime's) is there either way."""
     event = tmp_path / "event.json"
     event.write_text(invoke("event", "s3-put", "--bucket", "b", "--key", "k").stdout)
