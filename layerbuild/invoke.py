@@ -135,7 +135,7 @@ def handler_environment(spec: InvokeSpec, python: str, root: Path, code_dir: Pat
         "AWS_DEFAULT_REGION": region, "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.function_name}", "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
-        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{python}",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{python}", "TMPDIR": str(work / "tmp"),
     }  # fmt: skip
     env.update(invokeenv.passed_through())
     if credentials is not None:
@@ -175,6 +175,7 @@ def invoke(spec: InvokeSpec) -> InvokeResult:
             notes.append(f"the runtime's own packages (boto3 ...) are not available, the handler runs without them: {exc.message}")
     with layers_extracted(spec.layers, prefix="layerbuild-invoke-") as root:
         work = root.parent  # private (mkdtemp), writable; only root/ is read-only
+        (work / "tmp").mkdir()  # the handler's own writable /tmp (TMPDIR), gone with the run
         env, env_notes = handler_environment(spec, python, root, code_dir, work, log_stream)
         notes += env_notes
         config_path, result_path = work / "config.json", work / "result.json"

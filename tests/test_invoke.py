@@ -1,6 +1,7 @@
 """`layerbuild invoke`: handlers run with real layers stacked as Lambda stacks them."""
 
 import json
+import os
 
 import pytest
 
@@ -372,3 +373,15 @@ def test_init_longer_than_the_init_limit_is_stopped(code, s3_event):
     result = run_invoke(InvokeSpec("slowinit.handler", (), s3_event, code, python="3.11", init_timeout=1.0))
     assert not result.ok
     assert result.payload == {"errorMessage": "Init phase did not finish within 1.00 seconds", "errorType": "Runtime.InitTimeout"}
+
+
+@needs_py311
+def test_the_handler_gets_a_private_writable_tmp(invoke, code, s3_event):
+    (code / "tmpw.py").write_text("import os, tempfile\n\ndef handler(event, context):\n"
+                                  "    with tempfile.NamedTemporaryFile(delete=False) as handle:\n"
+                                  "        handle.write(b'x')\n    return handle.name\n")  # fmt: skip
+    result = invoke("invoke", "tmpw.handler", "--event", s3_event, "--code", code, "--python", "3.11", "--no-credentials")
+    assert result.exit_code == 0, result.stderr
+    written = json.loads(result.stdout)
+    assert "/layerbuild-invoke-" in written and written.split("/")[-2] == "tmp"
+    assert not os.path.exists(written)  # gone with the run

@@ -126,7 +126,7 @@ def test_import_timeout_is_one_line_error(invoke, tmp_path):
 def test_cannot_test_a_target_without_interpreter_or_docker(invoke, tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
-    zip_path = make_layer(tmp_path / "l.zip", {"python/x.py": ""}, MANIFEST_311)
+    zip_path = make_layer(tmp_path / "l.zip", {"python/x.py": ""}, {**MANIFEST_311, "python": "3.14", "runtime": "python3.14"})
     result = invoke("test", zip_path, "--python", "3.14")
     assert result.exit_code == 3
     assert result.stderr.startswith(f"error: cannot test {zip_path} for python3.14-x86_64: cannot reach a Docker engine")
@@ -297,3 +297,11 @@ def test_an_image_of_another_architecture_cannot_test_the_target(invoke, tmp_pat
     assert result.exit_code == 3
     assert result.stderr == (f"error: cannot test for python3.11-arm64: runtime image {STANDIN!r} is linux/amd64, not linux/arm64 "
                              "as python3.11-arm64 needs; choose an image for linux/arm64 with --image\n")  # fmt: skip
+
+
+def test_a_layer_is_tested_for_the_runtime_it_was_built_for(invoke, tmp_path):
+    zip_path = make_layer(tmp_path / "l.zip", {"python/x.py": ""}, MANIFEST_311)
+    result = invoke("test", zip_path, "--python", "3.12", "--import", "x")
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {zip_path} is built for python3.11 x86_64 (its manifest), not python3.12 x86_64: "
+                             f"Lambda would refuse it there; test it as built, or build it for python3.12-x86_64\n")  # fmt: skip

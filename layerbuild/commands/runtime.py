@@ -9,7 +9,8 @@ import click
 
 from .. import events
 from ..invoke import DEFAULT_TIMEOUT, InvokeSpec, invoke
-from ..layerfacts import audit_target
+from ..errors import LayerbuildError
+from ..layerfacts import audit_target, manifest_beside
 from ..smoketest import DEFAULT_TIMEOUT as IMPORT_TIMEOUT
 from ..smoketest import MODES, render, smoke_test
 
@@ -39,6 +40,11 @@ def test_cmd(zip_path, imports, python, arch, image, mode, timeout, json_output)
     Exit status: 0 all imports pass, 1 an import failed (or bad input), 3 the target cannot be tested here.
     """
     target = audit_target(zip_path, python, arch)
+    manifest = manifest_beside(zip_path)
+    if manifest is not None and (manifest.python, manifest.architecture) != (target.python, target.arch):
+        raise LayerbuildError(f"{zip_path} is built for python{manifest.python} {manifest.architecture} (its manifest), "
+                              f"not {target.runtime.name} {target.arch}: Lambda would refuse it there; test it as built, "
+                              f"or build it for {target.slug}")  # fmt: skip
     report = smoke_test(zip_path, target, imports, mode, image, timeout)
     if json_output:
         _cli().echo_json(report.to_dict())
