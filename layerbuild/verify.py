@@ -44,6 +44,7 @@ TEST_ORDER = ("docker", "local", "qemu")  # `layerbuild test`: the real runtime 
 DEFAULT_TIMEOUT = 300.0
 TIMEOUT_ENV = "LAYERBUILD_VERIFY_TIMEOUT"
 SYSROOT_ENV = {"arm64": "LAYERBUILD_SYSROOT_ARM64", "x86_64": "LAYERBUILD_SYSROOT_X86_64"}
+NATIVE = "the target's architecture is this machine's: no emulation needed (a local interpreter runs it)"
 QEMU = {"aarch64": ("qemu-aarch64-static", "qemu-aarch64"), "x86_64": ("qemu-x86_64-static", "qemu-x86_64")}
 
 
@@ -206,7 +207,7 @@ def qemu_venue(target: Target) -> tuple[Venue | None, str]:
     """An interpreter of the target's version and architecture from a sysroot, run by qemu-user."""
     host = platform.machine()
     if MACHINE[target.arch] == host:
-        return None, "no emulation needed"
+        return None, NATIVE
     env = SYSROOT_ENV[target.arch]
     sysroot = os.environ.get(env)
     if not sysroot:
@@ -244,10 +245,11 @@ def runtime_image(target: Target, image: str | None = None) -> str:
     return image or os.environ.get("LAYERBUILD_RUNTIME_IMAGE") or target.runtime.runtime_image(target.arch)
 
 
-def find_venue(target: Target, order=BUILD_ORDER, image: str | None = None,
-               pull: bool = True) -> tuple[Venue | None, dict[str, str]]:  # fmt: skip
+def find_venue(target: Target, order=BUILD_ORDER, image: str | None = None, pull: bool = True,
+               strict: bool = True) -> tuple[Venue | None, dict[str, str]]:  # fmt: skip
     """The first way to run the target's Python here, in order; else None and why each way was not possible.
-    pull: whether a runtime image missing from the engine may be pulled (a build does not pull)."""
+    pull: whether a runtime image missing from the engine may be pulled (a build does not pull); strict: when
+    Docker is the only way asked for, its absence is an error rather than a reason."""
     why: dict[str, str] = {}
     for kind in order:
         venue: Venue | None = None
@@ -257,10 +259,10 @@ def find_venue(target: Target, order=BUILD_ORDER, image: str | None = None,
         elif kind == "qemu":
             venue, reason = qemu_venue(target)
         else:
-            venue, reason = docker_venue(target, image, required=tuple(order) == ("docker",), pull=pull)
+            venue, reason = docker_venue(target, image, required=strict and tuple(order) == ("docker",), pull=pull)
         if venue is not None:
             return venue, why
-        if reason != "no emulation needed":
+        if reason != NATIVE or len(order) == 1:
             why[kind] = reason
     return None, why
 

@@ -75,10 +75,10 @@ def verification_of(tree: LayerTree, recipe: Recipe, target: Target, enabled: bo
     if not modules:
         yield Verifying(target, progress, "the layer holds no Python distribution and the recipe names no imports:")
         return
-    venue, why = verify.find_venue(target, order(verify_with), pull=False)
+    venue, why = verify.find_venue(target, order(verify_with), pull=False, strict=False)
     if venue is None:
-        yield Verifying(target, progress, "; ".join(f"{kind}: {reason}" for kind, reason in why.items())
-                        + f" (to verify: install python{target.python} for {target.machine}, or see --verify-with)")
+        hint = f"; install python{target.python} for {target.machine} (on PATH or with pyenv) to verify" if "local" in why else ""
+        yield Verifying(target, progress, "; ".join(f"{kind}: {reason}" for kind, reason in why.items()) + hint)
         return
     cancel = verify.Cancel()
     with read_only_tree(tree.root):
@@ -98,7 +98,7 @@ def verifiable_now(cached: Manifest, target: Target, enabled: bool, verify_with:
     """A cached build that could not be verified when it was made, which can be now: worth building again."""
     if not enabled or cached.verified is not False:
         return False
-    venue, _ = verify.find_venue(target, order(verify_with), pull=False)
+    venue, _ = verify.find_venue(target, order(verify_with), pull=False, strict=False)
     return venue is not None
 
 
