@@ -32,9 +32,10 @@ class LambdaContext(object):
 
 
 def error_payload(exc, error_type=None, message=None):
-    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    """Lambda's error object: the exception's own frames only (no chained exceptions), the runner's left out."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != "<string>"]
     return {"errorMessage": message if message is not None else str(exc), "errorType": error_type or type(exc).__name__,
-            "stackTrace": [line.rstrip("\n") for line in lines[1:-1] if not line.startswith('  File "<string>"')]}
+            "stackTrace": [line.rstrip("\n") for line in traceback.format_list(frames)]}
 
 
 def write_result(path, payload):

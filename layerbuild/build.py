@@ -77,6 +77,9 @@ class BuildOutcome:
             "zipped_bytes": self.manifest.zipped_bytes,
             "unzipped_bytes": self.manifest.unzipped_bytes,
             "backend": self.manifest.backend,
+            "verified": self.manifest.verified,
+            "verification": self.manifest.verification,
+            "audit": self.manifest.extra.get("audit"),
             "packages": {p.name: p.version for p in self.manifest.packages},
             "notes": self.notes,
         }
@@ -190,14 +193,14 @@ def _build_target(recipe: Recipe, target: Target, options: _Options,
             progress(target, f"cached {zip_path} ({cached.zipped_bytes:,} bytes zipped)")
             return BuildOutcome(target, zip_path, manifest_path, cached, "cached", list(cached.extra.get("notes", [])))
         if cached:
-            progress(target, "the cached build could not be verified when it was made, and can be now: building again")
+            progress(target, "the cached build was not verified the way asked for now, and can be: building again")
         progress(target, f"building with {chosen}" + (" from the committed lock" if lock else ""))
         try:
             tree = run_backend(chosen, request)
         except NeedsCompilingError as needs:
             if backend != "auto" or recipe.backend != "auto" or "docker" not in BACKENDS:
                 raise
-            progress(target, "a requirement needs compiling: switching to the docker backend")
+            progress(target, f"{needs.package} needs compiling: switching to the docker backend")
             _stop_wheel_pipeline(request)
             shutil.rmtree(work_dir)
             work_dir.mkdir()
@@ -241,6 +244,8 @@ def _build_target(recipe: Recipe, target: Target, options: _Options,
                 summary = write_deterministic_zip(tree.root, tmp_zip, tree.raw_sources)
                 # Errors raise: nothing reaches out_dir.
                 audit_summary = audit_built_layer(facts.result(), target, summary.zipped_bytes, tree.notes)
+                for warning in audit_summary.get("warnings", []):
+                    progress(target, f"audit warning [{warning['rule']}] {warning['message']}")
                 verified = verifying.outcome(slimmed.removed if slimmed and slimming_broke is None else [], excluded)
             if slimming_broke is not None:
                 verified["verification"]["slimming_broke"] = slimming_broke.explain()

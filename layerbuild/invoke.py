@@ -162,8 +162,7 @@ def invoke(spec: InvokeSpec) -> InvokeResult:
     target = make_target(python, arch)
     venue, why = verify.find_venue(target, ("local", "qemu"))
     if venue is None:
-        raise CannotTestError(f"cannot invoke for python{python} on {arch}: {', and '.join(why.values())}; "
-                              f"install Python {python} or pass --python with one you have")  # fmt: skip
+        raise CannotTestError(f"cannot invoke for python{python} on {arch}: {', and '.join(why.values())}")
     request_id = str(uuid.uuid4())
     log_stream = time.strftime("%Y/%m/%d/[$LATEST]", time.gmtime()) + uuid.uuid4().hex
     notes: list[str] = []

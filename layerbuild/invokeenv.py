@@ -120,7 +120,9 @@ def resolve_credentials(profile: str | None) -> tuple[Credentials | None, str | 
         region = session.get_config_variable("region")
         frozen = found.get_frozen_credentials() if found is not None else None
     except botocore.exceptions.ProfileNotFound:
-        raise LayerbuildError(f"--profile {profile}: no such profile in the AWS config or credentials files") from None
+        known = ", ".join(sorted(botocore.session.Session().available_profiles)) or "none"
+        raise LayerbuildError(f"--profile {profile}: no such profile in the AWS config or credentials files "
+                              f"(profiles there: {known})") from None  # fmt: skip
     except botocore.exceptions.BotoCoreError as exc:  # an expired SSO token, a bad role ARN...
         raise LayerbuildError(f"cannot get AWS credentials{f' for --profile {profile}' if profile else ''}: "
                               f"{str(exc).splitlines()[0][:200]}") from None  # fmt: skip

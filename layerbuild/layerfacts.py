@@ -8,6 +8,7 @@ its first four bytes.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,13 +96,15 @@ def _file_fact(name: str, size: int, head: bytes, read_all) -> FileFact:
 
 def manifest_beside(zip_path: Path) -> Manifest | None:
     path = manifest_path_for(Path(zip_path))
-    return read_manifest(path) if path.is_file() else None
+    return read_manifest(path) if path.is_file() and path != Path(zip_path) else None
 
 
 def audit_target(zip_path: Path, python: str | None, arch: str | None) -> Target:
     """The flags win; what they leave open comes from the manifest beside the zip."""
     if not Path(zip_path).is_file():
         raise LayerbuildError(f"{zip_path}: no such file (give the path of a layer zip)")
+    if Path(zip_path).suffix.lower() != ".zip" and not zipfile.is_zipfile(zip_path):
+        raise LayerbuildError(f"{zip_path}: not a zip archive (give the path of a layer zip)")
     manifest = manifest_beside(zip_path) if not (python and arch) else None
     python = python or (manifest.python if manifest else None)
     arch = arch or (manifest.architecture if manifest else None)

@@ -65,5 +65,8 @@ def read_manifest(path: Path) -> Manifest:
         return Manifest.from_dict(data)
     except FileNotFoundError:
         raise LayerbuildError(f"{path}: no manifest beside the zip (build it with layerbuild build, or pass --python and --arch)") from None
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise LayerbuildError(f"{path}: not a valid layerbuild manifest: {exc}") from None
+    except (ValueError, TypeError, KeyError, AttributeError):  # another tool's JSON, or a damaged manifest
+        raise LayerbuildError(f"{path}: not a layerbuild manifest (fields missing or malformed); move it away or "
+                              f"pass --python and --arch") from None  # fmt: skip
+    except OSError as exc:
+        raise LayerbuildError(f"{path}: cannot read the manifest: {exc.strerror or exc}") from None

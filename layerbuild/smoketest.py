@@ -80,6 +80,11 @@ def choose_modules(zip_path: Path, root: Path, target: Target, explicit) -> tupl
         return from_recipe
     names = verify.modules_from_metadata(root, target.python)
     if not names:
+        at_root = sorted(p.name for p in root.iterdir() if p.name != "python" and ((p / "__init__.py").is_file()
+                         or p.name.endswith((".dist-info", ".py"))))  # fmt: skip
+        if at_root:
+            raise LayerbuildError(f"{zip_path}: Python code at the zip root ({', '.join(at_root)}), where Lambda never "
+                                  f"imports from; put packages under python/ (layerbuild audit says more)")  # fmt: skip
         raise LayerbuildError(f"{zip_path}: no importable modules found (no *.dist-info under python/); name them with --import MODULE")
     return names, "dist-info metadata"
 
@@ -88,7 +93,7 @@ def smoke_test(zip_path: Path, target: Target, imports=(), mode: str = "auto", i
                timeout: float = DEFAULT_TIMEOUT) -> SmokeReport:  # fmt: skip
     zip_path = Path(zip_path)
     order = verify.TEST_ORDER if mode == "auto" else (mode,)
-    venue, why = verify.find_venue(target, order, image)
+    venue, why = verify.find_venue(target, order, image, pull=mode == "docker")
     if venue is None:
         reasons = [why[kind] for kind in order if kind in why]
         raise CannotTestError(f"cannot test {zip_path} for {target.slug}: {', and '.join(reasons)}; start Docker with the "

@@ -196,14 +196,22 @@ def simulate_stack(layers: list[StackLayer], function: StackLayer | None = None,
         by_label = {layer.label: layer for layer in layers} | ({"function": function} if function else {})
         for package in sorted(set(providers) & {m for versions in runtime_packages.values() for m in versions}):
             winner = min(reversed(providers[package]), key=_search_rank).split(":", 1)[0]
-            shipped = {r: runtime_packages[r][package] for r in runtimes if package in runtime_packages.get(r, {})}
+            shipped = {r: runtime_packages[r][package] for r in sorted(runtimes, key=_version_key)
+                       if package in runtime_packages.get(r, {})}  # fmt: skip
             version = _dist_version(by_label[winner].files, package, winner == "function")
+            if version is not None and set(shipped.values()) == {version}:
+                continue  # the very version the runtime ships: nothing changes
             report.runtime_shadowed.append(RuntimeShadow(package, winner, version, shipped))
             ships = "; ".join(f"{r} ships {v}" for r, v in shipped.items())
             report.warnings.append(Finding("runtime-package-shadowed", package,
                                            f"{package} {version or '(version unknown)'} from {winner} is imported "
                                            f"instead of the runtime's own ({ships}): the layer's copy wins"))  # fmt: skip
     return report
+
+
+def _version_key(runtime: str) -> tuple[int, ...]:
+    """python3.8 before python3.10."""
+    return tuple(int(part) for part in runtime.removeprefix("python").split(".") if part.isdigit())
 
 
 def _dist_version(files: dict[str, int], package: str, in_function: bool) -> str | None:

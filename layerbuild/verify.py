@@ -211,7 +211,7 @@ def qemu_venue(target: Target) -> tuple[Venue | None, str]:
     env = SYSROOT_ENV[target.arch]
     sysroot = os.environ.get(env)
     if not sysroot:
-        return None, f"no {target.arch} sysroot ({env} unset)"
+        return None, f"no {target.arch} sysroot ({env} unset; tests/images/arm64-sysroot.sh makes one on Debian)"
     qemu = next((found for name in QEMU[MACHINE[target.arch]] if (found := shutil.which(name))), None)
     if qemu is None:
         return None, f"no {QEMU[MACHINE[target.arch]][0]} on PATH (Debian's qemu-user-static)"

@@ -76,6 +76,9 @@ def verification_of(tree: LayerTree, recipe: Recipe, target: Target, enabled: bo
         yield Verifying(target, progress, "the layer holds no Python distribution and the recipe names no imports:")
         return
     venue, why = verify.find_venue(target, order(verify_with), pull=False, strict=False)
+    if venue is None and verify_with:  # asked for by name: the build cannot claim what it was asked to check
+        raise verify.VerifyError(f"--verify-with {verify_with}: cannot verify {target.slug} this way: "
+                                 f"{why.get(verify_with, 'not available')}; nothing was written")  # fmt: skip
     if venue is None:
         hint = f"; install python{target.python} for {target.machine} (on PATH or with pyenv) to verify" if "local" in why else ""
         yield Verifying(target, progress, "; ".join(f"{kind}: {reason}" for kind, reason in why.items()) + hint)
@@ -95,7 +98,10 @@ def verification_of(tree: LayerTree, recipe: Recipe, target: Target, enabled: bo
 
 
 def verifiable_now(cached: Manifest, target: Target, enabled: bool, verify_with: str | None) -> bool:
-    """A cached build that could not be verified when it was made, which can be now: worth building again."""
+    """A cached build worth building again: one verified another way than --verify-with asks, or one that could
+    not be verified when it was made and can be now."""
+    if enabled and verify_with and cached.verification.get("how") != verify_with:
+        return True
     if not enabled or cached.verified is not False:
         return False
     venue, _ = verify.find_venue(target, order(verify_with), pull=False, strict=False)

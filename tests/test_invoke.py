@@ -197,7 +197,7 @@ def test_a_profile_gives_its_credentials_and_region(invoke, code, tmp_path, monk
     assert seen["AWS_REGION"] == "eu-central-1" and "dev-s3cret" not in result.output
     result = invoke("invoke", "envs.handler", "--event", event, "--code", code, "--python", "3.11", "--profile", "nope")
     assert result.exit_code == 1
-    assert result.stderr == "error: --profile nope: no such profile in the AWS config or credentials files\n"
+    assert result.stderr == "error: --profile nope: no such profile in the AWS config or credentials files (profiles there: dev)\n"
 
 
 @needs_py311
@@ -385,3 +385,15 @@ def test_the_handler_gets_a_private_writable_tmp(invoke, code, s3_event):
     written = json.loads(result.stdout)
     assert "/layerbuild-invoke-" in written and written.split("/")[-2] == "tmp"
     assert not os.path.exists(written)  # gone with the run
+
+
+@needs_py311
+def test_the_stack_trace_lists_the_exceptions_frames_only(invoke, code, s3_event):
+    (code / "chained.py").write_text("def inner():\n    raise KeyError('k')\n\ndef handler(event, context):\n"
+                                     "    try:\n        inner()\n    except KeyError as exc:\n"
+                                     "        raise ValueError('wrapped') from exc\n")  # fmt: skip
+    result = invoke("invoke", "chained.handler", "--event", s3_event, "--code", code, "--python", "3.11", "--no-credentials")
+    error = json.loads(result.stdout)
+    assert result.exit_code == 1 and error["errorType"] == "ValueError" and error["errorMessage"] == "wrapped"
+    assert len(error["stackTrace"]) == 1 and 'chained.py", line 8, in handler' in error["stackTrace"][0]
+    assert not any("Traceback" in line or "During handling" in line or "direct cause" in line for line in error["stackTrace"])

@@ -305,3 +305,11 @@ def test_a_layer_is_tested_for_the_runtime_it_was_built_for(invoke, tmp_path):
     assert result.exit_code == 1
     assert result.stderr == (f"error: {zip_path} is built for python3.11 x86_64 (its manifest), not python3.12 x86_64: "
                              f"Lambda would refuse it there; test it as built, or build it for python3.12-x86_64\n")  # fmt: skip
+
+
+def test_packages_at_the_zip_root_are_named_with_the_fix(invoke, tmp_path):
+    zip_path = make_layer(tmp_path / "root.zip", {"pymysql/__init__.py": "", "pymysql-1.0.dist-info/METADATA": ""})
+    result = invoke("test", zip_path, "--python", "3.11", "--arch", "x86_64", "--where", "local")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "Python code at the zip root (pymysql, pymysql-1.0.dist-info)" in result.stderr
+    assert "put packages under python/" in result.stderr

@@ -178,3 +178,13 @@ def test_a_layer_that_shadows_the_runtimes_boto3_is_reported_with_both_versions(
     function = make_layer(tmp_path / "fn.zip", {"boto3/__init__.py": "", "boto3-1.41.0.dist-info/RECORD": ""})
     code, report = stack_json(invoke, sdk, "--function", function)
     assert [(r["provider"], r["version"]) for r in report["runtime_shadowed"]] == [("function", "1.41.0")]
+
+
+def test_the_very_version_the_runtime_ships_is_no_surprise():
+    layer = StackLayer("six.zip", {"python/six.py": 1, "python/six-1.17.0.dist-info/RECORD": 1}, ("python3.12",), ("x86_64",))
+    report = simulate_stack([layer], runtime_packages={"python3.12": {"six": "1.17.0"}, "python3.8": {"six": "1.16.0"}})
+    assert report.runtime_shadowed == [] and not any(w.rule == "runtime-package-shadowed" for w in report.warnings)
+    older = StackLayer("six.zip", {"python/six.py": 1, "python/six-1.16.0.dist-info/RECORD": 1})  # no manifest: all runtimes
+    report = simulate_stack([older], runtime_packages={"python3.10": {"six": "1.17.0"}, "python3.8": {"six": "1.16.0"}})
+    [shadow] = report.runtime_shadowed
+    assert list(shadow.runtime_versions) == ["python3.8", "python3.10"]  # in version order

@@ -283,7 +283,7 @@ def test_an_unverified_cached_build_is_built_again_once_it_can_be_verified(tmp_p
     messages = []
     second = build_target(recipe, target, out_dir=tmp_path / "dist", progress=lambda t, m: messages.append(m))
     assert second.status == "built" and manifest_of(second)["verified"] is True
-    assert any("could not be verified when it was made, and can be now" in m for m in messages)
+    assert any("was not verified the way asked for now, and can be: building again" in m for m in messages)
     third = build_target(recipe, target, out_dir=tmp_path / "dist")
     assert third.status == "cached" and manifest_of(third)["verified"] is True
 
@@ -324,3 +324,32 @@ def test_modules_to_verify_are_the_distributions_then_the_recipes_imports(tmp_pa
         (info / "top_level.txt").write_text(tops)
         (site / name.split("-")[0]).mkdir()
     assert verify.modules_to_verify(tmp_path, "3.12", ["beta.sub", "alpha"]) == ["alpha", "beta", "beta.sub"]
+
+
+@needs_py
+def test_a_way_asked_for_by_name_that_cannot_run_fails_and_a_cached_build_is_verified_again(invoke, write_recipe, tmp_path):
+    recipe = write_recipe(name="vw", packages=["six"], python=[PY])
+    out = tmp_path / "dist"
+    result = invoke("build", recipe, "--out", out, "--verify-with", "qemu")  # x86_64 on x86_64: nothing to emulate
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: --verify-with qemu: cannot verify python{PY}-x86_64 this way: ") and "no emulation needed" in line
+    assert not out.exists() or not list(out.glob("*.zip"))
+    first = invoke("build", recipe, "--out", out, "--json")  # verified locally, cached
+    assert first.exit_code == 0 and json.loads(first.stdout)[0]["verification"]["how"] == "local"
+    again = invoke("build", recipe, "--out", out, "--json", "--verify-with", "local")
+    assert json.loads(again.stdout)[0]["status"] == "cached"  # verified that way already
+    if STANDIN:
+        docker = invoke("build", recipe, "--out", out, "--json", "--verify-with", "docker",
+                        env={"LAYERBUILD_RUNTIME_IMAGE": STANDIN})  # fmt: skip
+        [outcome] = json.loads(docker.stdout)
+        assert outcome["status"] == "built" and outcome["verification"]["how"] == "docker", docker.stderr
+
+
+@needs_py
+def test_build_json_says_whether_and_how_each_target_was_verified(invoke, write_recipe, tmp_path):
+    recipe = write_recipe(name="js", packages=["six"], python=[PY])
+    result = invoke("build", recipe, "--out", tmp_path / "dist", "--json")
+    [outcome] = json.loads(result.stdout)
+    assert outcome["verified"] is True and outcome["verification"]["modules"] == ["six"]
+    assert outcome["audit"]["ok"] is True

@@ -103,6 +103,6 @@ def invoke_cmd(handler, layers, event_path, code_dir, timeout, function_name, me
         click.echo(f"note: {note}", err=True)
     if result.logs:
         click.echo(result.logs.rstrip("\n"), err=True)
-    click.echo(json.dumps(result.payload, indent=2, sort_keys=True))
+    click.echo(json.dumps(result.payload, indent=2, sort_keys=True, ensure_ascii=False))
     if not result.ok:
         raise SystemExit(1)
