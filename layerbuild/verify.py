@@ -8,7 +8,7 @@ bytecode written), `/opt/lib` on LD_LIBRARY_PATH, and the layer read-only.
 Where it runs (a Venue):
 - local:  an interpreter of the target version on this machine's architecture (pythonX.Y on PATH or pyenv);
 - qemu:   another architecture's interpreter from a sysroot (LAYERBUILD_SYSROOT_ARM64 or _X86_64, e.g.
-          Debian's python3.11 packages unpacked with tools/sysroot.sh) run by qemu-user (qemu-aarch64-static);
+          Debian's python3.11 packages unpacked by tests/images/arm64-sysroot.sh) run by qemu-user (qemu-aarch64-static);
 - docker: the Lambda runtime image through a Docker engine, the layer bind-mounted read-only at /opt.
 With a local interpreter or QEMU, the runtime's own packages come from runtimesdk (installed once, and
 only when the layer imports one of them without shipping it); in the runtime image they are its own.
@@ -24,7 +24,8 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from . import _import_runner
@@ -211,7 +212,8 @@ def qemu_venue(target: Target) -> tuple[Venue | None, str]:
     env = SYSROOT_ENV[target.arch]
     sysroot = os.environ.get(env)
     if not sysroot:
-        return None, f"no {target.arch} sysroot ({env} unset; tests/images/arm64-sysroot.sh makes one on Debian)"
+        how = "; tests/images/arm64-sysroot.sh makes one on Debian" if target.arch == "arm64" else ""
+        return None, f"no {target.arch} sysroot ({env} unset{how})"
     qemu = next((found for name in QEMU[MACHINE[target.arch]] if (found := shutil.which(name))), None)
     if qemu is None:
         return None, f"no {QEMU[MACHINE[target.arch]][0]} on PATH (Debian's qemu-user-static)"
@@ -224,8 +226,9 @@ def qemu_venue(target: Target) -> tuple[Venue | None, str]:
     return Venue("qemu", f"{Path(qemu).name} {python}", command), ""
 
 
+@lru_cache(maxsize=16)
 def probe_command(command: tuple[str, ...]) -> tuple[str, str] | None:
-    """(X.Y, machine) an interpreter command reports, or None."""
+    """(X.Y, machine) an interpreter command reports, or None; once per process (under QEMU it takes a second)."""
     found = probe(list(command))
     return (found.python, found.machine) if found else None
 
@@ -361,7 +364,3 @@ def _run(venue: Venue, root: Path, target: Target, modules: list[str], after: li
     if cancel is not None and cancel.cancelled:
         raise LayerbuildError("the import run was stopped")
     return parse_runner_output(output.decode("utf-8", errors="replace"), venue.where, process.returncode)
-
-
-def report_dict(run: ImportRun) -> dict:
-    return {**run.record(), "ok": run.ok, "results": [asdict(r) for r in run.results], "notes": run.notes}
