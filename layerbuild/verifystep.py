@@ -48,8 +48,8 @@ class Verifying:
             raise _failure(exc.message, None, removed, excluded) from None
         if not run.ok:
             raise _failure(verify.failure_line(run.failures, run.venue.where), run, removed, excluded)
-        count = f"{len(run.results)} module" + ("s" if len(run.results) != 1 else "")
-        self.progress(f"verified: {count} import on Python {run.python} ({run.venue.where}) in {run.seconds:.2f} s")
+        count = f"{len(run.results)} modules import" if len(run.results) != 1 else "1 module imports"
+        self.progress(f"verified: {count} on Python {run.python} ({run.venue.where}) in {run.seconds:.2f} s")
         return {"verified": True, "verification": run.record()}
 
 
