@@ -76,8 +76,8 @@ def ensure(runtime: Runtime, index: IndexSettings | None = None, root: Path | No
             install_lock(staging / "lock.txt", Target(runtime, "x86_64"), index or IndexSettings.from_environment(),
                          staging / "site", [])
         except ResolveError as exc:
-            raise RuntimeSdkError(f"cannot install the {runtime.name} runtime's own packages (boto3 {runtime.sdk.boto3 if runtime.sdk else '?'}, "
-                                  f"botocore ...): {exc}") from None  # fmt: skip
+            raise RuntimeSdkError(f"cannot install the {runtime.name} runtime's own packages ({lock_path(runtime).name}): "
+                                  f"{exc}") from None  # fmt: skip
         shutil.rmtree(staging / "site" / "bin", ignore_errors=True)  # console scripts: never run from here
         size = sum(f.stat().st_size for f in (staging / "site").rglob("*") if f.is_file())
         (staging / MARKER).write_text(json.dumps({"runtime": runtime.name, "bytes": size}), encoding="utf-8")
