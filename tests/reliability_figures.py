@@ -3,8 +3,8 @@
 Loaded from conftest.py (``pytest_plugins``). Tests call ``count(kind, n)``; at the end of the
 session one summary line is printed and written as JSON to tests/.figures/reliability.json
 (git-ignored by a .gitignore the plugin writes beside it; override with
-LAYERBUILD_FIGURES_FILE). "artifacts lost or corrupted" must stay 0: tests that detect a broken
-artifact record it here *and* fail.
+LAYERBUILD_FIGURES_FILE). "artifacts lost or corrupted" and "secrets leaked" must stay 0: tests that detect a broken
+artifact or a printed or stored secret record it here *and* fail (``scan_for_secrets``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ KINDS = {
     "faults": "faults injected",
     "interrupted_builds": "interrupted builds",
     "artifacts_lost_or_corrupted": "artifacts lost or corrupted",
+    "secret_scans": "outputs scanned for secrets",
+    "secrets_leaked": "secrets leaked",
 }
 FIGURES_FILE = Path(__file__).resolve().parent / ".figures" / "reliability.json"
 
@@ -33,6 +35,15 @@ def count(kind: str, n: int = 1, detail: str | None = None) -> None:
     _counts[kind] += n
     if detail:
         _details[f"{kind}: {detail}"] += n
+
+
+def scan_for_secrets(text: str, secrets, where: str) -> None:
+    """Count one scanned output; record and fail if any of `secrets` appears in it."""
+    count("secret_scans")
+    leaked = [s for s in secrets if s and s in text]
+    if leaked:
+        count("secrets_leaked")
+        raise AssertionError(f"{where} contains a secret ({len(leaked)} of {len(secrets)} markers)")
 
 
 def figures() -> dict:
