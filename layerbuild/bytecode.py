@@ -96,9 +96,10 @@ def compile_command(python: str, site_dir: str, workers: int = 0) -> list[str]:
     """The compileall invocation; the docker backend may run it inside the build image.
 
     -d roots co_filename at /opt/python; PYTHONHASHSEED=0 must be set by the caller (frozenset
-    constants are marshalled in hash order).
+    constants are marshalled in hash order). Not `-I`: it implies -E, which ignores PYTHONHASHSEED
+    (3.8-3.10 then write set constants in a random order); see ISOLATED.
     """
-    return [python, "-I", "-m", "compileall", "-q", "-j", str(workers), "--invalidation-mode", "unchecked-hash",
+    return [python, *ISOLATED, "-c", _RUN_COMPILEALL, "-q", "-j", str(workers), "--invalidation-mode", "unchecked-hash",
             "-d", f"{LAMBDA_LAYER_ROOT}/python", site_dir]  # fmt: skip
 
 
@@ -156,7 +157,8 @@ def _run_compileall(interpreter: Interpreter, site: Path, workers: int,
 # line that names it, so that its .pyc can be taken while the rest compile.
 _COMPILED = "\0compiled "
 _WORKER = f"""
-import compileall, os, py_compile, sys
+import sys; del sys.path[0]
+import compileall, os, py_compile
 site, prefix = sys.argv[1], sys.argv[2]
 mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
 for line in sys.stdin:
@@ -173,7 +175,7 @@ def _compile_files(interpreter: Interpreter, site: Path, files: list[Path], coun
     """Compile files on `count` processes; compiled(source) is called as each module is done."""
     if not files:
         return ""
-    command = [interpreter.executable, "-I", "-c", _WORKER, str(site), f"{LAMBDA_LAYER_ROOT}/python"]
+    command = [interpreter.executable, *ISOLATED, "-c", _WORKER, str(site), f"{LAMBDA_LAYER_ROOT}/python"]
     procs: list[subprocess.Popen] = []
     try:
         chunks = _chunks(files, count)
@@ -217,6 +219,13 @@ def _drain(proc: subprocess.Popen, compiled: Callable[[Path], None] | None) -> s
         else:
             output.append(line)
     return "".join(output)
+
+
+# The compilers' isolation without -I (whose -E would drop PYTHONHASHSEED): no site (-S) or user site
+# (-s), PYTHON* variables removed by compile_env, and the -c script's first act drops sys.path[0] (the
+# working directory) so that nothing beside it can stand in for compileall or py_compile.
+ISOLATED = ("-S", "-s")
+_RUN_COMPILEALL = "import sys; del sys.path[0]; import runpy; runpy.run_module('compileall', run_name='__main__', alter_sys=True)"
 
 
 def compile_env() -> dict:

@@ -29,7 +29,7 @@ from .cacheprune import PACK_SUFFIX, bytecode_root
 from .layout import COMPRESS_LEVEL
 from .zipwriter import CHUNK, LOCAL_HEADER, RawSource, deflate_whole, local_header, payload_start
 
-SETTINGS = "unchecked-hash|PYTHONHASHSEED=0|optimize=0"
+SETTINGS = "unchecked-hash|PYTHONHASHSEED=0|optimize=0|seeded"  # "seeded": packs from before the seed reached 3.8-3.10
 SWITCH_ENV = "LAYERBUILD_BYTECODE_CACHE"  # "off" compiles everything afresh
 
 

@@ -394,3 +394,45 @@ def test_the_streaming_compiler_writes_what_python_m_compileall_writes(tmp_path)
     assert len(pycs(sites["ours"])) == 3  # broken.py has none
     assert sorted(reported) == files  # every module reported, the broken one too (its .pyc is simply absent)
     assert f"*** Error compiling '{sites['ours'] / 'pkg' / 'broken.py'}'" in output  # as compileall reports it
+
+
+SET_CONSTANTS = 'WORDS = frozenset({"alpha", "beta", "gamma", "delta", "epsilon", "zeta"})\n\ndef f(x):\n    return x in {"eta", "theta", "iota", "kappa"}\n'
+
+
+def _runtime_versions() -> list[str]:
+    from layerbuild.runtimes import RUNTIMES
+
+    return sorted({runtime.python for runtime in RUNTIMES.values()}, key=lambda v: tuple(map(int, v.split("."))))
+
+
+@pytest.mark.parametrize("version", _runtime_versions())
+def test_set_constants_compile_to_the_same_bytes_whatever_the_callers_hash_seed(tmp_path, monkeypatch, version):
+    """Issue 21: 3.8-3.10 wrote set constants in hash order because `-I` dropped PYTHONHASHSEED=0."""
+    if bytecode.find_interpreter(version) is None:
+        pytest.skip(f"no python{version} on this machine")
+    monkeypatch.setenv(pyccache.SWITCH_ENV, "off")  # empty caches: every module compiled afresh
+    outputs = []
+    for seed in ("1", "2", "random"):
+        monkeypatch.setenv("PYTHONHASHSEED", seed)
+        site = tmp_path / f"seed-{seed}"
+        (site / "pkg").mkdir(parents=True)
+        (site / "pkg" / "__init__.py").write_text(SET_CONSTANTS)
+        bytecode.compile_tree(site, version, "alongside")
+        outputs.append(sorted((p.name, p.read_bytes()) for p in site.rglob("*.pyc")))
+    assert outputs[0], "nothing was compiled"
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("version", ["3.9", "3.10"])
+def test_requests_layers_for_older_runtimes_are_byte_identical_with_empty_caches(tmp_path, monkeypatch, version):
+    """Issue 21: `build requests --python 3.10` gave a different sha256 each time with empty caches."""
+    if bytecode.find_interpreter(version) is None:
+        pytest.skip(f"no python{version} on this machine")
+    monkeypatch.setenv(pyccache.SWITCH_ENV, "off")
+    digests = set()
+    for attempt in ("one", "two"):
+        recipe = parse_recipe({"name": "rq", "packages": ["requests"]}, "rq.yaml")
+        outcome = build_target(recipe, make_target(version, "x86_64"), out_dir=tmp_path / attempt, use_cache=False)
+        digests.add(outcome.manifest.sha256)
+    assert len(digests) == 1
