@@ -164,17 +164,18 @@ def _children(folder: Path) -> list[Path]:
 
 
 def stray_links(root: Path | None = None) -> list[Path]:
-    """Symbolic links where the cache has its stores, shards and entries. Links deeper inside an entry
-    go with it (rmtree unlinks them without following) and count for nothing in its size."""
+    """Symbolic links where the cache keeps its stores, shards, entries and their files (layerbuild makes
+    none there). Anything deeper is inside an entry: rmtree unlinks it with the entry, never following it."""
     root = root or cache.cache_root()
-    stores = [root, wheel_root(root), bytecode_root(root), runtime_sdk_root(root)]
-    found = [store for store in stores if store.is_symlink()]
-    for store in stores:
-        for child in _children(store):
-            if child.is_symlink():
-                found.append(child)
-            elif store != runtime_sdk_root(root):  # runtime-sdk's folders are entries themselves
-                found += [grandchild for grandchild in _children(child) if grandchild.is_symlink()]
+    # How deep each store's own structure goes: builds/SHARD/KEY/FILE, wheels/SHARD/SHA/FILE,
+    # bytecode/PACK or bytecode/SHARD/FILE, runtime-sdk/ENTRY (whose contents are an installation).
+    depths = {root: 3, wheel_root(root): 3, bytecode_root(root): 2, runtime_sdk_root(root): 1}
+    found = []
+    for store, depth in depths.items():
+        level = [store]
+        for _ in range(depth + 1):
+            found += [path for path in level if path.is_symlink()]
+            level = [child for path in level for child in _children(path)]
     return found
 
 
@@ -283,6 +284,7 @@ def prune(root: Path | None = None, max_size: int | None = None, older_than: flo
     entries = list_entries(root)
     report = PruneReport()
     doomed = select_for_pruning(entries, max_size, older_than, now, everything)
+    links = stray_links(root)  # before removing entries: a link inside one is reported as well
     for entry in doomed:
         _remove(entry.directory)
         if not os.path.lexists(entry.directory):
@@ -290,7 +292,7 @@ def prune(root: Path | None = None, max_size: int | None = None, older_than: flo
     for path in staging_leftovers(root):
         _remove(path)
         report.leftovers.append(path)
-    for link in stray_links(root):
+    for link in links:
         _remove(link)
         if not os.path.lexists(link):
             report.links.append(link)
