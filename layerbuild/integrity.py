@@ -11,7 +11,6 @@ their CRCs and their manifest, and output files that share no inode with the cac
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import sys
@@ -20,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 from .errors import LayerbuildError
+from .layout import file_sha256
 
 _BLOCK = 1 << 20
 _print_lock = threading.Lock()
@@ -31,11 +31,7 @@ class IntegrityError(LayerbuildError):
 
 def file_sha256_hex(path: Path) -> str:
     """The file's sha256 (hex), read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path).hex()
 
 
 def discarded(path: Path, why: str, then: str) -> None:
