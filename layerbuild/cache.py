@@ -13,7 +13,8 @@ zipping are skipped. (A TTL keyed without the lock was rejected: it would serve 
 Entries live in $XDG_CACHE_HOME/layerbuild/builds/KEY[:2]/KEY/ (~/.cache/... without XDG; bounded
 by cacheprune, least recently used first):
 layer.zip, manifest.json and entry.json recording both files' sha256. A hit verifies both hashes;
-a corrupted entry is removed and the target rebuilt. Entries are written into a temporary
+a corrupted entry is removed and the target rebuilt. Zips are copied in and out (a reflink where the
+filesystem can), never hard-linked: a dist/ zip and a cache entry never share an inode. Entries are written into a temporary
 directory and renamed into place, so readers never see half an entry.
 """
 
@@ -29,6 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import __version__
+from .integrity import copy_file
 from .layout import file_sha256
 
 KEY_VERSION = 1
@@ -120,7 +122,7 @@ def store(key: str, zip_path: Path, manifest_path: Path, root: Path | None = Non
         # The pid lets a later prune tell a killed store's leftovers from a concurrent one in progress.
         staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.{os.getpid()}.", suffix=".tmp", dir=directory.parent))
         try:
-            link_or_copy(zip_path, staging / ZIP_NAME)
+            copy_file(zip_path, staging / ZIP_NAME)  # never a link: dist/ and the cache share no inode
             shutil.copyfile(manifest_path, staging / MANIFEST_NAME)
             recorded = {"zip_sha256": file_sha256(staging / ZIP_NAME).hex(),
                         "manifest_sha256": file_sha256(staging / MANIFEST_NAME).hex()}  # fmt: skip
@@ -138,8 +140,9 @@ def store(key: str, zip_path: Path, manifest_path: Path, root: Path | None = Non
 def link_or_copy(source: Path, dest: Path) -> None:
     """Hard-link source to dest (a fresh name) when on the same filesystem, else copy.
 
-    A link costs nothing for a 30 MB zip; if anything later rewrites the file in place, the
-    cache entry's sha256 no longer matches and the next lookup rebuilds it.
+    Only for private copies in a build's scratch tree (a stored wheel kept from a concurrent prune).
+    Never for what reaches dist/ or the build cache: a link would let damage to one reach the other
+    (integrity.copy_file copies, reflinking where the filesystem can).
     """
     try:
         os.link(source, dest)

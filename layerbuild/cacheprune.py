@@ -9,6 +9,10 @@ LAYERBUILD_CACHE_MAX_SIZE (default 5 GiB; `off` disables it); `layerbuild cache 
 on demand, by size, by age or all. Staging directories and partial downloads of processes that
 were killed (pid gone) are removed as well.
 
+Symbolic links are never followed, at any level (a store, a shard, an entry, a file in one): layerbuild
+makes none there, so a link is not an entry. Pruning removes the link itself and never touches what it
+points to; sizes count the cache's own files only.
+
 Selection (select_for_pruning) and parsing (parse_size, parse_age) are pure; the rest touches disk.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +59,7 @@ class EntryInfo:
 class PruneReport:
     removed: list[EntryInfo] = field(default_factory=list)
     leftovers: list[Path] = field(default_factory=list)  # staging directories and partial files of killed processes
+    links: list[Path] = field(default_factory=list)  # symbolic links found in the cache: removed, never followed
     kept: int = 0
     kept_bytes: int = 0
 
@@ -63,7 +69,7 @@ class PruneReport:
 
     def to_dict(self) -> dict:
         return {"removed": len(self.removed), "freed_bytes": self.freed_bytes, "leftovers_removed": len(self.leftovers),
-                "kept": self.kept, "kept_bytes": self.kept_bytes}  # fmt: skip
+                "links_removed": len(self.links), "kept": self.kept, "kept_bytes": self.kept_bytes}  # fmt: skip
 
 
 def parse_size(text: str, where: str) -> int:
@@ -130,6 +136,49 @@ def runtime_sdk_root(root: Path) -> Path:
     return root.parent / "runtime-sdk"
 
 
+def _real_dir(path: Path) -> bool:
+    """A directory that is not a symbolic link (is_dir() alone follows links out of the cache)."""
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _real_file(path: Path) -> os.stat_result | None:
+    """The lstat of a regular file that is not a link, else None."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    return info if stat.S_ISREG(info.st_mode) else None
+
+
+def _children(folder: Path) -> list[Path]:
+    """folder's entries, sorted; none when folder is a link or gone."""
+    if not _real_dir(folder):
+        return []
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
+
+
+def stray_links(root: Path | None = None) -> list[Path]:
+    """Symbolic links where the cache keeps its stores, shards, entries and their files (layerbuild makes
+    none there). Anything deeper is inside an entry: rmtree unlinks it with the entry, never following it."""
+    root = root or cache.cache_root()
+    # How deep each store's own structure goes: builds/SHARD/KEY/FILE, wheels/SHARD/SHA/FILE,
+    # bytecode/PACK or bytecode/SHARD/FILE, runtime-sdk/ENTRY (whose contents are an installation).
+    depths = {root: 3, wheel_root(root): 3, bytecode_root(root): 2, runtime_sdk_root(root): 1}
+    found = []
+    for store, depth in depths.items():
+        level = [store]
+        for _ in range(depth + 1):
+            found += [path for path in level if path.is_symlink()]
+            level = [child for path in level for child in _children(path)]
+    return found
+
+
 def list_entries(root: Path | None = None) -> list[EntryInfo]:
     """Build entries, then stored wheels, then cached bytecode, then the runtimes' own packages."""
     root = root or cache.cache_root()
@@ -144,8 +193,12 @@ def _runtime_sdk_entries(root: Path) -> list[EntryInfo]:
     import json
 
     found = []
-    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+    for directory in _children(root):
+        if not _real_dir(directory):
+            continue
         marker = directory / RUNTIME_SDK_MARKER
+        if _real_file(marker) is None:
+            continue  # staging, removed meanwhile, or a link
         try:
             size = int(json.loads(marker.read_text(encoding="utf-8")).get("bytes", 0))
             found.append(EntryInfo(directory.name, directory, size, marker.stat().st_mtime, "runtime-sdk"))
@@ -156,22 +209,20 @@ def _runtime_sdk_entries(root: Path) -> list[EntryInfo]:
 
 def _shards(root: Path):
     """The two-character shard directories below root."""
-    if root.is_dir():
-        yield from (shard for shard in sorted(root.iterdir()) if shard.is_dir() and len(shard.name) == 2)
+    yield from (shard for shard in _children(root) if len(shard.name) == 2 and _real_dir(shard))
 
 
 def _bytecode_entries(root: Path) -> list[EntryInfo]:
     """Packs of compiled modules (pyccache), and the single-module files of earlier versions (pruned like any entry)."""
     found = []
-    candidates = sorted(root.glob(f"*{PACK_SUFFIX}")) if root.is_dir() else []
-    candidates += [path for shard in _shards(root) for path in sorted(shard.glob("*.pyc"))]
+    candidates = [path for path in _children(root) if path.name.endswith(PACK_SUFFIX)]
+    candidates += [path for shard in _shards(root) for path in _children(shard) if path.name.endswith(".pyc")]
     for path in candidates:
         if path.name.startswith("."):
             continue  # staging
-        try:
-            info = path.stat()
-        except OSError:
-            continue
+        info = _real_file(path)
+        if info is None:
+            continue  # a link (removed as one) or gone
         found.append(EntryInfo(path.stem, path, info.st_size, info.st_mtime, "bytecode"))
     return found
 
@@ -179,31 +230,28 @@ def _bytecode_entries(root: Path) -> list[EntryInfo]:
 def _entry_dirs(root: Path):
     """Entry directories below root's two-character shards (staging names, starting with '.', skipped)."""
     for shard in _shards(root):
-        for directory in sorted(shard.iterdir()):
-            if not directory.name.startswith(".") and directory.is_dir():
+        for directory in _children(shard):
+            if not directory.name.startswith(".") and _real_dir(directory):
                 yield directory
 
 
 def _wheel_entries(root: Path) -> list[EntryInfo]:
     found = []
     for directory in _entry_dirs(root):
-        try:
-            files = [f for f in directory.iterdir() if f.is_file()]
-            if files:
-                found.append(EntryInfo(directory.name, directory, sum(f.stat().st_size for f in files),
-                                       max(f.stat().st_mtime for f in files), "wheel"))  # fmt: skip
-        except OSError:
-            continue  # removed meanwhile by a concurrent prune
+        files = [info for f in _children(directory) if (info := _real_file(f)) is not None]
+        if files:
+            found.append(EntryInfo(directory.name, directory, sum(f.st_size for f in files),
+                                   max(f.st_mtime for f in files), "wheel"))  # fmt: skip
     return found
 
 
 def _build_entries(root: Path) -> list[EntryInfo]:
     found = []
     for directory in _entry_dirs(root):
+        size = sum(info.st_size for f in _children(directory) if (info := _real_file(f)) is not None)
         try:
-            size = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
             marker = directory / cache.ENTRY_NAME
-            last_used = (marker if marker.exists() else directory).stat().st_mtime
+            last_used = (_real_file(marker) or directory.lstat()).st_mtime
         except OSError:
             continue  # removed meanwhile by a concurrent prune
         found.append(EntryInfo(directory.name, directory, size, last_used))
@@ -217,14 +265,14 @@ def staging_leftovers(root: Path | None = None) -> list[Path]:
     for store in (wheel_root(root), bytecode_root(root)):
         found += _of_dead_processes(store, ".*.part", _PARTIAL_DOWNLOAD)
     found += _of_dead_processes(runtime_sdk_root(root), ".*", _SDK_STAGING)
-    for shard in (sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []):
+    for shard in (p for p in _children(root) if _real_dir(p)):
         found += _of_dead_processes(shard, ".*.tmp", _STAGING)
     return found
 
 
 def _of_dead_processes(folder: Path, pattern: str, pid_in_name: re.Pattern) -> list[Path]:
     """Paths in folder matching pattern whose name carries the pid of a process that is gone."""
-    if not folder.is_dir():
+    if not _real_dir(folder):
         return []
     return [path for path in sorted(folder.glob(pattern))
             if (match := pid_in_name.match(path.name)) and not pid_alive(int(match.group(1)))]  # fmt: skip
@@ -236,23 +284,34 @@ def prune(root: Path | None = None, max_size: int | None = None, older_than: flo
     entries = list_entries(root)
     report = PruneReport()
     doomed = select_for_pruning(entries, max_size, older_than, now, everything)
+    links = stray_links(root)  # before removing entries: a link inside one is reported as well
     for entry in doomed:
-        if entry.kind == "bytecode":
-            entry.directory.unlink(missing_ok=True)
-        else:
-            shutil.rmtree(entry.directory, ignore_errors=True)
-        if not entry.directory.exists():
+        _remove(entry.directory)
+        if not os.path.lexists(entry.directory):
             report.removed.append(entry)
     for path in staging_leftovers(root):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        _remove(path)
         report.leftovers.append(path)
+    for link in links:
+        _remove(link)
+        if not os.path.lexists(link):
+            report.links.append(link)
     gone = {e.key for e in report.removed}
     report.kept = sum(1 for e in entries if e.key not in gone)
     report.kept_bytes = sum(e.size for e in entries if e.key not in gone)
     return report
+
+
+def _remove(path: Path) -> None:
+    """A real directory with everything in it (rmtree unlinks the links inside, never following them);
+    anything else, a link to a directory included, is unlinked itself."""
+    if _real_dir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def prune_after_store(root: Path | None = None) -> PruneReport | None:

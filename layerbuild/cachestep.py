@@ -15,6 +15,7 @@ from . import cache, contents
 from .backends.base import BuildRequest
 from .distlock import publish_pair, temp_prefix
 from .errors import LayerbuildError, NeedsCompilingError
+from .integrity import copy_file
 from .lockfile import Lock, parse_lock, requirements_digest
 from .manifest import Manifest, read_manifest
 
@@ -65,20 +66,21 @@ def publish_hit(key: str, stem: str, zip_path: Path, manifest_path: Path,
     """Copy a verified cache entry into the output directory atomically; None on a miss."""
     entry, state = cache.lookup(key)
     if state == "corrupted":
-        progress("cache entry corrupted (sha256 mismatch): removed, rebuilding")
+        progress(f"cache entry corrupted (sha256 mismatch): removed {cache.entry_dir(key)}, rebuilding")
     if entry is None:
         return None
     out_dir = zip_path.parent
     tmp_zip = tmp_manifest = None
     try:
-        # Fresh pid-tagged names (cleaned up by the next build if we are killed), linked or copied.
+        # Fresh pid-tagged names (cleaned up by the next build if we are killed), copied: never a hard
+        # link, so nothing done to the cache entry later can reach the zip in dist/ (or the other way).
         token = tempfile.mkdtemp(prefix=temp_prefix(stem), suffix=".tmp", dir=out_dir)
         os.rmdir(token)
         tmp_zip, tmp_manifest = Path(token[:-4] + ".zip.tmp"), Path(token[:-4] + ".json.tmp")
         try:
-            cache.link_or_copy(entry.zip_path, tmp_zip)
-            cache.link_or_copy(entry.manifest_path, tmp_manifest)
-        except FileNotFoundError:  # pruned by a concurrent build between lookup and link: a miss
+            copy_file(entry.zip_path, tmp_zip)
+            copy_file(entry.manifest_path, tmp_manifest)
+        except FileNotFoundError:  # pruned by a concurrent build between lookup and copy: a miss
             return None
         manifest = read_manifest(tmp_manifest)
         if manifest.sha256 != entry.zip_sha256:  # the manifest must describe this very zip

@@ -9,7 +9,8 @@ upgraded interpreter is a new identity).
 
 Entries live in packs, $XDG_CACHE_HOME/layerbuild/bytecode/NAME.pack, one per build that compiled
 anything, written under a temporary name and renamed; a restore touches the packs it used
-(cacheprune removes the least recently used). Every entry carries its sha256 and is checked.
+(cacheprune removes the least recently used). Every entry carries its sha256 and is checked on use, as is
+each pack's index: a damaged pack is removed, one line on stderr names it, and its modules are compiled again.
 LAYERBUILD_BYTECODE_CACHE=off compiles everything afresh.
 """
 
@@ -24,6 +25,7 @@ import zlib
 from functools import lru_cache
 from pathlib import Path
 
+from . import integrity
 from .cache import cache_root
 from .cacheprune import PACK_SUFFIX, bytecode_root
 from .layout import COMPRESS_LEVEL
@@ -184,6 +186,14 @@ def module_count(path: Path) -> int:
         return 0
 
 
+def _discard(path: Path, why: str) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+    integrity.discarded(path, why, "its modules are compiled again")
+
+
 class _PackReader:
     """Every pack's index, read once; entries read and checked on demand."""
 
@@ -192,6 +202,7 @@ class _PackReader:
         self._where: dict[bytes, tuple[int, int, int]] = {}  # key -> (handle number, offset, length)
         self._paths: list[Path] = []
         self._touched: set[int] = set()
+        self._discarded: set[int] = set()
         for path in pack_paths(root):
             try:
                 handle = open(path, "rb")
@@ -200,7 +211,7 @@ class _PackReader:
             rows = read_index(handle)
             if rows is None:
                 handle.close()
-                path.unlink(missing_ok=True)  # damaged: its modules are compiled and stored again
+                _discard(path, "bytecode pack damaged (its index fails its sha256)")  # its modules are compiled again
                 continue
             number = len(self._handles)
             self._handles.append(handle)
@@ -219,7 +230,9 @@ class _PackReader:
             return None
         decoded = _decode(blob) if len(blob) == length else None
         if decoded is None:
-            self._paths[number].unlink(missing_ok=True)  # damaged: this build stores its modules again
+            if number not in self._discarded:  # this build stores its modules again
+                self._discarded.add(number)
+                _discard(self._paths[number], "a bytecode pack entry fails its sha256")
             return None
         if number not in self._touched:
             self._touched.add(number)

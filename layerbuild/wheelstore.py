@@ -6,7 +6,9 @@ bytes into the layer instead of compressing 70 MB again (see zipwriter.RawSource
 
 Files live in $XDG_CACHE_HOME/layerbuild/wheels/SHA[:2]/SHA/FILENAME and are only ever written
 under a temporary name, checked against the lock's sha256, then renamed: a reader never sees a
-partial or unverified file. Using a file touches it (cacheprune removes the least recently used).
+partial or unverified file. Every use checks the file against the sha256 it is stored under: a wheel
+damaged or changed since is removed, one line on stderr names it, and it is downloaded again (hashing
+costs far less than installing). Using a file touches it (cacheprune removes the least recently used).
 Downloads honour UV_HTTP_TIMEOUT and UV_HTTP_RETRIES, as uv's own would, the system CA store and
 the usual proxy variables.
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import integrity
 from .cache import cache_root
 from .cacheprune import wheel_root
 from .errors import ResolveError
@@ -74,13 +77,31 @@ def find_stored(download: Download, root: Path | None = None) -> Path | None:
         if digest not in download.allowed:
             continue
         path = stored_path(digest, download.file.filename, root)
-        if path.is_file():
+        if path.is_file() and intact(path, digest):
             try:
                 os.utime(path)  # last use, for pruning
             except OSError:
                 pass
             return path
     return None
+
+
+def intact(path: Path, digest: str) -> bool:
+    """Whether a stored file still has the sha256 it is stored under (checked on every use: a file damaged
+    or changed since its download is removed, with one line saying so, and downloaded again)."""
+    try:
+        if integrity.file_sha256_hex(path) == digest:
+            return True
+        why = "empty (0 bytes)" if path.stat().st_size == 0 else f"sha256 does not match the {digest[:16]}... it is stored under"
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        why = f"cannot be read ({exc.strerror or exc})"
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
+    integrity.discarded(path, f"stored wheel {why}", "downloading it again")
+    return False
 
 
 def hash_mismatch_message(package: str, index_url: str) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..audit import render_report
+from ..integrity import vet_layer_zip
 from ..layerfacts import audit_target, audit_zip, stack_layer
 from ..runtimesdk import shipped_versions
 from ..stack import render_stack, simulate_stack
@@ -26,8 +27,11 @@ def _cli():
 @click.option("--arch", default=None, help="Target architecture, x86_64 or arm64 (default: from the manifest).")
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable report on stdout.")
 def audit_cmd(zip_path, python, arch, json_output):
-    """Check that the layer ZIP will load on its target runtime (exit 1 on errors)."""
+    """Check that the layer ZIP will load on its target runtime (exit 1 on errors).
+
+    Every member's CRC and the sha256 recorded in the manifest beside the zip are checked first."""
     target = audit_target(zip_path, python, arch)
+    vet_layer_zip(zip_path)  # every member's CRC, and the manifest's sha256 beside the zip
     report = audit_zip(zip_path, target)
     if json_output:
         _cli().echo_json(report.to_dict())

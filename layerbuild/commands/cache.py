@@ -93,4 +93,5 @@ def prune_cmd(max_size, older_than, everything, json_output):
         return
     click.echo(f"removed {len(report.removed)} entries ({_megabytes(report.freed_bytes)}); "
                f"kept {report.kept} ({_megabytes(report.kept_bytes)})"
-               + (f"; removed {len(report.leftovers)} leftovers of interrupted stores" if report.leftovers else ""))  # fmt: skip
+               + (f"; removed {len(report.leftovers)} leftovers of interrupted stores" if report.leftovers else "")
+               + (f"; removed {len(report.links)} symbolic link(s) without following them" if report.links else ""))  # fmt: skip

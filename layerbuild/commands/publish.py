@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..build import DEFAULT_OUT_DIR, build_recipe
+from ..integrity import vet_for_publish
 from ..publish import load_built_layer, publish_layer
 from ..publish_plan import PublishError, check_s3, dry_run_plan, layer_to_publish, make_options
 from ..recipe import load_recipe
@@ -78,6 +79,8 @@ def publish_cmd(target, regions, layer_name, shares, s3_bucket, force, dry_run, 
     options = make_options(regions or default_regions(), shares, s3_bucket, force, dry_run)
     layers_built = built_layers(target, pythons, arches, out_dir, layer_name)
     layers = [layer_to_publish(zip_path, manifest, layer_name) for zip_path, manifest in layers_built]
+    for layer in layers:  # the vetting and audit of `audit`, before any AWS call
+        vet_for_publish(layer.zip_path, layer.manifest)
     for layer in layers:
         check_s3(layer, options)
 
