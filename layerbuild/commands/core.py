@@ -13,6 +13,9 @@ from ..runtimes import matrix_rows
 from ..verifystep import VERIFY_WITH, verified_label
 
 
+from ..safetext import printable
+
+
 def _cli():
     from .. import cli  # late: cli imports this module
 
@@ -21,7 +24,7 @@ def _cli():
 
 def _progress(json_output: bool):
     def report(target, message):
-        click.echo(f"[{target.slug}] {message}", err=True)
+        click.echo(f"[{target.slug}] {printable(message)}", err=True)  # notes name files from wheels
 
     return report
 
