@@ -97,7 +97,7 @@ def loads(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH, max_bytes: int 
     except JsonInputError:
         raise
     except ValueError as exc:
-        raise JsonInputError(f"not valid JSON ({printable(str(exc).splitlines()[0][:120])})") from None
+        raise JsonInputError(f"not valid JSON: {printable(str(exc).splitlines()[0][:120])}") from None
     if depth_of(value, max_depth) > max_depth:
         raise JsonInputError(f"nested more than {max_depth} levels deep")
     return value
