@@ -94,7 +94,8 @@ def echo_json(data) -> None:
 
 
 def print_table(rows: list[list[str]], headers: list[str]) -> None:
-    """An aligned plain-text table."""
+    """An aligned plain-text table. Cells are escaped (printable): they hold what servers answered."""
+    rows = [[printable(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(str(c))) for w, c in zip(widths, row)]

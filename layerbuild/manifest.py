@@ -50,7 +50,7 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_dict(cls, data: object, where: str = "manifest") -> "Manifest":
+    def from_dict(cls, data: object, where: str = "manifest") -> Manifest:
         """A Manifest from parsed JSON, every field checked for its type (ManifestError naming the field)."""
         values = checked_fields(data, where)
         values["packages"] = [PackagePin(p["name"], p["version"]) for p in values.get("packages", [])]

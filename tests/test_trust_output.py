@@ -16,14 +16,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 import reliability_figures
 from conftest import tree_snapshot
+from runtime_layers import make_layer
+
 from layerbuild import wheelinstall
 from layerbuild.distinfo import top_level_modules
 from layerbuild.interpreters import find_local_python
 from layerbuild.safetext import JsonInputError, loads, printable
-from runtime_layers import make_layer
 
 TITLE = "\x1b]0;PWNED\x07"  # sets the terminal's title when printed raw
 GOOD_MANIFEST = {"name": "demo", "runtime": "python3.12", "python": "3.12", "architecture": "x86_64", "backend": "wheels",
@@ -71,8 +71,19 @@ def test_stack_shows_hostile_entry_names_escaped(invoke, tmp_path):
     assert "\\x1b]0;PWNED\\x07" in result.output
 
 
+def test_tables_show_server_fields_escaped(capsys):
+    """#16 finding 10: the tables klayers-lookup and publish print hold what servers answered: shown escaped."""
+    reliability_figures.count("bad_inputs", detail="terminal escapes in Klayers fields")
+    from layerbuild.cli import print_table
+
+    print_table([["numpy", f"1.0{TITLE}", "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-numpy:1"]],
+                ["PACKAGE", "VERSION", "ARN"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "1.0\\x1b]0;PWNED\\x07" in out
+
+
 class _ReasonHandler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         self.send_response(404, f"Not Found{TITLE}\x1b[2J")
         self.send_header("Content-Length", "0")
         self.end_headers()
