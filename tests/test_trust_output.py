@@ -34,7 +34,7 @@ needs_py311 = pytest.mark.skipif(find_local_python("3.11", "x86_64") is None, re
 
 
 def one_line(result) -> str:
-    lines = result.stderr.splitlines()
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("[")]  # not build progress
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
     return lines[0]
 
@@ -69,6 +69,17 @@ def test_stack_shows_hostile_entry_names_escaped(invoke, tmp_path):
     result = invoke("stack", first, second)
     assert "\x1b" not in result.output and "\x07" not in result.output
     assert "\\x1b]0;PWNED\\x07" in result.output
+
+
+@needs_py311
+def test_test_command_shows_module_names_and_import_errors_escaped(invoke, tmp_path):
+    """#16 finding 10: `test` prints module names from the layer's top_level.txt and its import errors escaped."""
+    reliability_figures.count("bad_inputs", detail="terminal escapes in import errors")
+    path = make_layer(tmp_path / "evil.zip", {"python/evil/__init__.py": f"raise ImportError({TITLE!r})\n",
+                                              "python/evil-1.0.dist-info/top_level.txt": "evil\n"})  # fmt: skip
+    result = invoke("test", path, "--python", "3.11", "--arch", "x86_64", "--where", "local")
+    assert result.exit_code == 1, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output and "\\x1b]0;PWNED\\x07" in result.output
 
 
 def test_tables_show_server_fields_escaped(capsys):
@@ -172,6 +183,27 @@ def test_a_small_wheel_that_inflates_to_300_mb_is_refused_before_writing(tmp_pat
     assert len(data) < 400_000
     wheel = write_wheel(tmp_path / "wheels", "bomb", data)
     assert_refused_and_clean(tmp_path, wheel, ["member 'bomb/zeros.bin'", "zip bomb", "nothing was installed"])
+
+
+def test_build_refuses_a_wheel_bomb_from_the_index_in_one_line(invoke, tmp_path, monkeypatch, write_recipe):
+    """#16 finding 12: `build` with a ~300 KB wheel inflating to 300 MB from a 127.0.0.1 index: one line naming the
+    wheel and the member, nothing in dist/, nothing left in the scratch directory."""
+    from faultproxy import PackageIndex
+
+    reliability_figures.count("bad_inputs", detail="wheel bombs through build")
+    data = wheel_bytes("demo_bomb", {"demo_bomb/__init__.py": b"", "demo_bomb/zeros.bin": 300 << 20})
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("LAYERBUILD_SCRATCH_DIR", str(scratch))
+    with PackageIndex() as index:
+        index.projects["demo-bomb"] = {"demo_bomb-1.0-py3-none-any.whl": data}
+        recipe = write_recipe(f"name: bomb\npackages: ['demo-bomb']\npython: ['3.11']\nindex_url: {index.simple_url}\n",
+                              filename="bomb.yaml")  # fmt: skip
+        result = invoke("build", recipe, "--out", tmp_path / "dist", "--no-verify")
+    assert result.exit_code == 1
+    line = one_line(result)
+    assert "demo_bomb-1.0-py3-none-any.whl: member 'demo_bomb/zeros.bin' expands" in line, line
+    assert tree_snapshot(tmp_path / "dist") == {} and list(scratch.iterdir()) == []
 
 
 def test_wheels_whose_members_total_over_the_ceiling_are_refused_before_writing(tmp_path):
