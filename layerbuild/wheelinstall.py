@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import BuildError
-from .safezip import MAX_RATIO, MAX_TOTAL_BYTES, RATIO_MIN_BYTES, relative_member
+from .safezip import MAX_RATIO, MAX_TOTAL_BYTES, RATIO_MIN_BYTES, UNZIPPED_LIMIT, relative_member
 from .threadpool import BATCH_BYTES, ThreadPool, in_batches
 from .zipwriter import RawSource, payload_start
 
@@ -33,8 +33,8 @@ INSTALLER = "layerbuild"
 _SCHEMES_TO_TOP = ("purelib", "platlib", "data")
 MAX_PARALLEL = 4
 STREAM_ABOVE = 32 << 20  # members larger than this are copied in blocks
-# What the wheels of one build may unpack to: safezip's ceiling, twice Lambda's 262,144,000 bytes unzipped
-# (audit.UNZIPPED_LIMIT), since slimming and stripping still shrink what is unpacked before the audit.
+# What the wheels of one build may unpack to: safezip's ceiling, twice Lambda's limit for a layer unzipped
+# (audit.UNZIPPED_LIMIT, 262,144,000 bytes), since slimming and stripping still shrink it before the audit.
 MAX_UNPACKED_BYTES = MAX_TOTAL_BYTES
 
 
@@ -98,7 +98,7 @@ def check_sizes(infos: list[zipfile.ZipInfo], wheel: str, ceiling: int = MAX_UNP
         total += info.file_size
         if total > ceiling:
             raise UnsafeWheelError(f"{wheel}: member {info.orig_filename!r} takes the wheels past {ceiling:,} bytes unpacked "
-                                   f"(a layer may hold 262,144,000 bytes unzipped); nothing was installed")  # fmt: skip
+                                   f"(a layer may hold {UNZIPPED_LIMIT:,} bytes unzipped); nothing was installed")  # fmt: skip
     return total
 
 
@@ -218,10 +218,12 @@ def install_wheels(wheels: list[Path], site: Path, ready: dict[str, Unpacked] | 
     site.mkdir(parents=True, exist_ok=True)
     ready = ready or {}
     ordered = sorted(wheels, key=lambda p: p.name)
-    already = sum(ready[w.name].declared_bytes for w in ordered if w.name in ready)
-    if already > MAX_UNPACKED_BYTES:
-        raise UnsafeWheelError(f"{', '.join(w.name for w in ordered if w.name in ready)}: the wheels unpack to {already:,} "
-                               f"bytes, more than {MAX_UNPACKED_BYTES:,} (a layer may hold 262,144,000 bytes unzipped)")  # fmt: skip
+    already = 0  # what the wheels unpacked ahead (each within the ceiling) declare together
+    for wheel in (w for w in ordered if w.name in ready):
+        already += ready[wheel.name].declared_bytes
+        if already > MAX_UNPACKED_BYTES:
+            raise UnsafeWheelError(f"{wheel.name}: takes the wheels past {MAX_UNPACKED_BYTES:,} bytes unpacked (a layer "
+                                   f"may hold {UNZIPPED_LIMIT:,} bytes unzipped)")  # fmt: skip
     fresh = {u.wheel.name: u for u in unpack_wheels([w for w in ordered if w.name not in ready], site.parent, already=already)}
     raws: dict[str, RawSource] = {}
     for wheel in ordered:

@@ -217,6 +217,21 @@ def test_wheels_whose_members_total_over_the_ceiling_are_refused_before_writing(
     assert_refused_and_clean(tmp_path, wheel, [f"member 'many/part{count - 1:03d}.bin'", "524,288,000 bytes"])
 
 
+def test_wheels_unpacked_ahead_count_towards_the_ceiling(tmp_path):
+    """#16 finding 12: wheels unpacked while uv resolved (each under the ceiling) still count: the one that takes the
+    total past it is named, before the remaining wheels are written."""
+    reliability_figures.count("bad_inputs", detail="wheel bombs")
+    ahead = {}
+    for name in ("aaa", "bbb"):
+        path = write_wheel(tmp_path / "wheels", name, wheel_bytes(name, {f"{name}/__init__.py": b""}))
+        ahead[path.name] = wheelinstall.Unpacked(path, tmp_path / f".unpack-{path.name}", {}, 300 << 20)
+    last = write_wheel(tmp_path / "wheels", "ccc", wheel_bytes("ccc", {"ccc/__init__.py": b""}))
+    site = tmp_path / "install" / "python"
+    with pytest.raises(wheelinstall.UnsafeWheelError, match=r"^bbb-1.0-py3-none-any.whl: takes the wheels past 524,288,000"):
+        wheelinstall.install_wheels([*(tmp_path / "wheels" / n for n in ahead), last], site, ahead)
+    assert not (tmp_path / "install" / ".unpack-ccc-1.0-py3-none-any.whl").exists()
+
+
 def test_a_member_whose_header_lies_about_its_size_is_refused_without_inflating_it(tmp_path):
     """#16 finding 12: a member declaring 1,000 bytes that inflates to 64 MB is refused; memory stays small."""
     reliability_figures.count("bad_inputs", detail="wheel bombs")
