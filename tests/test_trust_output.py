@@ -316,6 +316,18 @@ def test_the_json_loader_bounds_depth_size_and_keys():
         loads('{"a": 1, "a": 2}', unique_keys=True)
 
 
+def test_a_forged_deeply_nested_import_report_is_one_line():
+    """#16 finding 15: a layer module printing the import runner's marker with 100,000 nested lists: one line."""
+    from layerbuild import _import_runner
+    from layerbuild.errors import LayerbuildError
+    from layerbuild.verify import parse_runner_output
+
+    reliability_figures.count("bad_inputs", 2, detail="deeply nested JSON")
+    for forged in ("[" * 100_000 + "]" * 100_000, "1"):
+        with pytest.raises(LayerbuildError, match="did not report"):
+            parse_runner_output(f"{_import_runner.MARKER}{forged}\n", "local python3.11", 0)
+
+
 def test_a_deeply_nested_event_or_env_file_is_one_line_naming_it(invoke, tmp_path):
     """#16 finding 15: `invoke --event` and `--env-file` with 100,000 nested lists: one line naming the file."""
     reliability_figures.count("bad_inputs", 2, detail="deeply nested JSON")
