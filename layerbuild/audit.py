@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .elf import ElfFacts, format_version, parse_version
 from .runtimes import AMAZON_LINUX_2, AMAZON_LINUX_2023, OperatingSystem, Target
+from .safetext import printable
 
 # Lambda: function plus all layers, unzipped ("Unzipped size must be smaller than 262144000 bytes").
 UNZIPPED_LIMIT = 262_144_000
@@ -372,17 +373,19 @@ def largest_packages(files: list[FileFact], count: int = TOP_PACKAGES) -> list[d
 
 
 def render_report(report: AuditReport, zip_name: str) -> str:
-    lines = [f"audit {zip_name} for {report.target}: " + ("ok" if report.ok else f"{len(report.errors)} error(s)")
+    # Entry names come from the zip, whoever made it: printable() keeps their escapes off the terminal.
+    lines = [f"audit {printable(zip_name)} for {report.target}: " + ("ok" if report.ok else f"{len(report.errors)} error(s)")
              + f", {len(report.warnings)} warning(s)"]  # fmt: skip
     for label, findings in (("error", report.errors), ("warning", report.warnings)):
         for finding in findings:
-            lines.append(f"  {label} [{finding.rule}] {finding.message}")
+            lines.append(f"  {label} [{finding.rule}] {printable(finding.message)}")
     sizes = report.sizes
     lines.append(f"size: {sizes['unzipped_bytes']:,} bytes unzipped (limit {UNZIPPED_LIMIT:,} for function plus layers), "
                  f"{sizes['zipped_bytes']:,} bytes zipped, {sizes['file_count']:,} files")  # fmt: skip
     if report.largest_packages:
         lines.append("largest packages (unzipped):")
-        width = max(len(p["name"]) for p in report.largest_packages)
-        for package in report.largest_packages:
-            lines.append(f"  {package['name']:<{width}}  {package['unzipped_bytes']:>13,}")
+        names = [printable(p["name"]) for p in report.largest_packages]
+        width = max(len(name) for name in names)
+        for name, package in zip(names, report.largest_packages):
+            lines.append(f"  {name:<{width}}  {package['unzipped_bytes']:>13,}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import click
 
 from . import __version__
 from .errors import LayerbuildError
+from .safetext import printable
 
 
 class LayerbuildGroup(click.Group):
@@ -36,7 +37,7 @@ class LayerbuildGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LayerbuildError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {printable(exc)}", err=True)  # names, paths and reasons from outside, escaped
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
@@ -50,7 +51,7 @@ class LayerbuildGroup(click.Group):
             if os.environ.get("LAYERBUILD_DEBUG"):
                 traceback.print_exc()
             click.echo(
-                f"error: internal error ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+                f"error: internal error ({type(exc).__name__}: {printable(' '.join(str(exc).split()))}); "
                 "set LAYERBUILD_DEBUG=1 for the traceback and report it",
                 err=True,
             )
@@ -93,7 +94,8 @@ def echo_json(data) -> None:
 
 
 def print_table(rows: list[list[str]], headers: list[str]) -> None:
-    """An aligned plain-text table."""
+    """An aligned plain-text table. Cells are escaped (printable): they hold what servers answered."""
+    rows = [[printable(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(str(c))) for w, c in zip(widths, row)]

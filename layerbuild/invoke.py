@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import _invoke_runner, invokeenv, runtimesdk, verify
+from . import _invoke_runner, invokeenv, runtimesdk, safetext, verify
 from .errors import LayerbuildError
 from .layerfacts import manifest_beside
 from .optdir import layers_extracted, read_only_command
@@ -34,6 +34,7 @@ DEFAULT_TIMEOUT = 3.0  # Lambda's default
 MAX_TIMEOUT = 900.0
 INIT_TIMEOUT = 10.0  # Lambda's init phase limit
 MEMORY_RANGE = (128, 10240)
+MAX_EVENT_BYTES = 6 * 1024 * 1024  # Lambda's limit for a synchronous invocation's payload
 ACCOUNT = "123456789012"
 DEFAULT_REGION = "us-east-1"
 
@@ -88,16 +89,15 @@ def check_limits(timeout: float, memory_mb: int) -> None:
 
 
 def read_event(path: Path) -> object:
+    """The event, as Lambda would take it: JSON of at most MAX_EVENT_BYTES, nested at most MAX_JSON_DEPTH deep."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return safetext.read_json(Path(path), max_bytes=MAX_EVENT_BYTES)
     except FileNotFoundError:
         raise LayerbuildError(f"--event {path}: no such file (write one with 'layerbuild event s3-put ... > event.json')") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LayerbuildError(f"--event {path}: cannot read: {exc}") from None
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise LayerbuildError(f"--event {path}: not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise LayerbuildError(f"--event {path}: cannot read: {exc.strerror or exc}") from None
+    except safetext.JsonInputError as exc:
+        raise LayerbuildError(f"--event {path}: {exc}") from None
 
 
 def timed_out_payload(timeout: float) -> dict:
@@ -212,7 +212,7 @@ def invoke(spec: InvokeSpec) -> InvokeResult:
             return done(False, timed_out_payload(spec.timeout))
         try:
             result = json.loads(result_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: a value nested deeper than we can read back
             return done(False, {"errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: exit status "
                                                 f"{child.returncode}", "errorType": "Runtime.ExitError"})  # fmt: skip
     return done(bool(result.get("ok")), result.get("value") if result.get("ok") else result.get("error"))
@@ -241,9 +241,10 @@ def _supervise(child: subprocess.Popen, ready_fd: int, timeout: float, init_time
 
 
 def _kill(child: subprocess.Popen) -> None:
-    if child.poll() is None:
-        try:
-            os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        child.wait(timeout=10)
+    """End the run's whole process group, as Lambda ends the sandbox: the handler's children too, even when the
+    handler itself has returned (the group's id stays reserved while any of its processes lives)."""
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # nothing left of the group
+        pass
+    child.wait(timeout=10)

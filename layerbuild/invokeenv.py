@@ -4,12 +4,12 @@ them) and the endpoint and proxy settings of this shell. Nothing here prints a v
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import safetext
 from .errors import LayerbuildError
 
 # Set by Lambda itself; a function's configuration cannot set them ("Defined runtime environment variables").
@@ -80,9 +80,9 @@ def read_env_file(path: Path, function_name: str) -> tuple[dict[str, str], list[
     if len(raw) > MAX_ENV_FILE:
         raise LayerbuildError(f"{label}: larger than {MAX_ENV_FILE:,} bytes; an environment file is small JSON")
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise LayerbuildError(f"{label}: not valid JSON ({str(exc).splitlines()[0][:120]}); expected "
+        data = safetext.loads(raw)
+    except safetext.JsonInputError as exc:
+        raise LayerbuildError(f"{label}: {str(exc).splitlines()[0][:160]}; expected "
                               f'{{"Parameters": {{"KEY": "VALUE"}}}} or {{"{function_name}": {{"KEY": "VALUE"}}}}') from None  # fmt: skip
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise LayerbuildError(f'{label}: expected an object of objects, {{"Parameters": {{"KEY": "VALUE"}}}} or '

@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from .audit import UNZIPPED_LIMIT
 from .errors import LayerbuildError
 
 # Lambda's own limit for function plus layers, unzipped, plus headroom for reporting oversize layers.
-MAX_TOTAL_BYTES = 2 * 262_144_000
+MAX_TOTAL_BYTES = 2 * UNZIPPED_LIMIT
 MAX_ENTRIES = 200_000
 # What zipfile raises on damaged or exotic data (bad CRC, bad deflate stream, unsupported flags...).
 CORRUPT_DATA_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError,
@@ -152,7 +153,7 @@ def open_layer_zip(path, max_total_bytes: int = MAX_TOTAL_BYTES, max_ratio: int 
                 raise UnsafeZipError(f"{path}: entry {key!r} uses unknown compression method {info.compress_type} (corrupt header?)")
             total += info.file_size
             if total > max_total_bytes:
-                raise UnsafeZipError(f"{path}: unzips to more than {max_total_bytes:,} bytes (zip bomb or far over Lambda's 262,144,000-byte limit)")
+                raise UnsafeZipError(f"{path}: unzips to more than {max_total_bytes:,} bytes (zip bomb or far over Lambda's {UNZIPPED_LIMIT:,}-byte limit)")
             if info.file_size >= RATIO_MIN_BYTES and info.file_size > max_ratio * max(info.compress_size, 1):
                 raise UnsafeZipError(f"{path}: entry {key!r} expands {info.file_size // max(info.compress_size, 1)}:1 (zip bomb; the cap is {max_ratio}:1)")
             target = None

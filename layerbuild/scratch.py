@@ -69,10 +69,24 @@ def _ram_dir() -> RamDir | None:
 def scratch_dir() -> Path:
     """The directory builds make their scratch trees in; a bad LAYERBUILD_SCRATCH_DIR is a one-line error."""
     path, why = choose(dict(os.environ), _ram_dir(), tempfile.gettempdir())
-    if why == SCRATCH_ENV and not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
-        raise LayerbuildError(f"{SCRATCH_ENV}: {str(path)!r} is not a writable directory "
-                              "(unset it to let layerbuild choose, or name an existing directory)")  # fmt: skip
+    if why == SCRATCH_ENV:
+        problem = _cannot_make_dirs_in(path)
+        if problem is not None:
+            raise LayerbuildError(f"{SCRATCH_ENV}: {str(path)!r} is not a writable directory {problem}"
+                                  "(unset it to let layerbuild choose, or name an existing directory)")  # fmt: skip
     return path
+
+
+def _cannot_make_dirs_in(path: Path) -> str | None:
+    """Why a build could not make its scratch tree in path ("" when plainly not a writable directory), or None. Tried for real: /proc or a read-only
+    mount pass os.access() for root, and only creating a directory tells."""
+    if not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
+        return ""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".layerbuild-probe-", dir=path))
+    except OSError as exc:
+        return f"(creating a directory there fails: {exc.strerror or type(exc).__name__}) "
+    return None
 
 
 def candidate_dirs() -> list[Path]:

@@ -17,6 +17,7 @@ from .errors import LayerbuildError, RecipeError
 from .layerfacts import manifest_beside
 from .optdir import layers_extracted
 from .runtimes import Target
+from .safetext import printable
 from .verify import CannotTestError, ModuleResult
 
 DEFAULT_TIMEOUT = 120.0
@@ -44,16 +45,18 @@ class SmokeReport:
 
 
 def render(report: SmokeReport) -> str:
-    lines = [f"{report.zip}: import test for {report.target} in {report.where} "
-             f"(modules from {report.modules_from}; layer read-only: {'yes' if report.read_only else 'NO'})"]  # fmt: skip
-    width = max((len(r.module) for r in report.results), default=6)
-    for r in report.results:
+    # Module names come from the layer's metadata and errors from its code: printable() keeps escapes off the terminal.
+    lines = [printable(f"{report.zip}: import test for {report.target} in {report.where} "
+                       f"(modules from {report.modules_from}; layer read-only: {'yes' if report.read_only else 'NO'})")]  # fmt: skip
+    modules = [printable(r.module) for r in report.results]
+    width = max((len(m) for m in modules), default=6)
+    for r, module in zip(report.results, modules):
         status = "ok  " if r.ok else "FAIL"
-        lines.append(f"  {status} {r.module:<{width}} {r.ms:9.1f} ms" + (f"  {r.error}" if r.error else ""))
+        lines.append(f"  {status} {module:<{width}} {r.ms:9.1f} ms" + (f"  {printable(r.error)}" if r.error else ""))
     if report.runtime_packages:
-        lines.append(f"  runtime's own packages after the layer: {report.runtime_packages}")
-    lines += [f"  note: {n}" for n in report.notes]
-    failed = [r.module for r in report.results if not r.ok]
+        lines.append(f"  runtime's own packages after the layer: {printable(report.runtime_packages)}")
+    lines += [f"  note: {printable(n)}" for n in report.notes]
+    failed = [printable(r.module) for r in report.results if not r.ok]
     lines.append(f"{len(report.results) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
     return "\n".join(lines)
 

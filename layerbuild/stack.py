@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from .audit import UNZIPPED_LIMIT, Finding
 from .runtimes import RUNTIME_MODULES, RUNTIME_PACKAGES
+from .safetext import printable
 
 MAX_LAYERS = 5
 _DISTRIBUTIONS = dict(zip(RUNTIME_MODULES, RUNTIME_PACKAGES))  # import name -> distribution (dateutil: python-dateutil)
@@ -246,13 +247,15 @@ def _common(report: StackReport, layers: list[StackLayer], attribute: str, noun:
 
 
 def render_stack(report: StackReport, max_overrides: int = 20) -> str:
-    lines = [f"stack of {len(report.layers)} layer(s)" + (f" with function {report.function}" if report.function else "")
+    # Paths and labels come from the zips, whoever made them: printable() keeps their escapes off the terminal.
+    function = f" with function {printable(report.function)}" if report.function else ""
+    lines = [f"stack of {len(report.layers)} layer(s)" + function
              + ": " + ("ok" if report.ok else f"{len(report.errors)} error(s)") + f", {len(report.warnings)} warning(s)"]  # fmt: skip
     for index, label in enumerate(report.layers, 1):
-        lines.append(f"  {index}. {label}")
+        lines.append(f"  {index}. {printable(label)}")
     for label, findings in (("error", report.errors), ("warning", report.warnings)):
         for finding in findings:
-            lines.append(f"  {label} [{finding.rule}] {finding.message}")
+            lines.append(f"  {label} [{finding.rule}] {printable(finding.message)}")
     if report.overrides:
         # Grouped by folder (python/numpy/, lib/) so a whole shadowed package is one line; --json lists every path.
         groups: dict[tuple[str, tuple[str, ...]], int] = defaultdict(int)
@@ -262,7 +265,7 @@ def render_stack(report: StackReport, max_overrides: int = 20) -> str:
             groups[(folder, override.layers)] += 1
         lines.append(f"overridden paths ({len(report.overrides)}; the last layer wins):")
         for (folder, chain), count in list(groups.items())[:max_overrides]:
-            lines.append(f"  {folder} ({count} path{'s' if count > 1 else ''}): {' < '.join(chain)} -> {chain[-1]}")
+            lines.append(printable(f"  {folder} ({count} path{'s' if count > 1 else ''}): {' < '.join(chain)} -> {chain[-1]}"))
         if len(groups) > max_overrides:
             lines.append(f"  ... and {len(groups) - max_overrides} more folders (--json lists every path)")
     lines.append(f"size: {report.unzipped_bytes:,} bytes unzipped (limit {UNZIPPED_LIMIT:,} for function plus layers)")

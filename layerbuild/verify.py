@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from . import _import_runner
+from . import _import_runner, safetext
 from .distinfo import top_level_modules
 from .errors import LayerbuildError
 from .interpreters import find_local_python, probe
@@ -165,10 +165,13 @@ def parse_runner_output(output: str, where: str, exit_status: int | None = None)
     importing = None
     for line in output.splitlines():
         if line.startswith(_import_runner.MARKER):
-            try:
-                return json.loads(line[len(_import_runner.MARKER):])
+            try:  # the layer's own code prints here too: a forged line may be nested past any parser's depth
+                found = safetext.loads(line[len(_import_runner.MARKER):])
             except ValueError:
                 break
+            if isinstance(found, dict):
+                return found
+            break
         if line.startswith(_import_runner.IMPORTING):
             importing = line[len(_import_runner.IMPORTING):]
     lines = [ln for ln in output.splitlines() if not ln.startswith(_import_runner.IMPORTING)]

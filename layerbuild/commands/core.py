@@ -10,6 +10,7 @@ from ..build import DEFAULT_OUT_DIR, build_recipes, lock_recipe
 from ..parallel import TargetFailures
 from ..recipe import BACKENDS, list_recipe_names, load_recipe
 from ..runtimes import matrix_rows
+from ..safetext import printable
 from ..verifystep import VERIFY_WITH, verified_label
 
 
@@ -21,7 +22,7 @@ def _cli():
 
 def _progress(json_output: bool):
     def report(target, message):
-        click.echo(f"[{target.slug}] {message}", err=True)
+        click.echo(f"[{target.slug}] {printable(message)}", err=True)  # notes name files from wheels
 
     return report
 
@@ -123,7 +124,7 @@ def build_cmd(recipe, pythons, arches, backend, image, out_dir, json_output, bui
         for outcome in outcomes:
             m = outcome.manifest
             pkgs = ", ".join(f"{p.name}=={p.version}" for p in m.packages)
-            click.echo(f"{outcome.status}: {outcome.zip_path}  {m.zipped_bytes:,} bytes  sha256 {m.sha256[:16]}  [{pkgs}]  "
-                       f"{verified_label(m)}")
+            click.echo(printable(f"{outcome.status}: {outcome.zip_path}  {m.zipped_bytes:,} bytes  sha256 {m.sha256[:16]}  "
+                                 f"[{pkgs}]  {verified_label(m)}"))  # package names come from the wheels' METADATA
     if failed:
         raise failed
