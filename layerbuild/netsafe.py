@@ -1,0 +1,214 @@
+"""What comes back over the network, bounded: redacted URLs, capped reads, total deadlines.
+
+The single place for three facts (issue #16):
+
+- A URL is shown or stored only through ``redact_url`` / ``redact_text``: userinfo becomes
+  ``***@`` and token-like query parameters (token, key, secret, password, signature, AWS
+  pre-signed parts...) become ``***``.
+- A response body is read only through ``iter_capped`` / ``read_capped``: decoded
+  (decompressed) bytes are counted as they arrive and the read stops at a cap, so a small gzip
+  answer cannot inflate to gigabytes in memory.
+- Every network operation has a total deadline (``Deadline``), not only a per-read timeout: the
+  body is read in pieces of at most one socket read each and the clock is checked between them,
+  so a server dripping one byte every 2 s is cut off at the deadline (plus at most one read
+  timeout, which callers cap to the time left). ``LAYERBUILD_NET_DEADLINE`` (seconds) overrides
+  every default deadline: users on very slow links raise it, tests lower it.
+
+Pure helpers apart from the clock and the response object handed in.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Iterator
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+DEADLINE_ENV = "LAYERBUILD_NET_DEADLINE"
+MASK = "***"
+
+# Query parameters whose value is a secret (compared case-insensitively, '-' and '_' ignored).
+_SECRET_KEYS = frozenset(k.replace("-", "").replace("_", "") for k in (
+    "token", "access_token", "refresh_token", "id_token", "auth", "authorization", "key", "api_key", "apikey",
+    "secret", "client_secret", "password", "passwd", "pwd", "pass", "signature", "sig", "credential",
+    "x-amz-signature", "x-amz-credential", "x-amz-security-token", "x-goog-signature", "x-goog-credential",
+    "session_token", "sessiontoken", "security_token",
+))  # fmt: skip
+# A URL inside free text (uv's stderr, botocore's messages): scheme://... up to a space or a quote.
+_URL_IN_TEXT = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s"'`<>]+""")
+_BLOCK = 64 * 1024
+
+
+def _secret_key(name: str) -> bool:
+    plain = name.lower().replace("-", "").replace("_", "")
+    return plain in _SECRET_KEYS or plain.endswith(("token", "secret", "password", "signature"))
+
+
+def redact_url(url: str) -> str:
+    """The URL with its userinfo replaced by *** and the values of token-like query parameters by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _redact_userinfo_loosely(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = MASK + "@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_secret_key(k) for k, _ in pairs):
+            query = "&".join(f"{quote(k, safe='')}={MASK if _secret_key(k) else quote(v, safe='')}" for k, v in pairs)
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _redact_userinfo_loosely(text: str) -> str:
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        authority = MASK + "@" + authority.rsplit("@", 1)[1]
+    return scheme + sep + authority + slash + tail
+
+
+def redact_text(text: str) -> str:
+    """Every URL inside free text (an error message, a tool's stderr) redacted."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), str(text))
+
+
+def host_of(url: str) -> str:
+    """host[:port] of a URL, never its userinfo (for one-line errors)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return redact_url(url)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}" if port else host or redact_url(url)
+
+
+def size_text(count: int) -> str:
+    if count >= 1 << 20 and count % (1 << 20) == 0:
+        return f"{count >> 20} MB"
+    return f"{count:,} bytes"
+
+
+# -- deadlines ----------------------------------------------------------------------------------------
+def deadline_seconds(default: float) -> float:
+    """$LAYERBUILD_NET_DEADLINE when set to a positive number of seconds, else default."""
+    raw = os.environ.get(DEADLINE_ENV, "").strip()
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = 0.0
+        if 0 < value < float("inf"):
+            return value
+    return default
+
+
+class NetLimitExceeded(Exception):
+    """A response over its cap or past its deadline; str() is one line naming the host (detail: without it)."""
+
+    def __init__(self, url: str, detail: str):
+        self.host = host_of(url)
+        self.detail = detail
+        super().__init__(f"{self.host}: {detail}")
+
+
+class ResponseTooLarge(NetLimitExceeded):
+    pass
+
+
+class DeadlineExceeded(NetLimitExceeded):
+    pass
+
+
+class Deadline:
+    """A total time budget for one network operation, from now."""
+
+    def __init__(self, seconds: float, clock=time.monotonic):
+        self.seconds = float(seconds)
+        self._clock = clock
+        self.end = clock() + self.seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.end - self._clock())
+
+    @property
+    def expired(self) -> bool:
+        return self._clock() >= self.end
+
+    def timeout(self, per_read: float) -> float:
+        """A per-read timeout that does not outlast the deadline (never 0: requests rejects it)."""
+        return max(0.05, min(per_read, self.remaining()))
+
+    def check(self, url: str, what: str = "answer") -> None:
+        if self.expired:
+            raise self.exceeded(url, what)
+
+    def exceeded(self, url: str, what: str = "answer") -> DeadlineExceeded:
+        return DeadlineExceeded(url, f"no complete {what} within the {self.seconds:g}s deadline "
+                                     f"(set {DEADLINE_ENV} to allow more)")  # fmt: skip
+
+
+# -- capped reads -------------------------------------------------------------------------------------
+def iter_capped(response, url: str, cap: int, deadline: Deadline, what: str = "answer") -> Iterator[bytes]:
+    """The decoded body of a requests response opened with stream=True, in blocks; raises ResponseTooLarge
+    past cap decoded bytes (or a larger Content-Length) and DeadlineExceeded past the deadline."""
+    declared = response.headers.get("Content-Length", "")
+    encoded = response.headers.get("Content-Encoding", "").strip().lower() not in ("", "identity")
+    if declared.isdigit() and not encoded and int(declared) > cap:
+        raise _too_large(url, cap, what)
+    received = 0
+    for block in _blocks(response):
+        received += len(block)
+        if received > cap:
+            raise _too_large(url, cap, what)
+        yield block
+        deadline.check(url, what)
+    deadline.check(url, what)
+
+
+def read_capped(response, url: str, cap: int, deadline: Deadline, what: str = "answer") -> bytes:
+    return b"".join(iter_capped(response, url, cap, deadline, what))
+
+
+def _too_large(url: str, cap: int, what: str) -> ResponseTooLarge:
+    return ResponseTooLarge(url, f"{what} larger than the {size_text(cap)} cap (after decompression); refused")
+
+
+def _blocks(response) -> Iterator[bytes]:
+    """At most one socket read per block (read1), so the caller sees the clock between slow bytes."""
+    raw = response.raw
+    read1 = getattr(raw, "read1", None)
+    if read1 is None:  # urllib3 < 2.3: whole blocks (the deadline is then checked less often)
+        yield from response.iter_content(_BLOCK)
+        return
+    while True:
+        block = _read1(read1)
+        if not block:  # read1 answers b"" only at the end of the body
+            return
+        yield block
+
+
+def _read1(read1) -> bytes:
+    """One read, urllib3's errors as requests' (what iter_content would raise; a stalled read is a Timeout)."""
+    import requests
+    from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError, SSLError
+
+    try:
+        return read1(_BLOCK, decode_content=True)
+    except ReadTimeoutError as exc:
+        raise requests.exceptions.ReadTimeout(exc) from None
+    except ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from None
+    except DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from None
+    except SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from None
