@@ -1,0 +1,285 @@
+"""Issue #16, what comes back over the network: redacted secrets, checked ARNs, capped and time-bounded reads.
+
+Every server here is on 127.0.0.1; every wait is bounded (small deadlines through LAYERBUILD_NET_DEADLINE,
+servers stopped at the end of each test).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import resource
+import time
+import zlib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+import reliability_figures
+from faultproxy import SLOW, STALL, FaultPlan, FaultProxy, PackageIndex, closed_url
+from klayers_server import base_url, serve_klayers
+from layerbuild.errors import KlayersError
+from layerbuild.klayers import KlayersClient, cache_dir
+from layerbuild.klayers_model import ascii_int, klayers_target, parse_layers, valid_layer_arn
+from layerbuild.netsafe import Deadline, redact_text, redact_url
+
+MARKER = "hunter2-MARKER-pw"
+P312_USE1 = "/api/v2/p3.12/layers/latest/us-east-1"
+GOOD_ARN = "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-requests:9"
+
+
+@pytest.fixture(autouse=True)
+def _private_klayers_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("LAYERBUILD_KLAYERS_TTL", raising=False)
+    monkeypatch.delenv("LAYERBUILD_NET_DEADLINE", raising=False)
+
+
+def with_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://user:{MARKER}@{parts.netloc}{parts.path}"
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()} if folder.exists() else {}
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), result.stderr
+    return lines[-1]
+
+
+class KlayersFaults(PackageIndex):
+    """A Klayers API on 127.0.0.1 that answers `bodies` by path, with faultproxy's FaultPlans."""
+
+    def __init__(self, bodies: dict[str, bytes]):
+        super().__init__()
+        self.bodies = bodies
+
+    def respond(self, path: str):
+        body = self.bodies.get(urlsplit(path).path)
+        return (body, "application/json") if body is not None else (None, "text/plain")
+
+
+# -- finding 8: secrets in URLs ------------------------------------------------------------------------------
+def test_redact_url_hides_userinfo_and_token_like_parameters():
+    """#16 finding 8: one function redacts userinfo and token-like query parameters."""
+    assert redact_url("http://user:pass@host:8080/simple/") == "http://***@host:8080/simple/"
+    assert redact_url("https://tok@host/x") == "https://***@host/x"
+    signed = redact_url("https://b.s3.amazonaws.com/k?X-Amz-Credential=AKIA&X-Amz-Signature=abc&X-Amz-Security-Token=t"
+                        "&versionId=7")  # fmt: skip
+    assert "AKIA" not in signed and "abc" not in signed and "=t" not in signed and "versionId=7" in signed
+    for key in ("token", "key", "secret", "password", "sig", "access_token", "api-key", "client_secret"):
+        assert MARKER not in redact_url(f"https://h/p?{key}={MARKER}&page=2"), key
+    assert redact_url("https://pypi.org/simple/") == "https://pypi.org/simple/"
+    assert redact_text(f'Could not connect to the endpoint URL: "http://u:{MARKER}@127.0.0.1:9/2018-10-31/layers"') \
+        == 'Could not connect to the endpoint URL: "http://***@127.0.0.1:9/2018-10-31/layers"'
+    reliability_figures.count("bad_inputs", 12, detail="URLs with secrets")
+
+
+def test_klayers_url_password_is_in_no_output_no_json_and_no_cache_file(httpserver_ipv4, invoke, monkeypatch, tmp_path):
+    """#16 finding 8: LAYERBUILD_KLAYERS_URL with credentials: not in --json (source), errors, notes or cache files."""
+    url = serve_klayers(httpserver_ipv4)
+    monkeypatch.setenv("LAYERBUILD_KLAYERS_URL", with_userinfo(url))
+    outputs = []
+    result = invoke("klayers-lookup", "us-east-1", "3.12", "requests", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["source"] == f"http://***@{urlsplit(url).netloc}{P312_USE1}"
+    outputs.append(result.output)
+    outputs.append(invoke("klayers-lookup", "us-east-1", "3.12", "requests", "--offline").output)
+    outputs.append(invoke("klayers-lookup", "eu-north-1", "3.12", "requests").output)  # 404: an error naming the URL
+    outputs.append(invoke("klayers-lookup", "eu-north-1", "3.12", "requests", "--offline").output)
+    outputs.append(invoke("klayers-lookup", "us-east-1", "3.12", "--api-url", f"ftp://u:{MARKER}@x/").output)
+    assert "error: " in outputs[2] and "error: " in outputs[3] and "error: " in outputs[4]
+    for output in outputs:
+        assert MARKER not in output, output
+    cached = files_under(cache_dir())
+    assert cached, "the answer was cached"
+    for path, data in cached.items():
+        assert MARKER.encode() not in data, path
+    reliability_figures.count("bad_inputs", 5, detail="Klayers URL with a password")
+
+
+# -- finding 9 and 17: hostile ARNs and digits ----------------------------------------------------------------
+TERRAFORM_INJECTION = 'arn:x",\n]\nresource "null_resource" "pwn" {\n  provisioner "local-exec" { command = "id" }\n}\n#'
+
+
+@pytest.mark.parametrize("fmt", ["terraform", "sam", "arns", "table"])
+def test_a_hostile_klayers_arn_never_reaches_snippets(httpserver_ipv4, invoke, monkeypatch, fmt):
+    """#16 finding 9: an ARN that is not a layer-version ARN is dropped with one warning, never printed as is."""
+    items = [{"package": "requests", "packageVersion": "2.32.3", "arn": GOOD_ARN},
+             {"package": "boto3", "packageVersion": "1.35.68", "arn": TERRAFORM_INJECTION},
+             {"package": "numpy", "packageVersion": "2.1.3",
+              "arn": "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-numpy:8\nresource"},
+             {"package": "evil\nresource", "packageVersion": "1", "arn": GOOD_ARN.replace("requests", "evil")},
+             {"package": "pandas", "packageVersion": '1" }', "arn": GOOD_ARN.replace("requests", "pandas")}]  # fmt: skip
+    httpserver_ipv4.expect_request(P312_USE1).respond_with_json(items)
+    monkeypatch.setenv("LAYERBUILD_KLAYERS_URL", base_url(httpserver_ipv4))
+    result = invoke("klayers-lookup", "us-east-1", "3.12", "--format", fmt)
+    assert result.exit_code == 0, result.output
+    assert "null_resource" not in result.stdout and "resource" not in result.stdout and "evil" not in result.stdout
+    assert GOOD_ARN in result.stdout
+    warnings = [ln for ln in result.stderr.splitlines() if ln.startswith("warning: ")]
+    assert len(warnings) == 4, result.stderr
+    assert "dropped item 1 of the Klayers answer: arn 'arn:x\",\\n]\\nresource" in warnings[0]
+    assert "is not a Lambda layer-version ARN" in warnings[0]
+    assert all("\n" not in w for w in warnings)
+    reliability_figures.count("bad_inputs", 4, detail="hostile Klayers items")
+
+
+def test_resolve_and_build_plans_never_use_a_hostile_arn(httpserver_ipv4, invoke, monkeypatch, write_recipe):
+    """#16 finding 9: the resolve plan (what --prefer-klayers attaches) holds only valid ARNs."""
+    httpserver_ipv4.expect_request(P312_USE1).respond_with_json(
+        [{"package": "requests", "packageVersion": "2.32.3", "arn": 'arn:aws:lambda:us-east-1:770693421928:layer:x:1"'}])
+    monkeypatch.setenv("LAYERBUILD_KLAYERS_URL", base_url(httpserver_ipv4))
+    recipe = write_recipe(name="hostile", packages=["requests"], python=["3.12"], architectures=["x86_64"])
+    result = invoke("resolve", recipe, "--region", "us-east-1", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)["targets"][0]
+    assert plan["arns"] == [] and plan["remaining"][0]["requirement"] == "requests"
+    assert "warning: " in result.stderr
+    reliability_figures.count("bad_inputs", detail="hostile Klayers items")
+
+
+@pytest.mark.parametrize("item", [
+    {"package": "requests", "packageVersion": "2.32.3", "arn": GOOD_ARN[:-1] + "\u00b2"},
+    {"package": "requests", "packageVersion": "2.32.3", "arn": GOOD_ARN, "layer_version": "\u00b2"},
+    {"package": "requests", "packageVersion": "2.32.3", "arn": GOOD_ARN, "layerVersion": "\u0663"},
+    {"package": "requests", "packageVersion": "2.32.3", "arn": GOOD_ARN[:-1] + "\u0669"},
+])  # fmt: skip
+def test_unicode_digits_in_a_klayers_answer_are_one_warning_not_a_crash(httpserver_ipv4, invoke, monkeypatch, item):
+    """#16 finding 17: an ARN ending in '²' or layer_version '²' (int() accepts them) is dropped with one line."""
+    httpserver_ipv4.expect_request(P312_USE1).respond_with_json([item])
+    monkeypatch.setenv("LAYERBUILD_KLAYERS_URL", base_url(httpserver_ipv4))
+    for args in (("requests",), ("--history", "requests")):
+        httpserver_ipv4.expect_request("/api/v2/p3.12/layers/us-east-1/requests").respond_with_json([item])
+        result = invoke("klayers-lookup", "us-east-1", "3.12", *args)
+        assert result.exit_code == 1, result.output  # nothing usable: 'missing', not an internal error (70)
+        assert "Traceback" not in result.output
+        assert "warning: " in result.stderr and "dropped item 0" in result.stderr
+    reliability_figures.count("bad_inputs", 2, detail="Unicode digits from Klayers")
+
+
+def test_ascii_int_and_arn_pattern():
+    """#16 finding 17: one strict helper for whole numbers from outside; the ARN pattern is ASCII only."""
+    assert ascii_int("12") == 12 and ascii_int(7) == 7
+    for bad in ("\u00b2", "\u0663", " 7", "7 ", "+7", "-1", -1, True, 1.0, "", None, "1" * 20):
+        assert ascii_int(bad) is None, bad
+    assert valid_layer_arn(GOOD_ARN)
+    assert valid_layer_arn("arn:aws-cn:lambda:cn-north-1:123456789012:layer:my_layer-1:3")
+    for bad in (GOOD_ARN + "\n", GOOD_ARN[:-1] + "\u00b2", GOOD_ARN.replace("770693421928", "77069342192"),
+                GOOD_ARN.replace("layer:", "function:"), "arn:" + "x" * 300, TERRAFORM_INJECTION):  # fmt: skip
+        assert not valid_layer_arn(bad), bad
+    warnings: list[str] = []
+    assert parse_layers([{"package": "r", "packageVersion": "1", "arn": GOOD_ARN[:-1] + "\u00b2"}], "w", warnings) == []
+    assert len(warnings) == 1 and warnings[0].startswith("w: dropped item 0")
+
+
+# -- finding 15 (Klayers part): deep JSON -----------------------------------------------------------------------
+def test_deeply_nested_klayers_answer_is_one_line(httpserver_ipv4, invoke, monkeypatch):
+    """#16 finding 15: a deeply nested JSON answer (RecursionError) is one KlayersError line naming the URL."""
+    httpserver_ipv4.expect_request(P312_USE1).respond_with_data("[" * 200_000 + "]" * 200_000,
+                                                                content_type="application/json")  # fmt: skip
+    monkeypatch.setenv("LAYERBUILD_KLAYERS_URL", base_url(httpserver_ipv4))
+    line = one_error_line(invoke("klayers-lookup", "us-east-1", "3.12", "requests"))
+    assert line.startswith(f"error: {base_url(httpserver_ipv4)}{P312_USE1}: malformed Klayers response: JSON nested")
+    assert not files_under(cache_dir())
+    reliability_figures.count("bad_inputs", detail="deeply nested Klayers JSON")
+
+
+def test_deeply_nested_klayers_cache_file_is_discarded(httpserver_ipv4, invoke, monkeypatch):
+    """#16 finding 15: a damaged (deeply nested) cache file is discarded and fetched again, not exit 70."""
+    url = serve_klayers(httpserver_ipv4)
+    monkeypatch.setenv("LAYERBUILD_KLAYERS_URL", url)
+    assert invoke("klayers-lookup", "us-east-1", "3.12", "requests").exit_code == 0
+    (entry,) = cache_dir().glob("*.json")
+    entry.write_text("[" * 200_000 + "]" * 200_000, encoding="utf-8")
+    offline = invoke("klayers-lookup", "us-east-1", "3.12", "requests", "--offline")
+    assert one_error_line(offline).startswith("error: --offline: no cached answer for ")
+    assert not entry.exists()  # discarded
+    result = invoke("klayers-lookup", "us-east-1", "3.12", "requests", "--format", "arns")
+    assert result.exit_code == 0 and result.stdout == GOOD_ARN + "\n"
+    assert json.loads(entry.read_text(encoding="utf-8"))["body"]
+    reliability_figures.count("bad_inputs", detail="deeply nested Klayers cache file")
+
+
+# -- finding 11: capped reads ----------------------------------------------------------------------------------
+def gzip_bomb(inflated_mb: int) -> bytes:
+    """A gzip body of about inflated_mb/1000 MB that inflates to inflated_mb MB (concatenated gzip members)."""
+    member = gzip.compress(b"\0" * (16 << 20), compresslevel=9)
+    return member * (inflated_mb // 16)
+
+
+def test_gzip_bomb_klayers_answer_fails_fast_with_bounded_memory(httpserver_ipv4, invoke, monkeypatch):
+    """#16 finding 11: a ~1 MB gzip answer inflating to 1 GB is refused at the cap, naming the host."""
+    bomb = gzip_bomb(1024)
+    assert len(bomb) < 2 << 20
+    httpserver_ipv4.expect_request(P312_USE1).respond_with_data(
+        bomb, content_type="application/json", headers={"Content-Encoding": "gzip"})
+    monkeypatch.setenv("LAYERBUILD_KLAYERS_URL", base_url(httpserver_ipv4))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    line = one_error_line(invoke("klayers-lookup", "us-east-1", "3.12", "requests"))
+    assert time.monotonic() - started < 30  # guards a hang, not a timing
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert line == (f"error: {base_url(httpserver_ipv4)}{P312_USE1}: Klayers answer larger than the 16 MB cap "
+                    "(after decompression); refused")  # fmt: skip
+    assert grown_mb < 400, grown_mb  # the answer alone would be 1,024 MB
+    assert not files_under(cache_dir())
+    reliability_figures.count("faults", detail="gzip bomb Klayers answer")
+
+
+def test_plain_oversized_klayers_answer_is_refused_before_reading(httpserver_ipv4):
+    """#16 finding 11: a declared Content-Length over the cap is refused without reading the body."""
+    httpserver_ipv4.expect_request(P312_USE1).respond_with_data(b" " * ((16 << 20) + 1), content_type="application/json")
+    with pytest.raises(KlayersError, match="Klayers answer larger than the 16 MB cap"):
+        KlayersClient(base_url(httpserver_ipv4)).latest(klayers_target("3.12"), "us-east-1")
+    reliability_figures.count("faults", detail="oversized Klayers answer")
+
+
+# -- finding 13: total deadlines -------------------------------------------------------------------------------
+def test_slow_klayers_server_is_cut_off_at_the_total_deadline(invoke, monkeypatch):
+    """#16 finding 13: a server dripping its answer (a piece every second, each read in time) stops at the deadline."""
+    body = json.dumps([{"package": "requests", "packageVersion": "2.32.3", "arn": GOOD_ARN}]).encode()
+    with KlayersFaults({P312_USE1: body}) as server:
+        plan = server.fault(FaultPlan(SLOW, stall_seconds=20.0))  # 20 pieces, one a second: 20 s in all
+        monkeypatch.setenv("LAYERBUILD_KLAYERS_URL", server.url)
+        monkeypatch.setenv("LAYERBUILD_NET_DEADLINE", "1.5")
+        started = time.monotonic()
+        line = one_error_line(invoke("klayers-lookup", "us-east-1", "3.12", "requests"))
+        elapsed = time.monotonic() - started
+    assert line == (f"error: {server.url}{P312_USE1}: no complete Klayers answer within the 1.5s deadline "
+                    "(set LAYERBUILD_NET_DEADLINE to allow more)")  # fmt: skip
+    assert elapsed < 10, elapsed  # the drip alone takes 20 s
+    assert plan.injected == 1  # not retried: a slow server is not faster the second time
+    reliability_figures.count("faults", plan.injected, detail="slow Klayers server")
+
+
+def test_stalled_klayers_server_is_bounded_by_the_deadline_across_retries(invoke, monkeypatch):
+    """#16 finding 13: a server that accepts and never answers: every attempt and wait within one deadline."""
+    with KlayersFaults({}) as server:
+        plan = server.fault(FaultPlan(STALL, stall_seconds=30.0))
+        monkeypatch.setenv("LAYERBUILD_KLAYERS_URL", server.url)
+        monkeypatch.setenv("LAYERBUILD_NET_DEADLINE", "1")
+        started = time.monotonic()
+        line = one_error_line(invoke("klayers-lookup", "us-east-1", "3.12", "requests"))
+        elapsed = time.monotonic() - started
+    assert line.startswith(f"error: {server.url}{P312_USE1}: ")
+    assert "1s deadline" in line
+    assert elapsed < 10, elapsed  # 4 attempts x 10 s before
+    reliability_figures.count("faults", plan.injected, detail="stalled Klayers server")
+
+
+def test_deadline_object():
+    """#16 finding 13: per-read timeouts never outlast the total deadline."""
+    clock = [100.0]
+    deadline = Deadline(5, clock=lambda: clock[0])
+    assert deadline.timeout(10) == 5 and not deadline.expired
+    clock[0] += 4
+    assert deadline.timeout(10) == 1
+    clock[0] += 2
+    assert deadline.expired and deadline.timeout(10) == 0.05
