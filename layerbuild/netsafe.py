@@ -132,10 +132,11 @@ class DeadlineExceeded(NetLimitExceeded):
 class Deadline:
     """A total time budget for one network operation, from now."""
 
-    def __init__(self, seconds: float, clock=time.monotonic):
+    def __init__(self, seconds: float, clock=time.monotonic, start: float | None = None):
         self.seconds = float(seconds)
         self._clock = clock
-        self.end = clock() + self.seconds
+        self.start = clock() if start is None else start
+        self.end = self.start + self.seconds
 
     def remaining(self) -> float:
         return max(0.0, self.end - self._clock())
