@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import NeedsCompilingError, ResolveError
 from .index import DEFAULT_INDEX_URL, project_files, ships_platform_wheels
-from .netsafe import DEADLINE_ENV, deadline_seconds, redact_text, redact_url
+from .netsafe import DEADLINE_ENV, deadline_seconds, host_of, redact_text, redact_url
 from .runtimes import Target
 
 # The hint uv prints when a package has no usable wheel and builds are disabled for it.
@@ -107,8 +107,10 @@ def run_uv(args: list[str], cwd: Path | None = None, timeout: float | None = Non
         except subprocess.TimeoutExpired:  # a build backend uv started keeps the pipes open: stop reading
             pass
         name = " ".join(args[:2])
-        raise ResolveError(f"uv {name}: no result within the {timeout:g}s deadline (set {DEADLINE_ENV} to allow more)") \
-            from None  # fmt: skip
+        index = args[args.index("--index-url") + 1] if "--index-url" in args[:-1] else None
+        where = f" from {host_of(index)}" if index else ""
+        raise ResolveError(f"uv {name}: no result{where} within the {timeout:g}s deadline (set {DEADLINE_ENV} to "
+                           "allow more)") from None  # fmt: skip
     except BaseException:
         proc.kill()
         proc.wait()
