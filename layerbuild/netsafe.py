@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 DEADLINE_ENV = "LAYERBUILD_NET_DEADLINE"
@@ -201,7 +201,12 @@ def _blocks(response) -> Iterator[bytes]:
 def _read1(read1) -> bytes:
     """One read, urllib3's errors as requests' (what iter_content would raise; a stalled read is a Timeout)."""
     import requests
-    from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError, SSLError
+    from urllib3.exceptions import (
+        DecodeError,
+        ProtocolError,
+        ReadTimeoutError,
+        SSLError,
+    )
 
     try:
         return read1(_BLOCK, decode_content=True)

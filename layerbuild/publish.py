@@ -18,7 +18,13 @@ from typing import Callable
 from .klayers_model import ascii_int, valid_layer_arn
 from .layout import file_sha256
 from .manifest import Manifest, manifest_path_for, read_manifest
-from .netsafe import Deadline, NetLimitExceeded, deadline_seconds, redact_text, redact_url
+from .netsafe import (
+    Deadline,
+    NetLimitExceeded,
+    deadline_seconds,
+    redact_text,
+    redact_url,
+)
 from .publish_plan import LayerToPublish, PublishError, PublishOptions, bucket_for
 from .threadpool import ThreadPool
 
@@ -105,7 +111,12 @@ def describe_error(exc: Exception) -> str:
 
 
 def _describe_error(exc: Exception) -> str:
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+    )
 
     if isinstance(exc, NetLimitExceeded):
         return str(exc)

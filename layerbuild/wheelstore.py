@@ -27,7 +27,13 @@ from .cacheprune import wheel_root
 from .errors import ResolveError
 from .httpsession import session
 from .index import IndexFile, short_reason
-from .netsafe import Deadline, NetLimitExceeded, deadline_seconds, iter_capped, redact_url
+from .netsafe import (
+    Deadline,
+    NetLimitExceeded,
+    deadline_seconds,
+    iter_capped,
+    redact_url,
+)
 from .threadpool import ThreadPool
 from .tls import requests_verify
 

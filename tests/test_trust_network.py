@@ -7,22 +7,39 @@ servers stopped at the end of each test).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import resource
 import time
-import zlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-
 import reliability_figures
-from faultproxy import SLOW, STALL, FaultPlan, FaultProxy, PackageIndex, closed_url
+from faultproxy import (
+    SLOW,
+    STALL,
+    STATUS,
+    FaultPlan,
+    FaultProxy,
+    PackageIndex,
+    closed_url,
+    make_wheel,
+)
 from klayers_server import base_url, serve_klayers
-from layerbuild.errors import KlayersError
+
+from layerbuild import wheelstore
+from layerbuild.errors import KlayersError, ResolveError
+from layerbuild.index import IndexFile, IndexUnavailable, project_listing
 from layerbuild.klayers import KlayersClient, cache_dir
-from layerbuild.klayers_model import ascii_int, klayers_target, parse_layers, valid_layer_arn
+from layerbuild.klayers_model import (
+    ascii_int,
+    klayers_target,
+    parse_layers,
+    valid_layer_arn,
+)
 from layerbuild.netsafe import Deadline, redact_text, redact_url
+from layerbuild.uvdriver import run_uv
 
 MARKER = "hunter2-MARKER-pw"
 P312_USE1 = "/api/v2/p3.12/layers/latest/us-east-1"
@@ -283,3 +300,193 @@ def test_deadline_object():
     assert deadline.timeout(10) == 1
     clock[0] += 2
     assert deadline.expired and deadline.timeout(10) == 0.05
+
+
+# -- the package index, wheel downloads and uv -----------------------------------------------------------------
+NET_ENV = {"UV_HTTP_TIMEOUT": "2", "UV_HTTP_RETRIES": "1"}
+
+
+@pytest.fixture
+def index():
+    with PackageIndex() as server:
+        yield server
+
+
+@pytest.fixture
+def net_env(tmp_path):
+    return dict(NET_ENV, UV_CACHE_DIR=str(tmp_path / "uv-cache"))
+
+
+def index_recipe(write_recipe, index_url: str, package: str, name: str = "trustnet"):
+    return write_recipe(f"name: {name}\npackages: [{package}]\nindex_url: {index_url}\n", filename=f"{name}.yaml")
+
+
+def test_index_password_is_in_no_hash_mismatch_or_download_error(index, invoke, write_recipe, tmp_path, net_env):
+    """#16 finding 8: index_url with user:pass@: the hash-mismatch and download errors show ***@, never the password."""
+    filename, _ = index.add("demo-secret", "1.0")
+    secret_url = with_userinfo(index.simple_url)
+    recipe = index_recipe(write_recipe, secret_url, "demo-secret", name="secret")
+    locked = invoke("lock", recipe, env=net_env)
+    assert locked.exit_code == 0, locked.stderr
+    _, evil = make_wheel("demo-secret", "1.0", files={"demo_secret/__init__.py": b"import os  # tampered\n"})
+    index.served[filename] = evil
+    out = tmp_path / "dist"
+    mismatch = invoke("build", recipe, "--out", out, env=dict(net_env, UV_CACHE_DIR=net_env["UV_CACHE_DIR"] + "-2"))
+    line = one_error_line(mismatch)
+    assert "hash mismatch for demo-secret" in line and f"http://***@{urlsplit(index.url).netloc}/simple" in line
+    index.served.clear()
+    plan = index.fault(FaultPlan(STATUS, status=403, match="/files/"))
+    failed = invoke("build", recipe, "--out", out, "--no-cache", env=dict(net_env, UV_CACHE_DIR=net_env["UV_CACHE_DIR"] + "-3"))
+    assert "http://***@" in one_error_line(failed)
+    page = index.fault(FaultPlan(STATUS, status=500, match="/simple/"))
+    unlocked = index_recipe(write_recipe, secret_url, "demo-other", name="other")
+    resolving = invoke("build", unlocked, "--out", out, env=net_env)  # uv's own error, echoed
+    one_error_line(resolving)
+    for result in (locked, mismatch, failed, resolving):
+        assert MARKER not in result.output, result.output
+    for path, data in files_under(tmp_path / "xdg").items():
+        assert MARKER.encode() not in data, path
+    reliability_figures.count("faults", 1 + plan.injected + page.injected, detail="index with a password in its URL")
+
+
+def bomb_server(httpserver, path: str, inflated_mb: int = 1024, content_type: str = "text/html"):
+    httpserver.expect_request(path).respond_with_data(gzip_bomb(inflated_mb), content_type=content_type,
+                                                      headers={"Content-Encoding": "gzip"})  # fmt: skip
+    return base_url(httpserver)
+
+
+def test_gzip_bomb_index_page_is_refused_at_the_cap(httpserver_ipv4):
+    """#16 finding 11: a 1 MB gzip project page inflating to 1 GB stops at the 64 MB cap, naming the host."""
+    url = bomb_server(httpserver_ipv4, "/simple/bomb/")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(IndexUnavailable) as caught:
+        project_listing("bomb", url + "/simple")
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert str(caught.value) == (f"{url}/simple/bomb/: project page larger than the 64 MB cap (after decompression); "
+                                 "refused")  # fmt: skip
+    assert grown_mb < 600, grown_mb
+    reliability_figures.count("faults", detail="gzip bomb index page")
+
+
+def test_gzip_bomb_wheel_download_is_refused_at_the_cap(httpserver_ipv4, tmp_path, monkeypatch):
+    """#16 finding 11: a wheel download is capped (250 MB, lowered here to keep the test fast); nothing is stored."""
+    assert wheelstore.MAX_WHEEL_BYTES == 250 << 20  # Lambda's unzipped limit: no bigger wheel fits a layer
+    monkeypatch.setattr(wheelstore, "MAX_WHEEL_BYTES", 32 << 20)
+    url = bomb_server(httpserver_ipv4, "/files/bomb-1.0-py3-none-any.whl", 256, "application/octet-stream")
+    file_url = url + "/files/bomb-1.0-py3-none-any.whl"
+    download = wheelstore.Download("bomb", IndexFile("bomb-1.0-py3-none-any.whl", file_url), frozenset({"0" * 64}),
+                                   url + "/simple")  # fmt: skip
+    with pytest.raises(ResolveError) as caught:
+        wheelstore.fetch(download, tmp_path / "store")
+    assert str(caught.value) == (f"cannot download bomb-1.0-py3-none-any.whl for bomb from {file_url}: "
+                                 "wheel larger than the 32 MB cap (after decompression); refused")  # fmt: skip
+    assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []
+    reliability_figures.count("faults", detail="gzip bomb wheel")
+
+
+def test_slow_index_page_and_wheel_are_cut_off_at_the_deadline(index, monkeypatch, tmp_path):
+    """#16 finding 13: an index page or a wheel dripping in (each read in time) stops at the total deadline."""
+    filename, data = index.add("demo-slow", "1.0")
+    monkeypatch.setenv("LAYERBUILD_NET_DEADLINE", "1.5")
+    page = index.fault(FaultPlan(SLOW, stall_seconds=20.0, match="/simple/"))
+    started = time.monotonic()
+    with pytest.raises(IndexUnavailable) as caught:
+        project_listing("demo-slow", index.simple_url)
+    assert str(caught.value) == (f"{index.simple_url}/demo-slow/: no complete project page within the 1.5s deadline "
+                                 "(set LAYERBUILD_NET_DEADLINE to allow more)")  # fmt: skip
+    index.plans.remove(page)
+    wheel = index.fault(FaultPlan(SLOW, stall_seconds=20.0, match="/files/"))
+    download = wheelstore.Download("demo-slow", IndexFile(filename, f"{index.url}/files/{filename}"),
+                                   frozenset({hashlib.sha256(data).hexdigest()}), index.simple_url)  # fmt: skip
+    with pytest.raises(ResolveError) as caught:
+        wheelstore.fetch(download, tmp_path / "store")
+    assert str(caught.value) == (f"cannot download {filename} for demo-slow from {index.url}/files/{filename}: "
+                                 "no complete wheel within the 1.5s deadline (set LAYERBUILD_NET_DEADLINE to allow more)")  # fmt: skip
+    assert time.monotonic() - started < 20, "each drip alone takes 20 s"
+    assert page.injected == 1 and wheel.injected == 1  # not retried
+    reliability_figures.count("faults", 2, detail="slow index page and wheel")
+
+
+def test_build_against_a_dripping_index_ends_at_the_deadline(index, invoke, write_recipe, tmp_path, net_env):
+    """#16 finding 13: `build` (uv's run and our own downloads) is bounded by the total deadline, one line."""
+    index.add("demo-drip", "1.0")
+    plan = index.fault(FaultPlan(SLOW, stall_seconds=60.0))  # every page and file: 60 s each
+    out = tmp_path / "dist"
+    started = time.monotonic()
+    result = invoke("build", index_recipe(write_recipe, index.simple_url, "demo-drip"), "--out", out,
+                    env=dict(net_env, LAYERBUILD_NET_DEADLINE="2"))  # fmt: skip
+    elapsed = time.monotonic() - started
+    line = one_error_line(result)
+    assert "2s deadline" in line and "127.0.0.1" in line, line
+    assert elapsed < 30, elapsed
+    assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
+    reliability_figures.count("faults", plan.injected, detail="dripping index during build")
+
+
+def test_uv_is_killed_at_its_deadline(monkeypatch, tmp_path):
+    """#16 finding 13: the uv subprocess itself has a total deadline (a stalled index cannot hold it)."""
+    with KlayersFaults({}) as server:
+        plan = server.fault(FaultPlan(STALL, stall_seconds=30.0))
+        monkeypatch.setenv("LAYERBUILD_NET_DEADLINE", "1")
+        monkeypatch.setenv("UV_HTTP_TIMEOUT", "60")
+        (tmp_path / "req.in").write_text("demo-stall\n")
+        started = time.monotonic()
+        with pytest.raises(ResolveError) as caught:
+            run_uv(["pip", "compile", "--no-config", "--index-url", f"{server.url}/simple", str(tmp_path / "req.in"),
+                    "--cache-dir", str(tmp_path / "uvc")], cwd=tmp_path)  # fmt: skip
+        elapsed = time.monotonic() - started
+    assert str(caught.value) == (f"uv pip compile: no result from {urlsplit(server.url).netloc} within the 1s deadline "
+                                 "(set LAYERBUILD_NET_DEADLINE to allow more)")  # fmt: skip
+    assert elapsed < 10, elapsed
+    reliability_figures.count("faults", max(1, plan.injected), detail="stalled index under uv")
+
+
+# -- publish: a stalled endpoint, a password in AWS_ENDPOINT_URL -------------------------------------------------
+@pytest.fixture(scope="module")
+def built_zip(tmp_path_factory):
+    """One small layer built from a loopback index (zip + manifest), for the publish tests."""
+    from click.testing import CliRunner
+
+    from layerbuild.cli import main
+
+    folder = tmp_path_factory.mktemp("pubzip")
+    with PackageIndex() as server:
+        server.add("demo-pub", "1.0")
+        recipe = folder / "pub.yaml"
+        recipe.write_text(f"name: pub\npackages: [demo-pub]\nindex_url: {server.simple_url}\npython: ['3.12']\n"
+                          "architectures: [x86_64]\n")  # fmt: skip
+        result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(folder / "dist")],
+                                    env=dict(NET_ENV, UV_CACHE_DIR=str(folder / "uvc")), catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (zip_path,) = (folder / "dist").glob("*.zip")
+    return zip_path
+
+
+FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def test_publish_to_an_endpoint_that_never_answers_ends_at_the_deadline(built_zip, invoke):
+    """#16 finding 13 and 8: publish against an endpoint that accepts and never answers: one line naming the host
+    within the deadline (botocore's per-read timeouts and retries alone took 12 minutes); no password shown."""
+    with FaultProxy(closed_url()) as proxy:
+        plan = proxy.fault(FaultPlan(STALL, stall_seconds=30.0))
+        host = urlsplit(proxy.url).netloc
+        env = dict(FAKE_AWS, AWS_ENDPOINT_URL=f"http://u:{MARKER}@{host}", LAYERBUILD_NET_DEADLINE="1")
+        started = time.monotonic()
+        result = invoke("publish", built_zip, "--region", "us-east-1", env=env)
+        elapsed = time.monotonic() - started
+    line = one_error_line(result)
+    assert f"us-east-1 (pub-py312-x86_64): {host}: no complete AWS answer within the 1s deadline" in line, line
+    assert MARKER not in result.output
+    assert elapsed < 15, elapsed
+    reliability_figures.count("faults", plan.injected, detail="AWS endpoint that never answers")
+
+
+def test_publish_error_never_shows_the_endpoint_password(built_zip, invoke):
+    """#16 finding 8: AWS_ENDPOINT_URL=http://u:p@127.0.0.1:PORT (nothing listening): the error shows ***@."""
+    env = dict(FAKE_AWS, AWS_ENDPOINT_URL=with_userinfo(closed_url()), LAYERBUILD_NET_DEADLINE="5")
+    result = invoke("publish", built_zip, "--region", "us-east-1", "--json", env=env)
+    assert result.exit_code == 1
+    assert MARKER not in result.output, result.output
+    assert "***@127.0.0.1" in result.output, result.output
+    reliability_figures.count("bad_inputs", detail="AWS endpoint with a password")
