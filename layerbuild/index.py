@@ -16,7 +16,14 @@ from urllib.parse import urljoin, urlsplit
 from packaging.utils import canonicalize_name, parse_wheel_filename, InvalidWheelFilename
 
 from .httpsession import session
-from .netsafe import Deadline, NetLimitExceeded, deadline_seconds, read_capped, redact_url
+from .netsafe import (
+    Deadline,
+    NetLimitExceeded,
+    deadline_seconds,
+    read_capped,
+    redact_url,
+    watchdog,
+)
 from .tls import requests_verify
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
@@ -92,13 +99,18 @@ def project_listing(name: str, index_url: str, timeout: float = 20.0, attempts: 
 
     Raises IndexUnavailable when the page cannot be fetched or read after bounded retries.
     """
-    import requests  # here, not at the top: a cache hit never needs it, and it costs ~0.1 s to import
-
     url = project_page_url(name, index_url)
     shown = redact_url(url)
     headers = {"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
-    reason = "no answer"
     deadline = Deadline(deadline_seconds(PAGE_DEADLINE))
+    with watchdog(deadline):
+        return _listing(url, shown, headers, timeout, attempts, deadline)
+
+
+def _listing(url: str, shown: str, headers: dict, timeout: float, attempts: int, deadline: Deadline) -> list[IndexFile] | None:
+    import requests  # here, not at the top: a cache hit never needs it, and it costs ~0.1 s to import
+
+    reason = "no answer"
     for attempt in range(max(1, attempts)):
         body = None
         try:

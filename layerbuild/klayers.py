@@ -20,7 +20,6 @@ from typing import Callable
 
 from .errors import KlayersError, KlayersNotFound
 from .httpsession import session
-from .netsafe import Deadline, NetLimitExceeded, deadline_seconds, read_capped, redact_url
 from .klayers_model import (
     DEFAULT_API_URL,
     KlayersLayer,
@@ -28,6 +27,14 @@ from .klayers_model import (
     history_path,
     latest_path,
     parse_layers,
+)
+from .netsafe import (
+    Deadline,
+    NetLimitExceeded,
+    deadline_seconds,
+    read_capped,
+    redact_url,
+    watchdog,
 )
 from .tls import requests_verify
 
@@ -175,10 +182,14 @@ class KlayersClient:
     def _fetch(self, url: str):
         """The decoded JSON body. Every attempt and wait shares one total deadline (self.deadline seconds);
         each body is read capped at MAX_ANSWER_BYTES decoded bytes."""
-        import requests  # here, not at the top: answers from the cache never need it (~0.1 s to import)
-
         shown = redact_url(url)
         deadline = Deadline(self.deadline)
+        with watchdog(deadline):
+            return self._attempts(url, shown, deadline)
+
+    def _attempts(self, url: str, shown: str, deadline: Deadline):
+        import requests  # here, not at the top: answers from the cache never need it (~0.1 s to import)
+
         problem = ""
         for attempt in range(1, self.max_attempts + 1):
             wait = self.backoff * (2 ** (attempt - 1))
@@ -192,14 +203,15 @@ class KlayersClient:
                     retry_after = _retry_after(response.headers.get("Retry-After"), self.now())
             except NetLimitExceeded as exc:
                 raise KlayersError(f"{shown}: {exc.detail}") from None
-            except requests.Timeout:
-                if deadline.expired:
-                    raise KlayersError(f"{shown}: {deadline.exceeded(url, 'Klayers answer').detail}") from None
-                problem = f"no answer within {self.timeout:g}s"
-            except requests.ConnectionError as exc:
-                problem = f"cannot connect ({_short(exc)})"
             except requests.RequestException as exc:
-                raise KlayersError(f"{shown}: request failed: {_short(exc)}") from None
+                if deadline.expired:  # a read timed out, or the watchdog cut a dripping answer off
+                    raise KlayersError(f"{shown}: {deadline.exceeded(url, 'Klayers answer').detail}") from None
+                if isinstance(exc, requests.Timeout):
+                    problem = f"no answer within {self.timeout:g}s"
+                elif isinstance(exc, requests.ConnectionError):
+                    problem = f"cannot connect ({_short(exc)})"
+                else:
+                    raise KlayersError(f"{shown}: request failed: {_short(exc)}") from None
             else:
                 status = f"HTTP {response.status_code} {reason}".strip()
                 if response.status_code == 404:

@@ -10,9 +10,11 @@ The single place for three facts (issue #16):
   answer cannot inflate to gigabytes in memory.
 - Every network operation has a total deadline (``Deadline``), not only a per-read timeout: the
   body is read in pieces of at most one socket read each and the clock is checked between them,
-  so a server dripping one byte every 2 s is cut off at the deadline (plus at most one read
-  timeout, which callers cap to the time left). ``LAYERBUILD_NET_DEADLINE`` (seconds) overrides
-  every default deadline: users on very slow links raise it, tests lower it.
+  and ``watchdog(deadline)`` shuts down the sockets the block's requests use when the deadline
+  passes, so a server dripping one byte every 2 s, in its headers or its body, is cut off at the
+  deadline. ``LAYERBUILD_NET_DEADLINE`` (seconds) overrides every default deadline: users on very
+  slow links raise it, tests lower it. (``guarded_adapter`` is what the shared session mounts so
+  that the watchdog sees the sockets.)
 
 Pure helpers apart from the clock and the response object handed in.
 """
@@ -21,8 +23,11 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 DEADLINE_ENV = "LAYERBUILD_NET_DEADLINE"
@@ -218,3 +223,95 @@ def _read1(read1) -> bytes:
         raise requests.exceptions.ContentDecodingError(exc) from None
     except SSLError as exc:
         raise requests.exceptions.SSLError(exc) from None
+
+
+# -- the watchdog: sockets shut down at the deadline ----------------------------------------------------------
+_current = threading.local()
+
+
+class _Watch:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        self.fired = False
+
+    def add(self, sock) -> None:
+        with self.lock:
+            # Only the answer in flight: an earlier one's connection may be back in the pool, another thread's.
+            self.sockets = [sock]
+            if self.fired:
+                _shutdown(sock)
+
+    def fire(self) -> None:
+        with self.lock:
+            self.fired = True
+            for sock in self.sockets:
+                _shutdown(sock)
+
+
+def _shutdown(sock) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a recv blocked in another thread (close() would not)
+    except (OSError, AttributeError):
+        pass
+
+
+@contextmanager
+def watchdog(deadline: Deadline):
+    """Within the block, every socket this thread gets an HTTP answer on (through guarded_adapter) is shut
+    down when the deadline passes: a read blocked on a server that drips its status line or headers ends
+    then, as an error the caller reads as "past the deadline" (deadline.expired)."""
+    watch = _Watch()
+    timer = threading.Timer(max(0.0, deadline.remaining()), watch.fire)
+    timer.daemon = True
+    previous = getattr(_current, "watch", None)
+    _current.watch = watch
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        _current.watch = previous
+
+
+def _watched(sock) -> None:
+    watch = getattr(_current, "watch", None)
+    if watch is not None and sock is not None:
+        watch.add(sock)
+
+
+def guarded_adapter(**kwargs):
+    """A requests HTTPAdapter whose connections report their socket to the thread's watchdog."""
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class _HTTPConnection(HTTPConnection):
+        def getresponse(self, *args, **kw):
+            _watched(self.sock)
+            return super().getresponse(*args, **kw)
+
+    class _HTTPSConnection(HTTPSConnection):
+        def getresponse(self, *args, **kw):
+            _watched(self.sock)
+            return super().getresponse(*args, **kw)
+
+    class _HTTPPool(HTTPConnectionPool):
+        ConnectionCls = _HTTPConnection
+
+    class _HTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = _HTTPSConnection
+
+    pools = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    class _Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args, **kw):
+            super().init_poolmanager(*args, **kw)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, *args, **kw):
+            manager = super().proxy_manager_for(*args, **kw)
+            manager.pool_classes_by_scheme = pools
+            return manager
+
+    return _Adapter(**kwargs)

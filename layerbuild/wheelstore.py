@@ -33,6 +33,7 @@ from .netsafe import (
     deadline_seconds,
     iter_capped,
     redact_url,
+    watchdog,
 )
 from .threadpool import ThreadPool
 from .tls import requests_verify
@@ -139,10 +140,11 @@ def _download(download: Download, root: Path, cancelled: Callable[[], bool] = la
             digest = hashlib.sha256()
             received = 0
             with os.fdopen(fd, "wb") as handle:
-                started = time.monotonic()
+                head = Deadline(download_deadline(None))  # until the size is known: the cap's
+                deadline = head
                 try:
-                    with session().get(url, stream=True, timeout=Deadline(download_deadline(None)).timeout(http_timeout()),
-                                       verify=requests_verify()) as response:  # fmt: skip
+                    with watchdog(head), session().get(url, stream=True, timeout=head.timeout(http_timeout()),
+                                                       verify=requests_verify()) as response:  # fmt: skip
                         if response.status_code != 200:
                             reason = f"HTTP {response.status_code}"
                             if response.status_code < 500 and response.status_code not in (408, 429):
@@ -150,7 +152,7 @@ def _download(download: Download, root: Path, cancelled: Callable[[], bool] = la
                             raise _Retry()
                         expected = response.headers.get("Content-Length")
                         size = int(expected) if expected and expected.isdigit() else None
-                        deadline = Deadline(download_deadline(size), start=started)
+                        deadline = Deadline(download_deadline(size), start=head.start)
                         for block in iter_capped(response, url, MAX_WHEEL_BYTES, deadline, "wheel"):
                             if cancelled():
                                 raise Cancelled()
@@ -164,6 +166,9 @@ def _download(download: Download, root: Path, cancelled: Callable[[], bool] = la
                     reason = exc.detail
                     break
                 except requests.RequestException as exc:
+                    if deadline.expired:  # a read timed out at the deadline, or the watchdog cut a drip off
+                        reason = deadline.exceeded(url, "wheel").detail
+                        break
                     reason = short_reason(exc)
                     raise _Retry() from None
             sha = digest.hexdigest()

@@ -490,3 +490,75 @@ def test_publish_error_never_shows_the_endpoint_password(built_zip, invoke):
     assert MARKER not in result.output, result.output
     assert "***@127.0.0.1" in result.output, result.output
     reliability_figures.count("bad_inputs", detail="AWS endpoint with a password")
+
+
+class HeaderDrip:
+    """A server on 127.0.0.1 that answers every connection with a status line, then one header line every
+    half second (60 of them, 30 s): each read comes in time, the headers never end. Stopped on exit."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.stop = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self):
+        import threading
+
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn):
+        with conn:
+            try:
+                conn.settimeout(1)
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                for number in range(60):
+                    if self.stop.wait(0.5):
+                        return
+                    conn.sendall(b"X-Drip-%d: x\r\n" % number)
+            except OSError:
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_dripping_headers_are_cut_off_at_the_deadline(invoke, monkeypatch, tmp_path):
+    """#16 finding 13: a server that drips its status line and headers (never a read timeout) is cut off at the
+    total deadline too: klayers-lookup, an index page and a wheel download."""
+    with HeaderDrip() as server:
+        monkeypatch.setenv("LAYERBUILD_KLAYERS_URL", server.url)
+        monkeypatch.setenv("LAYERBUILD_NET_DEADLINE", "1.5")
+        started = time.monotonic()
+        line = one_error_line(invoke("klayers-lookup", "us-east-1", "3.12", "requests"))
+        assert line == (f"error: {server.url}{P312_USE1}: no complete Klayers answer within the 1.5s deadline "
+                        "(set LAYERBUILD_NET_DEADLINE to allow more)")  # fmt: skip
+        with pytest.raises(IndexUnavailable, match=r"/simple/demo/: no complete project page within the 1.5s deadline"):
+            project_listing("demo", server.url + "/simple")
+        download = wheelstore.Download("demo", IndexFile("demo-1.0-py3-none-any.whl", server.url + "/files/demo.whl"),
+                                       frozenset({"0" * 64}), server.url + "/simple")  # fmt: skip
+        with pytest.raises(ResolveError, match=r"no complete wheel within the 1.5s deadline"):
+            wheelstore.fetch(download, tmp_path / "store")
+        elapsed = time.monotonic() - started
+    assert elapsed < 20, elapsed  # each drip alone lasts 30 s
+    reliability_figures.count("faults", server.connections, detail="dripping headers")
