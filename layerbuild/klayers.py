@@ -243,8 +243,8 @@ class KlayersClient:
             return None
         try:
             entry = json.loads(text)
-            if entry.get("url_sha256") != _url_key(url):
-                return None  # another URL's entry (a hash-prefix collision) or an older layout
+            if entry.get("url_sha256") != _url_key(url) and not (entry.get("url") == url == redact_url(url)):
+                return None  # another URL's entry (a hash-prefix collision), or an older one that held a secret
             warnings: list[str] = []
             return float(entry["fetched_at"]), parse_layers(entry["body"], redact_url(url), warnings), warnings
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError, KlayersError):
