@@ -29,10 +29,13 @@ def session():
     with _lock:
         if _session is None:
             import requests
-            from requests.adapters import HTTPAdapter
+
+            from .netsafe import (
+                guarded_adapter,  # its connections tell netsafe.watchdog their sockets
+            )
 
             made = requests.Session()
             for prefix in ("https://", "http://"):
-                made.mount(prefix, HTTPAdapter(pool_connections=8, pool_maxsize=POOL_SIZE))
+                made.mount(prefix, guarded_adapter(pool_connections=8, pool_maxsize=POOL_SIZE))
             _session = made
         return _session

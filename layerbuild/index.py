@@ -16,6 +16,14 @@ from urllib.parse import urljoin, urlsplit
 from packaging.utils import canonicalize_name, parse_wheel_filename, InvalidWheelFilename
 
 from .httpsession import session
+from .netsafe import (
+    Deadline,
+    NetLimitExceeded,
+    deadline_seconds,
+    read_capped,
+    redact_url,
+    watchdog,
+)
 from .tls import requests_verify
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
@@ -26,6 +34,11 @@ _HREF = re.compile(r"""\bhref=(?:"([^"]+)"|'([^']+)')""", re.IGNORECASE)
 _REQUIRES_PYTHON = re.compile(r"""\bdata-requires-python=(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
 _YANKED = re.compile(r"\bdata-yanked\b", re.IGNORECASE)  # PEP 592: present (with or without a reason) means yanked
 _ATTEMPTS = 3
+# PyPI's largest project pages (botocore, numpy: thousands of files) are a few MB of JSON; 64 MB decoded is
+# an order of magnitude of room, and bounds what a hostile or broken index can make us hold.
+MAX_PAGE_BYTES = 64 << 20
+# One page, every attempt and wait included: a 64 MB page at 1 MB/s with room to spare ($LAYERBUILD_NET_DEADLINE overrides).
+PAGE_DEADLINE = 120.0
 
 
 @dataclass(frozen=True)
@@ -86,21 +99,37 @@ def project_listing(name: str, index_url: str, timeout: float = 20.0, attempts: 
 
     Raises IndexUnavailable when the page cannot be fetched or read after bounded retries.
     """
+    url = project_page_url(name, index_url)
+    shown = redact_url(url)
+    headers = {"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
+    deadline = Deadline(deadline_seconds(PAGE_DEADLINE))
+    with watchdog(deadline):
+        return _listing(url, shown, headers, timeout, attempts, deadline)
+
+
+def _listing(url: str, shown: str, headers: dict, timeout: float, attempts: int, deadline: Deadline) -> list[IndexFile] | None:
     import requests  # here, not at the top: a cache hit never needs it, and it costs ~0.1 s to import
 
-    url = project_page_url(name, index_url)
-    headers = {"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
     reason = "no answer"
     for attempt in range(max(1, attempts)):
+        body = None
         try:
-            response = session().get(url, headers=headers, timeout=timeout, verify=requests_verify())
+            with session().get(url, headers=headers, timeout=deadline.timeout(timeout), verify=requests_verify(),
+                               stream=True) as response:  # fmt: skip
+                if response.status_code == 200:
+                    body = _page_text(read_capped(response, url, MAX_PAGE_BYTES, deadline, "project page"), response)
+        except NetLimitExceeded as exc:
+            raise IndexUnavailable(f"{shown}: {exc.detail}") from None
         except requests.RequestException as exc:
             response, reason = None, short_reason(exc)
-        if response is not None and response.status_code == 200:
+            if deadline.expired:
+                raise IndexUnavailable(f"{shown}: {deadline.exceeded(url, 'project page').detail}") from None
+        if body is not None:
             try:
-                return parse_listing(response.text, response.headers.get("Content-Type", ""), response.url or url)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise IndexUnavailable(f"{url}: unreadable project page ({exc})") from None
+                return parse_listing(body, response.headers.get("Content-Type", ""), response.url or url)
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+                problem = "nested too deeply" if isinstance(exc, RecursionError) else redact_url(str(exc))
+                raise IndexUnavailable(f"{shown}: unreadable project page ({problem})") from None
         if response is not None:
             if response.status_code in (404, 410):
                 return None
@@ -108,8 +137,18 @@ def project_listing(name: str, index_url: str, timeout: float = 20.0, attempts: 
             if response.status_code < 500 and response.status_code != 429:
                 break
         if attempt + 1 < attempts:
+            if 0.5 * 2**attempt >= deadline.remaining():
+                break
             time.sleep(0.5 * 2**attempt)
-    raise IndexUnavailable(f"{url}: {reason}")
+    raise IndexUnavailable(f"{shown}: {reason}")
+
+
+def _page_text(data: bytes, response) -> str:
+    """The page as text, in the charset its Content-Type names (UTF-8 otherwise, as PEP 503 says)."""
+    try:
+        return data.decode(response.encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return data.decode("utf-8", errors="replace")
 
 
 # requests' messages are long chains; these phrases are what a user can act on.

@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -28,12 +28,25 @@ from .klayers_model import (
     latest_path,
     parse_layers,
 )
+from .netsafe import (
+    Deadline,
+    NetLimitExceeded,
+    deadline_seconds,
+    read_capped,
+    redact_url,
+    watchdog,
+)
 from .tls import requests_verify
 
 API_URL_ENV = "LAYERBUILD_KLAYERS_URL"
 TTL_ENV = "LAYERBUILD_KLAYERS_TTL"
 DEFAULT_TTL = 6 * 3600  # Klayers rebuilds layers daily at most; a few hours keeps lookups fast and fresh
 DEFAULT_TIMEOUT = 10.0
+# One answer, every attempt and wait included, within the README's 10 s ($LAYERBUILD_NET_DEADLINE overrides).
+DEFAULT_DEADLINE = 10.0
+# The largest real answer (a region's latest listing, ~700 layers) is under 1 MB: 16 MB decoded is room to
+# grow, and bounds what a hostile or broken mirror can make us hold (JSON parsing costs ~10x the text).
+MAX_ANSWER_BYTES = 16 << 20
 MAX_ATTEMPTS = 4
 BACKOFF_BASE = 0.5
 RETRY_AFTER_CAP = 30.0  # never wait longer than this on the server's say-so
@@ -49,7 +62,7 @@ def api_url(explicit: str | None = None, option: str = "--api-url") -> str:
     url = explicit or os.environ.get(API_URL_ENV) or DEFAULT_API_URL
     if not url.startswith(("http://", "https://")):
         source = option if explicit else API_URL_ENV
-        raise KlayersError(f"{source}: invalid Klayers API URL {url!r}: expected http:// or https://")
+        raise KlayersError(f"{source}: invalid Klayers API URL {redact_url(url)!r}: expected http:// or https://")
     return url.rstrip("/")
 
 
@@ -89,11 +102,12 @@ def describe_age(seconds: float) -> str:
 class Answer:
     """Layers from one API path, and where they came from."""
 
-    url: str
+    url: str  # redacted (no userinfo, no token): it is shown and written to --json
     layers: list[KlayersLayer]
     fetched_at: float
     from_cache: bool
     age: float  # seconds since fetched_at
+    warnings: list[str] = field(default_factory=list)  # items dropped from the answer, one line each
 
     def provenance(self) -> str:
         if not self.from_cache:
@@ -105,7 +119,8 @@ class KlayersClient:
     def __init__(self, base_url: str | None = None, *, ttl: float | None = None, offline: bool = False,
                  timeout: float = DEFAULT_TIMEOUT, max_attempts: int = MAX_ATTEMPTS, backoff: float = BACKOFF_BASE,
                  retry_after_cap: float = RETRY_AFTER_CAP, cache: Path | None = None,
-                 now: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):  # fmt: skip
+                 now: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+                 deadline: float | None = None, warn: Callable[[str], None] | None = None):  # fmt: skip
         self.base_url = api_url(base_url)
         self.ttl = cache_ttl(ttl)
         self.offline = offline
@@ -116,6 +131,9 @@ class KlayersClient:
         self.cache = Path(cache) if cache else cache_dir()
         self.now = now
         self.sleep = sleep
+        self.deadline = deadline if deadline is not None else deadline_seconds(DEFAULT_DEADLINE)
+        self.warn = warn or _warn
+        self._warned: set[str] = set()
 
     # -- public API --------------------------------------------------------------------------
     def latest(self, target: KlayersTarget, region: str) -> Answer:
@@ -128,14 +146,15 @@ class KlayersClient:
 
     def get(self, path: str) -> Answer:
         url = self.base_url + path
+        shown = redact_url(url)
         cached = self._read_cache(url)
         now = self.now()
         if self.offline:
             if cached is None:
-                raise KlayersError(f"--offline: no cached answer for {url}; run once without --offline to fetch it")
-            return Answer(url, cached[1], cached[0], True, now - cached[0])
+                raise KlayersError(f"--offline: no cached answer for {shown}; run once without --offline to fetch it")
+            return self._answer(shown, cached[1], cached[0], True, now - cached[0], cached[2])
         if cached is not None and 0 <= now - cached[0] < self.ttl:
-            return Answer(url, cached[1], cached[0], True, now - cached[0])
+            return self._answer(shown, cached[1], cached[0], True, now - cached[0], cached[2])
         try:
             body = self._fetch(url)
         except KlayersNotFound:
@@ -146,60 +165,91 @@ class KlayersClient:
             # Say that an older answer exists rather than silently serving it.
             raise KlayersError(f"{exc}; a cached answer from {describe_age(now - cached[0])} ago exists: "
                                "use --offline to use it") from None  # fmt: skip
-        layers = parse_layers(body, url)  # raises before anything is cached
+        warnings: list[str] = []
+        layers = parse_layers(body, shown, warnings)  # raises before anything is cached
         fetched_at = self.now()
         self._write_cache(url, body, fetched_at)
-        return Answer(url, layers, fetched_at, False, 0.0)
+        return self._answer(shown, layers, fetched_at, False, 0.0, warnings)
+
+    def _answer(self, shown: str, layers, fetched_at: float, from_cache: bool, age: float, warnings: list[str]) -> Answer:
+        for line in warnings:
+            if line not in self._warned:  # an answer read twice (latest, then from the cache) warns once
+                self._warned.add(line)
+                self.warn(line)
+        return Answer(shown, layers, fetched_at, from_cache, age, warnings)
 
     # -- HTTP ----------------------------------------------------------------------------------
     def _fetch(self, url: str):
+        """The decoded JSON body. Every attempt and wait shares one total deadline (self.deadline seconds);
+        each body is read capped at MAX_ANSWER_BYTES decoded bytes."""
+        shown = redact_url(url)
+        deadline = Deadline(self.deadline)
+        with watchdog(deadline):
+            return self._attempts(url, shown, deadline)
+
+    def _attempts(self, url: str, shown: str, deadline: Deadline):
         import requests  # here, not at the top: answers from the cache never need it (~0.1 s to import)
 
         problem = ""
         for attempt in range(1, self.max_attempts + 1):
             wait = self.backoff * (2 ** (attempt - 1))
             try:
-                response = session().get(url, timeout=self.timeout, verify=requests_verify(),
-                                        headers={"Accept": "application/json"})  # fmt: skip
-            except requests.Timeout:
-                problem = f"no answer within {self.timeout:g}s"
-            except requests.ConnectionError as exc:
-                problem = f"cannot connect ({_short(exc)})"
+                with session().get(url, timeout=deadline.timeout(self.timeout), verify=requests_verify(), stream=True,
+                                   headers={"Accept": "application/json"}) as response:  # fmt: skip
+                    if response.status_code == 200:
+                        return _decode_json(read_capped(response, url, MAX_ANSWER_BYTES, deadline, "Klayers answer"),
+                                            shown)  # fmt: skip
+                    reason = _printable(response.reason or "")
+                    retry_after = _retry_after(response.headers.get("Retry-After"), self.now())
+            except NetLimitExceeded as exc:
+                raise KlayersError(f"{shown}: {exc.detail}") from None
             except requests.RequestException as exc:
-                raise KlayersError(f"{url}: request failed: {_short(exc)}") from None
+                if deadline.expired:  # a read timed out, or the watchdog cut a dripping answer off
+                    raise KlayersError(f"{shown}: {deadline.exceeded(url, 'Klayers answer').detail}") from None
+                if isinstance(exc, requests.Timeout):
+                    problem = f"no answer within {self.timeout:g}s"
+                elif isinstance(exc, requests.ConnectionError):
+                    problem = f"cannot connect ({_short(exc)})"
+                else:
+                    raise KlayersError(f"{shown}: request failed: {_short(exc)}") from None
             else:
-                if response.status_code == 200:
-                    try:
-                        return response.json()
-                    except ValueError:
-                        raise KlayersError(f"{url}: malformed Klayers response: not valid JSON (HTTP 200, "
-                                           f"{len(response.content)} bytes); nothing was cached") from None  # fmt: skip
-                status = f"HTTP {response.status_code} {response.reason or ''}".strip()
+                status = f"HTTP {response.status_code} {reason}".strip()
                 if response.status_code == 404:
-                    raise KlayersNotFound(f"{url}: {status} (unknown region, Python version or package?)")
+                    raise KlayersNotFound(f"{shown}: {status} (unknown region, Python version or package?)")
                 if response.status_code not in RETRY_STATUSES:
-                    raise KlayersError(f"{url}: {status}")
+                    raise KlayersError(f"{shown}: {status}")
                 problem = status
-                retry_after = _retry_after(response.headers.get("Retry-After"), self.now())
                 if retry_after is not None:
                     wait = retry_after
             if attempt < self.max_attempts:
-                self.sleep(min(max(wait, 0.0), self.retry_after_cap))
-        raise KlayersError(f"{url}: {problem} after {self.max_attempts} attempts")
+                wait = min(max(wait, 0.0), self.retry_after_cap)
+                if wait >= deadline.remaining():
+                    raise KlayersError(f"{shown}: {problem} after {attempt} attempt{'s' if attempt > 1 else ''}; "
+                                       f"no time left for another within the {self.deadline:g}s deadline")  # fmt: skip
+                self.sleep(wait)
+        raise KlayersError(f"{shown}: {problem} after {self.max_attempts} attempts")
 
     # -- cache ---------------------------------------------------------------------------------
     def _cache_file(self, url: str) -> Path:
-        return self.cache / (hashlib.sha256(url.encode("utf-8")).hexdigest()[:32] + ".json")
+        return self.cache / (_url_key(url)[:32] + ".json")
 
-    def _read_cache(self, url: str) -> tuple[float, list[KlayersLayer]] | None:
+    def _read_cache(self, url: str) -> tuple[float, list[KlayersLayer], list[str]] | None:
+        """(fetched_at, layers, warnings), or None for a miss. A damaged file is removed: it is a miss, never
+        an error (however it is damaged: cut short, not JSON, nested past the parser's depth)."""
         path = self._cache_file(url)
         try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-            if entry.get("url") != url:
-                return None
-            return float(entry["fetched_at"]), parse_layers(entry["body"], url)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, KlayersError):
-            return None  # missing or unreadable: a miss, never an error
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        try:
+            entry = json.loads(text)
+            if entry.get("url_sha256") != _url_key(url) and not (entry.get("url") == url == redact_url(url)):
+                return None  # another URL's entry (a hash-prefix collision), or an older one that held a secret
+            warnings: list[str] = []
+            return float(entry["fetched_at"]), parse_layers(entry["body"], redact_url(url), warnings), warnings
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, KlayersError):
+            path.unlink(missing_ok=True)
+            return None
 
     def _write_cache(self, url: str, body, fetched_at: float) -> None:
         path = self._cache_file(url)
@@ -209,13 +259,42 @@ class KlayersClient:
         except OSError:
             return  # an unwritable cache only costs speed
         try:
+            # The URL as shown (no password, no token); the key says which URL without holding it.
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"url": url, "fetched_at": fetched_at, "body": body}, handle)
+                json.dump({"url": redact_url(url), "url_sha256": _url_key(url), "fetched_at": fetched_at, "body": body},
+                          handle)  # fmt: skip
             os.replace(name, path)
-        except OSError:
+        except (OSError, ValueError, RecursionError):
             pass
         finally:
             Path(name).unlink(missing_ok=True)
+
+
+def _warn(line: str) -> None:
+    """Where a dropped item is reported (stderr, one line)."""
+    import click
+
+    click.echo(f"warning: {line}", err=True)
+
+
+def _url_key(url: str) -> str:
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()
+
+
+def _decode_json(data: bytes, shown: str):
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise KlayersError(f"{shown}: malformed Klayers response: JSON nested too deeply ({len(data):,} bytes); "
+                           "nothing was cached") from None  # fmt: skip
+    except ValueError:
+        raise KlayersError(f"{shown}: malformed Klayers response: not valid JSON (HTTP 200, {len(data):,} bytes); "
+                           "nothing was cached") from None  # fmt: skip
+
+
+def _printable(text: str) -> str:
+    """An HTTP reason phrase, printable characters only (it comes from the server)."""
+    return "".join(c if c.isprintable() else "?" for c in text)[:100]
 
 
 def _retry_after(value: str | None, now: float) -> float | None:
@@ -235,9 +314,10 @@ def _retry_after(value: str | None, now: float) -> float | None:
 def _short(exc: Exception) -> str:
     """The known cause (connection refused, name resolution...) or the message, cut to 200 characters."""
     from .index import known_reason
+    from .netsafe import redact_text
 
     reason = known_reason(exc)
     if reason:
         return reason
-    text = " ".join(str(exc).split())
+    text = " ".join(redact_text(str(exc)).split())
     return text if len(text) <= 200 else text[:197] + "..."

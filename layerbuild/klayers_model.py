@@ -7,6 +7,7 @@ names, both are accepted (../shared/reference/lambda.md, section Klayers).
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from urllib.parse import quote
 
@@ -21,6 +22,14 @@ ACCOUNT = "770693421928"
 # (the packages_p310-arm64.csv .. packages_p312-arm64.csv configs in keithrozario/Klayers).
 SUPPORTED_PYTHON = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
 SUPPORTED_ARM64_PYTHON = ("3.10", "3.11", "3.12", "3.13", "3.14")
+
+# Lambda's layer-version ARN (ASCII only: re.ASCII keeps [0-9] and friends from matching other scripts).
+LAYER_VERSION_ARN = re.compile(
+    r"arn:aws[a-z-]*:lambda:[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}:[0-9]{12}:layer:[A-Za-z0-9_-]{1,140}:[0-9]{1,9}", re.ASCII)
+# What is shown beside an ARN in snippets: a PEP 508 name and a version-like token, nothing else.
+_PACKAGE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?", re.ASCII)
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]{0,99}", re.ASCII)
+_DIGITS = re.compile(r"[0-9]{1,9}", re.ASCII)
 
 # Field aliases: current API name first, then the older published-data names.
 _FIELDS = {
@@ -104,10 +113,35 @@ def _pick(item: dict, name: str):
     return None
 
 
-def parse_layers(data, where: str) -> list[KlayersLayer]:
+def ascii_int(value) -> int | None:
+    """A whole number from outside data: an int, or a string of ASCII digits; None for anything else.
+
+    int() alone accepts '²', '٣' or ' 7 ' (and then fails or lies); this accepts only [0-9].
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        return int(value)
+    return None
+
+
+def valid_layer_arn(arn) -> bool:
+    """True for a Lambda layer-version ARN (arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION)."""
+    return isinstance(arn, str) and LAYER_VERSION_ARN.fullmatch(arn) is not None
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def parse_layers(data, where: str, warnings: list[str] | None = None) -> list[KlayersLayer]:
     """A decoded response body -> layers; anything else is a KlayersError naming `where`.
 
-    Used before a response is cached, so a malformed answer never reaches the cache.
+    Used before a response is cached, so a malformed answer never reaches the cache. An item whose
+    ARN is not a Lambda layer-version ARN, or whose package, version or layer version is not what
+    those fields can hold, is dropped (it would be pasted into Terraform or SAM as is): one line
+    about it is appended to `warnings`.
     """
     if isinstance(data, dict) and not data:
         return []  # the per-package endpoints answer {} for "nothing"
@@ -116,6 +150,7 @@ def parse_layers(data, where: str) -> list[KlayersLayer]:
     if not isinstance(data, list):
         raise KlayersError(f"{where}: malformed Klayers response: expected a JSON list of layers, got {type(data).__name__}")
     layers = []
+    dropped = warnings if warnings is not None else []
     for index, item in enumerate(data):
         if not isinstance(item, dict):
             raise KlayersError(f"{where}: malformed Klayers response: item {index} is not an object")
@@ -124,18 +159,18 @@ def parse_layers(data, where: str) -> list[KlayersLayer]:
         if not isinstance(arn, str) or not arn.startswith("arn:") or not isinstance(version, (str, int, float)) \
                 or isinstance(version, bool):
             raise KlayersError(f"{where}: malformed Klayers response: item {index} has no arn/packageVersion")
+        problem = _item_problem(item, arn, str(version))
+        if problem:
+            dropped.append(f"{where}: dropped item {index} of the Klayers answer: {problem}")
+            continue
         package = _pick(item, "package") or _package_from_arn(arn)
-        if not isinstance(package, str) or not package.strip():
-            raise KlayersError(f"{where}: malformed Klayers response: item {index} names no package")
         deps = _pick(item, "dependencies") or ()
         if isinstance(deps, str):
             deps = deps.splitlines()
         if not isinstance(deps, (list, tuple)):
             raise KlayersError(f"{where}: malformed Klayers response: item {index} has dependencies that are not a list")
         layer_version = _pick(item, "layer_version")
-        if layer_version is None:
-            tail = arn.rsplit(":", 1)[-1]
-            layer_version = int(tail) if tail.isdigit() else None
+        layer_version = ascii_int(arn.rsplit(":", 1)[-1]) if layer_version is None else ascii_int(layer_version)
         expiry = _pick(item, "expiry")
         layers.append(
             KlayersLayer(
@@ -145,10 +180,25 @@ def parse_layers(data, where: str) -> list[KlayersLayer]:
                 status=str(_pick(item, "status") or "latest"),
                 expiry=str(expiry) if expiry is not None else None,
                 dependencies=tuple(str(d).strip() for d in deps if str(d).strip()),
-                layer_version=int(layer_version) if str(layer_version).isdigit() else None,
+                layer_version=layer_version,
             )
         )
     return layers
+
+
+def _item_problem(item: dict, arn: str, version: str) -> str | None:
+    """Why an item cannot be used as it is (None when it can)."""
+    if not valid_layer_arn(arn):
+        return f"arn {_shown(arn)} is not a Lambda layer-version ARN (arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION)"
+    package = _pick(item, "package") or _package_from_arn(arn)
+    if not isinstance(package, str) or not _PACKAGE.fullmatch(package):
+        return f"package {_shown(package)} is not a package name"
+    if not _VERSION.fullmatch(version):
+        return f"packageVersion {_shown(version)} is not a version"
+    layer_version = _pick(item, "layer_version")
+    if layer_version is not None and ascii_int(layer_version) is None:
+        return f"layerVersion {_shown(layer_version)} is not a whole number of ASCII digits"
+    return None
 
 
 def _package_from_arn(arn: str) -> str | None:

@@ -15,8 +15,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from .klayers_model import ascii_int, valid_layer_arn
 from .layout import file_sha256
 from .manifest import Manifest, manifest_path_for, read_manifest
+from .netsafe import (
+    Deadline,
+    NetLimitExceeded,
+    deadline_seconds,
+    redact_text,
+    redact_url,
+)
 from .publish_plan import LayerToPublish, PublishError, PublishOptions, bucket_for
 from .threadpool import ThreadPool
 
@@ -24,6 +32,9 @@ MAX_PARALLEL_REGIONS = 4
 MAX_ATTEMPTS = 5  # retries after the first try (botocore's max_attempts): standard mode, backoff with jitter, throttling included
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 120  # a 50 MB upload on a slow link
+# One AWS call in all, botocore's retries and backoff included (the timeouts above are per read, and 6 attempts
+# of them made 12 minutes): a 50 MB direct upload at ~200 KB/s. $LAYERBUILD_NET_DEADLINE overrides.
+CALL_DEADLINE = 300.0
 
 
 @dataclass
@@ -51,20 +62,64 @@ def client(service: str, region: str):
     import boto3
     from botocore.config import Config
 
+    seconds = deadline_seconds(CALL_DEADLINE)
     config = Config(
         region_name=region,
         retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
-        connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
+        connect_timeout=min(CONNECT_TIMEOUT, seconds),
+        read_timeout=min(READ_TIMEOUT, seconds),
     )
     with _session_lock:  # boto3 sessions are not thread-safe to create clients from
         session = boto3.session.Session()
-        return session.client(service, region_name=region, config=config, endpoint_url=endpoint_for(region))
+        made = session.client(service, region_name=region, config=config, endpoint_url=endpoint_for(region))
+    bound_calls(made, seconds)
+    return made
+
+
+def bound_calls(aws_client, seconds: float) -> None:
+    """Give every call of aws_client a total deadline: no request is sent, and no failure retried, past it.
+
+    botocore's timeouts are per read and its retries multiply them; this caps the sum (plus at most one
+    read timeout, which client() keeps within the deadline too). The error names the endpoint's host.
+    """
+    state = threading.local()  # s3transfer calls one client from several threads
+    endpoint = aws_client.meta.endpoint_url
+    events = aws_client.meta.events
+    service = aws_client.meta.service_model.service_id.hyphenize()
+
+    def start(**_):
+        state.deadline = Deadline(seconds)
+
+    def check(**_):
+        deadline = getattr(state, "deadline", None)
+        if deadline is not None and deadline.expired:
+            raise deadline.exceeded(endpoint, "AWS answer")
+
+    def check_retry(caught_exception=None, response=None, **_):
+        status = response[0].status_code if response else 200
+        if caught_exception is not None or status >= 500 or status == 429:
+            check()
+
+    events.register(f"before-call.{service}", start)
+    events.register(f"before-send.{service}", check)
+    events.register_first(f"needs-retry.{service}", check_retry)
 
 
 def describe_error(exc: Exception) -> str:
-    """One line from any botocore failure, never including credentials."""
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
+    """One line from any botocore failure, never including credentials (nor a password in the endpoint URL)."""
+    return redact_text(_describe_error(exc))
+
+
+def _describe_error(exc: Exception) -> str:
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+    )
+
+    if isinstance(exc, NetLimitExceeded):
+        return str(exc)
 
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
@@ -74,7 +129,7 @@ def describe_error(exc: Exception) -> str:
     if isinstance(exc, NoRegionError):
         return "no region"
     if isinstance(exc, EndpointConnectionError):
-        return f"cannot reach the endpoint {exc.kwargs.get('endpoint_url', '')}".strip()
+        return f"cannot reach the endpoint {redact_url(str(exc.kwargs.get('endpoint_url', '')))}".strip()
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -175,6 +230,9 @@ def publish_region(layer: LayerToPublish, region: str, options: PublishOptions) 
             version, arn, status = response["Version"], response["LayerVersionArn"], "published"
             if not options.force:
                 version, arn = drop_retry_duplicate(lam, layer, current, version, arn)
+        if not valid_layer_arn(arn) or ascii_int(version) is None:  # an endpoint's answer, printed and pasted
+            raise PublishError(f"the endpoint answered a LayerVersionArn {str(arn)[:80]!r} (version {str(version)[:20]!r}) "
+                               "that is not a Lambda layer-version ARN; nothing recorded")  # fmt: skip
         shared = ensure_shares(lam, layer.layer_name, version, options)
         return RegionResult(region, layer.layer_name, status, version, arn, shared=shared)
     except PublishError as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .errors import NeedsCompilingError, ResolveError
 from .index import DEFAULT_INDEX_URL, project_files, ships_platform_wheels
+from .netsafe import DEADLINE_ENV, deadline_seconds, host_of, redact_text, redact_url
 from .runtimes import Target
 
 # The hint uv prints when a package has no usable wheel and builds are disabled for it.
@@ -26,6 +27,9 @@ _NO_WHEELS = re.compile(r"Because (?:all versions of )?([A-Za-z0-9._-]+)(?:[=<>!
 # uv's refusal of a source distribution that built into a wheel for the host, not the target.
 _BUILT_FOR_HOST = re.compile(r"The built wheel `(([^`/-]+)-[^`/-]+-([^`/]+))\.whl` is not compatible with the target")
 MAX_SDIST_ROUNDS = 25
+# One uv run in all (resolving or installing, its downloads and any pure-Python sdist it builds):
+# uv's own UV_HTTP_TIMEOUT is per read, this bounds the process. $LAYERBUILD_NET_DEADLINE overrides.
+UV_DEADLINE = 1800.0
 
 
 def uv_binary() -> str:
@@ -74,6 +78,12 @@ def uv_env() -> dict:
     env = dict(os.environ)
     env["UV_PYTHON_DOWNLOADS"] = "never"  # never fetch interpreters behind the user's back
     env.setdefault("UV_HTTP_TIMEOUT", "60")
+    if os.environ.get(DEADLINE_ENV):  # no single read may outlast the whole run's deadline
+        try:
+            per_read = float(env["UV_HTTP_TIMEOUT"])
+        except ValueError:
+            per_read = 60.0
+        env["UV_HTTP_TIMEOUT"] = str(max(1, int(min(per_read, deadline_seconds(UV_DEADLINE)))))
     env["UV_NO_PROGRESS"] = "1"
     # A build never hands AWS credentials to package build scripts.
     for key in [k for k in env if k.startswith("AWS_")]:
@@ -81,13 +91,35 @@ def uv_env() -> dict:
     return env
 
 
-def run_uv(args: list[str], cwd: Path | None = None, timeout: float = 1800) -> UvRun:
+def run_uv(args: list[str], cwd: Path | None = None, timeout: float | None = None) -> UvRun:
+    """uv's result, within a total deadline (UV_DEADLINE, or $LAYERBUILD_NET_DEADLINE): past it uv is killed
+    and reading its pipes stops within seconds even if a child it started still holds them."""
+    timeout = timeout if timeout is not None else deadline_seconds(UV_DEADLINE)
     command = [uv_binary(), *args]
+    proc = subprocess.Popen(command, cwd=cwd, env=uv_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, encoding="utf-8", errors="replace")  # fmt: skip
     try:
-        proc = subprocess.run(command, cwd=cwd, env=uv_env(), capture_output=True, text=True, timeout=timeout)
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise ResolveError(f"uv {args[0]} {args[1] if len(args) > 1 else ''} timed out after {timeout:.0f}s") from None
-    return UvRun(proc.returncode, proc.stdout, proc.stderr)
+        proc.kill()
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:  # a build backend uv started keeps the pipes open: stop reading
+            pass
+        name = " ".join(args[:2])
+        index = args[args.index("--index-url") + 1] if "--index-url" in args[:-1] else None
+        where = f" from {host_of(index)}" if index else ""
+        raise ResolveError(f"uv {name}: no result{where} within the {timeout:g}s deadline (set {DEADLINE_ENV} to "
+                           "allow more)") from None  # fmt: skip
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe:
+                pipe.close()
+    return UvRun(proc.returncode, stdout, stderr)
 
 
 def target_args(target: Target) -> list[str]:
@@ -111,8 +143,8 @@ def _first_error_line(stderr: str) -> str:
     parts = [p.lstrip("×╰─▶ ").removeprefix("error: ").removeprefix("cause: ").removeprefix("Caused by: ")
              for p in chosen if p]  # fmt: skip
     if parts:
-        return ": ".join(parts)
-    return lines[-1] if lines else "uv failed without a message"
+        return redact_text(": ".join(parts))
+    return redact_text(lines[-1]) if lines else "uv failed without a message"
 
 
 # uv's words for a full disk, and the file it was writing ("failed to write to file `PATH`: No space left...").
@@ -197,7 +229,7 @@ def install_lock(lock_path: Path, target: Target, index: IndexSettings, dest: Pa
         if hash_problem:
             # lock_path is a scratch copy: name the package and where the bytes came from instead.
             raise ResolveError(
-                f"hash mismatch for {hash_problem.group(1)}: the file downloaded from {index.index_url} does not match "
+                f"hash mismatch for {hash_problem.group(1)}: the file downloaded from {redact_url(index.index_url)} does not match "
                 f"the hash in the lock (changed or tampered upstream; re-lock only if you trust the new file)"
             )
         raise ResolveError(f"cannot install for {target}: {message}")

@@ -30,10 +30,25 @@ from .cacheprune import wheel_root
 from .errors import ResolveError
 from .httpsession import session
 from .index import IndexFile, short_reason
+from .netsafe import (
+    Deadline,
+    NetLimitExceeded,
+    deadline_seconds,
+    iter_capped,
+    redact_url,
+    watchdog,
+)
 from .threadpool import ThreadPool
 from .tls import requests_verify
 
 MAX_PARALLEL = 6
+# No wheel larger than Lambda's 250 MB unzipped limit can end up in a layer: the cap on any download
+# (decoded bytes, whatever Content-Length says).
+MAX_WHEEL_BYTES = 250 << 20
+# A download's total deadline (per attempt): a minute, plus the time its size takes at 100 KB/s (a slow
+# link); the cap's size when the server does not say. $LAYERBUILD_NET_DEADLINE overrides.
+DOWNLOAD_BASE_SECONDS = 60.0
+SLOWEST_BYTES_PER_SECOND = 100 * 1024
 _BLOCK = 1 << 20
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -48,6 +63,12 @@ def http_timeout() -> float:
         return max(1.0, float(os.environ.get("UV_HTTP_TIMEOUT") or 60))
     except ValueError:
         return 60.0
+
+
+def download_deadline(size: int | None) -> float:
+    """Seconds one download may take in all, scaled for its size (the cap when unknown)."""
+    size = size if size is not None and 0 <= size <= MAX_WHEEL_BYTES else MAX_WHEEL_BYTES
+    return deadline_seconds(DOWNLOAD_BASE_SECONDS + size / SLOWEST_BYTES_PER_SECOND)
 
 
 def http_retries() -> int:
@@ -106,7 +127,7 @@ def intact(path: Path, digest: str) -> bool:
 
 def hash_mismatch_message(package: str, index_url: str) -> str:
     # Shared with the uv path, so a tampered mirror reads the same whichever installer met it.
-    return (f"hash mismatch for {package}: the file downloaded from {index_url} does not match the hash in the "
+    return (f"hash mismatch for {package}: the file downloaded from {redact_url(index_url)} does not match the hash in the "
             f"lock (changed or tampered upstream; re-lock only if you trust the new file)")  # fmt: skip
 
 
@@ -140,15 +161,20 @@ def _download(download: Download, root: Path, cancelled: Callable[[], bool] = la
             digest = hashlib.sha256()
             received = 0
             with os.fdopen(fd, "wb") as handle:
+                head = Deadline(download_deadline(None))  # until the size is known: the cap's
+                deadline = head
                 try:
-                    with session().get(url, stream=True, timeout=http_timeout(), verify=requests_verify()) as response:
+                    with watchdog(head), session().get(url, stream=True, timeout=head.timeout(http_timeout()),
+                                                       verify=requests_verify()) as response:  # fmt: skip
                         if response.status_code != 200:
                             reason = f"HTTP {response.status_code}"
                             if response.status_code < 500 and response.status_code not in (408, 429):
                                 break
                             raise _Retry()
                         expected = response.headers.get("Content-Length")
-                        for block in response.iter_content(_BLOCK):
+                        size = int(expected) if expected and expected.isdigit() else None
+                        deadline = Deadline(download_deadline(size), start=head.start)
+                        for block in iter_capped(response, url, MAX_WHEEL_BYTES, deadline, "wheel"):
                             if cancelled():
                                 raise Cancelled()
                             handle.write(block)
@@ -157,7 +183,13 @@ def _download(download: Download, root: Path, cancelled: Callable[[], bool] = la
                         if expected and expected.isdigit() and int(expected) != received:
                             reason = f"connection closed after {received:,} of {int(expected):,} bytes"
                             raise _Retry()
+                except NetLimitExceeded as exc:  # not retried: a slow or oversized answer stays so
+                    reason = exc.detail
+                    break
                 except requests.RequestException as exc:
+                    if deadline.expired:  # a read timed out at the deadline, or the watchdog cut a drip off
+                        reason = deadline.exceeded(url, "wheel").detail
+                        break
                     reason = short_reason(exc)
                     raise _Retry() from None
             sha = digest.hexdigest()
@@ -173,8 +205,8 @@ def _download(download: Download, root: Path, cancelled: Callable[[], bool] = la
                 time.sleep(min(4.0, 0.5 * 2**attempt))
         finally:
             Path(temp).unlink(missing_ok=True)
-    retried = f" (retried {attempts - 1} times)" if attempts > 1 else ""
-    raise ResolveError(f"cannot download {filename} for {download.package} from {url}: {reason}{retried}")
+    retried = f" (retried {attempt} times)" if attempt else ""
+    raise ResolveError(f"cannot download {filename} for {download.package} from {redact_url(url)}: {reason}{retried}")
 
 
 class _Retry(Exception):

@@ -412,8 +412,10 @@ def _derive(engine: Engine, request: BuildRequest, image: str, base: ImageInfo, 
                 f"{', '.join(recipe.system_packages)}: {last_error_line(result.output)}; log: {log}"
             )
         if kind == "tools":
-            raise BuildError(f"cannot install {TOOLS_REQUIREMENT} into {where} from {request.index.index_url}: "
-                             f"{last_error_line(result.output)}; log: {log}")  # fmt: skip
+            from ..netsafe import redact_text, redact_url
+
+            raise BuildError(f"cannot install {TOOLS_REQUIREMENT} into {where} from {redact_url(request.index.index_url)}: "
+                             f"{redact_text(last_error_line(result.output))}; log: {log}")  # fmt: skip
         raise BuildError(f"preparing {where} failed (exit status {result.exit_code}): {last_error_line(result.output)}; log: {log}")
     labels = {"layerbuild.base": base.id, "layerbuild.package_manager": probe.package_manager,
               "layerbuild.python": probe.python, "layerbuild.python_version": probe.version,
