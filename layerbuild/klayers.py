@@ -274,7 +274,9 @@ def _warn(line: str) -> None:
     """Where a dropped item is reported (stderr, one line)."""
     import click
 
-    click.echo(f"warning: {line}", err=True)
+    from .safetext import printable
+
+    click.echo(f"warning: {printable(line)}", err=True)
 
 
 def _url_key(url: str) -> str:
@@ -293,8 +295,10 @@ def _decode_json(data: bytes, shown: str):
 
 
 def _printable(text: str) -> str:
-    """An HTTP reason phrase, printable characters only (it comes from the server)."""
-    return "".join(c if c.isprintable() else "?" for c in text)[:100]
+    """An HTTP reason phrase, escaped and cut short (it comes from the server)."""
+    from .safetext import printable
+
+    return printable(text)[:100]
 
 
 def _retry_after(value: str | None, now: float) -> float | None:

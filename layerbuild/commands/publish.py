@@ -11,6 +11,7 @@ from ..integrity import vet_for_publish
 from ..publish import load_built_layer, publish_layer
 from ..publish_plan import PublishError, check_s3, dry_run_plan, layer_to_publish, make_options
 from ..recipe import load_recipe
+from ..safetext import printable
 from ..runtimes import check_architecture, normalise_python
 from ..snippets import render_arns
 
@@ -55,7 +56,7 @@ def built_layers(target: str, pythons, arches, out_dir: Path, layer_name: str | 
         raise PublishError(f"--layer-name names one layer but {target} has {len(targets)} targets "
                            f"({', '.join(t.slug for t in targets)}); narrow with --python/--arch")  # fmt: skip
     outcomes = build_recipe(recipe, pythons or None, arches or None, out_dir=out_dir,
-                            progress=lambda t, m: click.echo(f"[{t.slug}] {m}", err=True))  # fmt: skip
+                            progress=lambda t, m: click.echo(printable(f"[{t.slug}] {m}"), err=True))  # fmt: skip
     return [(o.zip_path, o.manifest) for o in outcomes]
 
 
@@ -90,10 +91,10 @@ def publish_cmd(target, regions, layer_name, shares, s3_bucket, force, dry_run, 
             _cli().echo_json(plan)
             return
         for step in plan:
-            click.echo(f"[{step['region']}] {step['layer_name']} ({step['zip']})")
+            click.echo(printable(f"[{step['region']}] {step['layer_name']} ({step['zip']})"))
             params = {k: v for k, v in step["parameters"].items()}
             for key in sorted(params):
-                click.echo(f"    {key}: {params[key]}")
+                click.echo(printable(f"    {key}: {params[key]}"))
             for call in step["calls"]:
                 click.echo(f"    would call {call}")
         click.echo("dry run: nothing was called", err=True)
@@ -101,7 +102,7 @@ def publish_cmd(target, regions, layer_name, shares, s3_bucket, force, dry_run, 
 
     results = []
     for layer in layers:
-        results += publish_layer(layer, options, progress=lambda region, message, n=layer.layer_name: click.echo(f"[{region}] {n}: {message}", err=True))
+        results += publish_layer(layer, options, progress=lambda region, message, n=layer.layer_name: click.echo(printable(f"[{region}] {n}: {message}"), err=True))
 
     if json_output:
         _cli().echo_json([r.to_dict() for r in results])
