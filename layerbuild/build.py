@@ -19,9 +19,10 @@ from . import __version__
 from . import cacheprune, cachestep, contents, verifystep
 from .parallel import run_all
 from .backends.base import IMAGE_ENV, BuildRequest, LayerTree
-from .distlock import publish_pair, remove_orphan_zip, remove_stale_temps, sigint_held, temp_prefix, workdir_prefix
+from .distlock import publish_pair, remove_stale_temps, sigint_held, temp_prefix, workdir_prefix
 from .errors import BuildError, DockerUnavailableError, LockError, NeedsCompilingError
 from .layout import fix_records, remove_paths, write_deterministic_zip
+from .limits import LOCK_MAX_BYTES, read_capped_text
 from .lockfile import Lock, parse_lock, requirements_digest
 from .manifest import Manifest, manifest_path_for
 from .recipe import Recipe
@@ -94,7 +95,10 @@ def committed_lock(recipe: Recipe, target: Target, index: IndexSettings) -> Lock
     path = recipe.lock_path(target)
     if not path.is_file():
         return None
-    lock = parse_lock(path.read_text(encoding="utf-8"))
+    try:
+        lock = parse_lock(read_capped_text(path, LOCK_MAX_BYTES, "lock", LockError))
+    except OSError as exc:
+        raise LockError(f"{path}: cannot read the lock: {exc.strerror or exc}") from None
     expected = requirements_digest(recipe)
     if lock.requirements_sha256 != expected:
         raise LockError(
@@ -173,9 +177,10 @@ def _build_target(recipe: Recipe, target: Target, options: _Options,
     stem = output_stem(recipe, target)
     zip_path = out_dir / f"{stem}.zip"
     manifest_path = manifest_path_for(zip_path)
-    # Leftovers of killed builds (pid gone) must never be mistaken for output or pile up.
+    # Leftovers of killed builds (pid gone) must never be mistaken for output or pile up. A zip without a
+    # manifest is left alone: it may be the user's (readers refuse it anyway), and only a build that succeeds
+    # replaces it, with its own pair.
     remove_stale_temps(out_dir, stem)
-    remove_orphan_zip(out_dir, stem)
 
     work_dir = Path(tempfile.mkdtemp(prefix=workdir_prefix(stem), dir=scratch_dir()))  # in memory when there is room
     tmp_zip = tmp_manifest = request = None

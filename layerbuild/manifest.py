@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import LayerbuildError
+from .limits import MANIFEST_MAX_BYTES, read_capped_text
 
 MANIFEST_VERSION = 1
 
@@ -61,7 +62,7 @@ def manifest_path_for(zip_path: Path) -> Path:
 
 def read_manifest(path: Path) -> Manifest:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(read_capped_text(path, MANIFEST_MAX_BYTES, "manifest", LayerbuildError))
         return Manifest.from_dict(data)
     except FileNotFoundError:
         raise LayerbuildError(f"{path}: no manifest beside the zip (build it with layerbuild build, or pass --python and --arch)") from None

@@ -76,7 +76,7 @@ def uv_env() -> dict:
     env.setdefault("UV_HTTP_TIMEOUT", "60")
     env["UV_NO_PROGRESS"] = "1"
     # A build never hands AWS credentials to package build scripts.
-    for key in [k for k in env if k.startswith("AWS_")]:
+    for key in [k for k in env if k.upper().startswith("AWS_")]:  # aws_secret_access_key too
         del env[key]
     return env
 

@@ -30,6 +30,7 @@ from ..distinfo import installed_packages
 from ..dockerengine import Engine, ImageInfo, Mount, RunSpec
 from ..errors import BuildError, BuildImageError, CompileError, LockError, ResolveError, SystemPackageError
 from ..lockfile import Lock, requirements_digest
+from ..recipe import build_env_refusal
 from ..runtimes import DOCKER_PLATFORM, Target
 from ..tls import system_ca_bundle
 from .base import IMAGE_ENV, BuildRequest, LayerTree
@@ -161,7 +162,9 @@ def container_env(index, build_env, ca_mounted: bool, cache_dir: str = PIP_CACHE
         env["PIP_EXTRA_INDEX_URL"] = " ".join(index.extra_index_urls)
     if ca_mounted:
         env.update({"PIP_CERT": CA_PATH, "SSL_CERT_FILE": CA_PATH, "REQUESTS_CA_BUNDLE": CA_PATH})
-    env.update(dict(build_env))
+    # The recipe's build_env was validated (recipe.build_env_refusal); the same rule again here, for a Recipe
+    # made in code: nothing that changes which code or index is used, no credentials.
+    env.update({k: v for k, v in dict(build_env).items() if build_env_refusal(k) is None})
     return {k: v for k, v in env.items() if not k.upper().startswith("AWS_")}
 
 

@@ -1,0 +1,222 @@
+"""Issue #16 "Trust nothing that comes back", the build side: locks and saved resolutions that must cover the
+recipe, excludes that empty a package, a failed build touching others' files, oversized or duplicate-keyed
+inputs, local file:// indexes, and build_env variables that would change which code or index is used.
+
+Every index is a loopback PackageIndex (tests/faultproxy.py) or a local directory; every build is bounded
+by uv's own timeouts (kept small here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import reliability_figures
+from faultproxy import PackageIndex, make_wheel
+from layerbuild.errors import RecipeError
+from layerbuild.limits import LOCK_MAX_BYTES, MANIFEST_MAX_BYTES, RECIPE_MAX_BYTES
+from layerbuild.recipe import load_recipe
+
+STEM = "myl-python3.12-x86_64"
+
+
+@pytest.fixture
+def index():
+    with PackageIndex() as server:
+        yield server
+
+
+@pytest.fixture
+def net_env(tmp_path):
+    # A private uv cache: wheels here share names and versions but not bytes across tests.
+    return {"UV_HTTP_TIMEOUT": "2", "UV_HTTP_RETRIES": "1", "UV_CACHE_DIR": str(tmp_path / "uv-cache")}
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), result.stderr
+    assert all(ln.startswith("[") for ln in lines[:-1]), result.stderr  # progress lines only before it
+    return lines[-1]
+
+
+def zip_names(path: Path) -> list[str]:
+    with zipfile.ZipFile(path) as archive:
+        return archive.namelist()
+
+
+# --- finding 6: a failed build never touches a file it did not create ---------------------------------------
+
+
+def test_failed_build_leaves_a_foreign_zip_without_manifest_byte_identical(index, invoke, write_recipe, tmp_path,
+                                                                            net_env):  # fmt: skip
+    """#16 finding 6: `echo x > out/myl-python3.12-x86_64.zip` then a build that cannot resolve: the file stays."""
+    out = tmp_path / "out"
+    out.mkdir()
+    foreign = out / f"{STEM}.zip"
+    foreign.write_bytes(b"x\n")
+    recipe = write_recipe(f"name: myl\npackages: [demo-nowhere]\nindex_url: {index.simple_url}\n", filename="myl.yaml")
+    reliability_figures.count("bad_inputs", detail="foreign zip in --out, failing build")
+    result = invoke("build", recipe, "--out", out, env=net_env)
+    assert "demo-nowhere" in one_error_line(result)
+    assert foreign.read_bytes() == b"x\n"
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [f"{STEM}.zip"]
+
+
+def test_successful_build_replaces_its_own_output_name(index, invoke, write_recipe, tmp_path, net_env):
+    """#16 finding 6 (success path, decided): a build that succeeds replaces the zip at its own output name."""
+    index.add("demo-ok", "1.0")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f"{STEM}.zip").write_bytes(b"x\n")
+    (out / "unrelated.zip").write_bytes(b"mine\n")
+    recipe = write_recipe(f"name: myl\npackages: [demo-ok]\nindex_url: {index.simple_url}\n", filename="myl.yaml")
+    result = invoke("build", recipe, "--out", out, env=net_env)
+    assert result.exit_code == 0, result.stderr
+    assert "demo_ok/__init__.py" in " ".join(zip_names(out / f"{STEM}.zip"))
+    assert (out / f"{STEM}.json").is_file()
+    assert (out / "unrelated.zip").read_bytes() == b"mine\n"
+
+
+# --- finding 14: size caps before parsing; a lock that is not UTF-8 -------------------------------------------
+
+
+def test_oversized_recipe_is_refused_before_parsing(invoke, write_recipe, tmp_path):
+    """#16 finding 14: a recipe over 1 MiB is refused with one line naming the file, its size and the cap."""
+    text = "name: big\npackages: [six]\n" + "#" * RECIPE_MAX_BYTES + "\n"
+    path = write_recipe(text, filename="big.yaml")
+    size = path.stat().st_size
+    reliability_figures.count("bad_inputs", detail="oversized recipe")
+    line = one_error_line(invoke("build", path, "--out", tmp_path / "out"))
+    assert str(path) in line and f"{size:,} bytes" in line and f"{RECIPE_MAX_BYTES:,}-byte cap" in line
+    assert not (tmp_path / "out").exists()
+
+
+def _locked_recipe(write_recipe, lock_bytes: bytes) -> tuple[Path, Path]:
+    recipe = write_recipe("name: capped\npackages: [six]\n", filename="capped.yaml")
+    lock = recipe.parent / "capped.lock" / "python3.12-x86_64.txt"
+    lock.parent.mkdir()
+    lock.write_bytes(lock_bytes)
+    return recipe, lock
+
+
+def test_oversized_lock_is_refused_before_parsing(invoke, write_recipe, tmp_path):
+    """#16 finding 14: a lock over 4 MiB is refused with one line naming it, its size and the cap."""
+    recipe, lock = _locked_recipe(write_recipe, b"# padding\n" * (LOCK_MAX_BYTES // 10 + 1))
+    reliability_figures.count("bad_inputs", detail="oversized lock")
+    line = one_error_line(invoke("build", recipe, "--out", tmp_path / "out"))
+    assert str(lock) in line and f"{lock.stat().st_size:,} bytes" in line and f"{LOCK_MAX_BYTES:,}-byte cap" in line
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_lock_that_is_not_utf8_is_one_line_naming_it(invoke, write_recipe, tmp_path):
+    """#16 finding 14 (finding 18's lock part): a committed lock in Latin-1 is one line naming the file."""
+    recipe, lock = _locked_recipe(write_recipe, b"# caf\xe9\nsix==1.16.0\n")
+    reliability_figures.count("bad_inputs", detail="lock not UTF-8")
+    line = one_error_line(invoke("build", recipe, "--out", tmp_path / "out"))
+    assert str(lock) in line and "not UTF-8" in line
+    from layerbuild.commands.klayers import committed_pins  # what `resolve` reads
+    from layerbuild.errors import LockError
+
+    recipe_obj = load_recipe(str(recipe))
+    with pytest.raises(LockError, match="not UTF-8"):
+        committed_pins(recipe_obj, recipe_obj.targets()[0])
+
+
+def test_oversized_manifest_is_refused_before_parsing(invoke, tmp_path):
+    """#16 finding 14: a manifest over 4 MiB beside a zip is refused naming it, its size and the cap."""
+    layer = tmp_path / "big-python3.12-x86_64.zip"
+    with zipfile.ZipFile(layer, "w") as archive:
+        archive.writestr("python/big.py", "X = 1\n")
+    manifest = layer.with_suffix(".json")
+    manifest.write_text('{"name": "big", "notes": "' + "n" * MANIFEST_MAX_BYTES + '"}', encoding="utf-8")
+    reliability_figures.count("bad_inputs", detail="oversized manifest")
+    line = one_error_line(invoke("audit", layer))
+    assert str(manifest) in line and f"{manifest.stat().st_size:,} bytes" in line
+    assert f"{MANIFEST_MAX_BYTES:,}-byte cap" in line
+
+
+# --- finding 22: duplicate keys in a recipe ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, key, line_no", [
+    ("name: one\npackages: [six]\nname: two\n", "name", 3),
+    ("name: x\npackages: [six]\nbackend: docker\nbuild_env:\n  CFLAGS: -O2\n  CFLAGS: -O0\n", "CFLAGS", 6),
+    ("name: x\npackages: [six]\nbuild_env: {CFLAGS: a, CFLAGS: b}\n", "CFLAGS", 3),
+], ids=["top-level", "nested", "flow"])  # fmt: skip
+def test_duplicate_keys_are_refused_naming_the_key_and_line(invoke, write_recipe, tmp_path, text, key, line_no):
+    """#16 finding 22: a key given twice in any mapping of a recipe is refused, naming the key and its line."""
+    path = write_recipe(text, filename="dup.yaml")
+    reliability_figures.count("bad_inputs", detail="duplicate recipe keys")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(str(path))
+    message = str(info.value)
+    assert f"duplicate key '{key}'" in message and f"at line {line_no}," in message and str(path) in message
+    line = one_error_line(invoke("build", path, "--out", tmp_path / "out"))
+    assert f"duplicate key '{key}'" in line
+
+
+def test_yaml_merge_keys_may_still_override(write_recipe):
+    """#16 finding 22: a merge (`<<: *base`) is not a duplicate: its keys may be overridden, as YAML intends."""
+    text = "name: x\npackages: [six]\nbackend: docker\nbuild_env:\n  <<: &base {CFLAGS: -O2}\n  CFLAGS: -O0\n"
+    recipe = load_recipe(str(write_recipe(text, filename="merge.yaml")))
+    assert dict(recipe.build_env) == {"CFLAGS": "-O0"}
+
+
+# --- finding 23: build_env may not change which code or index is used ----------------------------------------
+
+
+REFUSED_ENV = ["LD_PRELOAD", "LD_LIBRARY_PATH", "ld_preload", "PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP",
+               "PYTHONUSERBASE", "PYTHONWARNINGS", "PIP_INDEX_URL", "pip_index_url", "PIP_EXTRA_INDEX_URL",
+               "PIP_CONFIG_FILE", "UV_INDEX_URL", "UV_INDEX", "LAYERBUILD_INDEX_URL", "MY_INDEX_URL", "BASH_ENV",
+               "GIT_SSH_COMMAND", "SSL_CERT_FILE", "aws_secret_access_key", "Aws_Access_Key_Id"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", REFUSED_ENV)
+def test_build_env_that_changes_code_or_index_is_refused(write_recipe, name):
+    """#16 finding 23: build_env may not set loader, interpreter, installer, index or credential variables."""
+    path = write_recipe(f"name: x\npackages: [six]\nbackend: docker\nbuild_env:\n  {name}: /tmp/evil\n",
+                        filename="env.yaml")  # fmt: skip
+    reliability_figures.count("bad_inputs", detail="build_env smuggling")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(str(path))
+    message = str(info.value)
+    assert f"field 'build_env.{name}': may not be set by a recipe: " in message and str(path) in message
+    assert "\n" not in message
+
+
+def test_build_env_allows_compiler_and_build_knobs(write_recipe):
+    """#16 finding 23: what stays allowed: compiler flags and packages' own build switches."""
+    allowed = {"CFLAGS": "-O2", "CXXFLAGS": "-O2", "LDFLAGS": "-s", "MAKEFLAGS": "-j2", "CC": "gcc",
+               "SOURCE_DATE_EPOCH": "0", "NPY_NUM_BUILD_JOBS": "2", "PIP_NO_BINARY": "markupsafe",
+               "HTTPS_PROXY": "http://proxy:3128", "PYTHONHASHSEED": "0"}  # fmt: skip
+    text = "name: x\npackages: [six]\nbackend: docker\nbuild_env:\n" + "".join(f"  {k}: '{v}'\n" for k, v in allowed.items())
+    assert dict(load_recipe(str(write_recipe(text, filename="ok.yaml"))).build_env) == allowed
+
+
+def test_docker_container_env_applies_the_same_rule(monkeypatch):
+    """#16 finding 23: a Recipe made in code (no validation) still cannot smuggle them into the container."""
+    from layerbuild.backends.docker import container_env
+    from layerbuild.uvdriver import IndexSettings
+
+    index = IndexSettings("https://mirror.example/simple")
+    env = container_env(index, (("CFLAGS", "-O1"), ("LD_PRELOAD", "/evil.so"), ("pip_index_url", "http://evil/"),
+                                ("PIP_INDEX_URL", "http://evil/"), ("aws_secret_access_key", "s")), ca_mounted=False)  # fmt: skip
+    assert env["CFLAGS"] == "-O1" and env["PIP_INDEX_URL"] == "https://mirror.example/simple"
+    assert not {"LD_PRELOAD", "pip_index_url", "aws_secret_access_key"} & set(env)
+
+
+def test_uv_never_receives_lower_case_aws_variables(monkeypatch):
+    """#16 finding 23: credentials in lower case are removed from uv's environment as upper case ones are."""
+    from layerbuild.uvdriver import uv_env
+
+    monkeypatch.setenv("aws_secret_access_key", "lower-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "upper-secret")
+    env = uv_env()
+    assert not [k for k in env if k.upper().startswith("AWS_")]
+    assert "lower-secret" not in env.values()
