@@ -23,7 +23,7 @@ from .distlock import publish_pair, remove_stale_temps, sigint_held, temp_prefix
 from .errors import BuildError, DockerUnavailableError, LockError, NeedsCompilingError
 from .layout import fix_records, remove_paths, write_deterministic_zip
 from .limits import LOCK_MAX_BYTES, read_capped_text
-from .lockfile import Lock, parse_lock, requirements_digest
+from .lockfile import Lock, parse_lock, requirements_digest, unsatisfied
 from .manifest import Manifest, manifest_path_for
 from .recipe import Recipe
 from .runtimes import Target
@@ -105,6 +105,10 @@ def committed_lock(recipe: Recipe, target: Target, index: IndexSettings) -> Lock
             f"{path}: lock is stale (the recipe's packages or index changed since it was written); "
             f"run 'layerbuild lock {recipe.name}' to update it"
         )
+    problem = unsatisfied(lock, recipe.requirements, target)
+    if problem:  # a truncated or hand-edited lock would build a layer without what the recipe asks for
+        raise LockError(f"{path}: the lock does not satisfy the recipe for {target.slug}: {problem}; "
+                        f"run 'layerbuild lock {recipe.name}' to update it")  # fmt: skip
     return lock
 
 

@@ -220,3 +220,96 @@ def test_uv_never_receives_lower_case_aws_variables(monkeypatch):
     env = uv_env()
     assert not [k for k in env if k.upper().startswith("AWS_")]
     assert "lower-secret" not in env.values()
+
+
+# --- finding 2: a lock or saved resolution must satisfy the recipe -------------------------------------------
+
+
+def _lock(invoke, recipe: Path, env: dict) -> Path:
+    result = invoke("lock", recipe, env=env)
+    assert result.exit_code == 0, result.stderr
+    return recipe.parent / f"{recipe.stem}.lock" / "python3.12-x86_64.txt"
+
+
+def _header(lock: Path) -> str:
+    return "".join(ln for ln in lock.read_text(encoding="utf-8").splitlines(keepends=True) if ln.startswith("#"))
+
+
+def test_truncated_lock_is_refused_not_built_empty(index, invoke, write_recipe, tmp_path, net_env):
+    """#16 finding 2: a lock cut after its header (a 22-byte layer before) is refused naming the lock and package."""
+    index.add("demo-a", "1.0")
+    recipe = write_recipe(f"name: trunc\npackages: [demo-a]\nindex_url: {index.simple_url}\n", filename="trunc.yaml")
+    lock = _lock(invoke, recipe, net_env)
+    lock.write_text(_header(lock), encoding="utf-8")  # the header (and its digest) intact, every pin gone
+    reliability_figures.count("bad_inputs", detail="truncated lock")
+    out = tmp_path / "out"
+    line = one_error_line(invoke("build", recipe, "--out", out, env=net_env))
+    assert str(lock) in line and "does not satisfy the recipe" in line and "demo-a" in line
+    assert "layerbuild lock trunc" in line
+    assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
+
+
+def test_lock_pinning_another_package_is_refused(index, invoke, write_recipe, tmp_path, net_env):
+    """#16 finding 2: a lock whose pins are another package's (with valid hashes) does not build that package."""
+    index.add("demo-a", "1.0")
+    index.add("demo-other", "3.0")
+    other = write_recipe(f"name: other\npackages: [demo-other]\nindex_url: {index.simple_url}\n", filename="other.yaml")
+    other_lock = _lock(invoke, other, net_env)
+    recipe = write_recipe(f"name: swap\npackages: [demo-a]\nindex_url: {index.simple_url}\n", filename="swap.yaml")
+    lock = _lock(invoke, recipe, net_env)
+    body = "".join(ln for ln in other_lock.read_text().splitlines(keepends=True) if not ln.startswith("#"))
+    lock.write_text(_header(lock) + body, encoding="utf-8")
+    reliability_figures.count("bad_inputs", detail="lock pinning another package")
+    line = one_error_line(invoke("build", recipe, "--out", tmp_path / "out", env=net_env))
+    assert str(lock) in line and "pins no version of demo-a" in line
+
+
+def test_lock_pinning_a_version_the_recipe_excludes_is_refused():
+    """#16 finding 2 (pure): the pinned version must be one the recipe's specifier allows, with a hash."""
+    from packaging.requirements import Requirement
+
+    from layerbuild.lockfile import parse_lock, unsatisfied
+    from layerbuild.runtimes import Target, get_runtime
+
+    target = Target(get_runtime("3.12"), "x86_64")
+    digest = "a" * 64
+    lock = parse_lock(f"# layerbuild: target={target.slug}\ndemo-a==1.0 \\\n    --hash=sha256:{digest}\nnohash==2.0\n")
+    assert "demo-a==1.0, which the recipe's 'demo-a>=2' does not allow" in unsatisfied(lock, [Requirement("demo-a>=2")], target)
+    assert unsatisfied(lock, [Requirement("demo-a<2")], target) is None
+    assert "without a --hash" in unsatisfied(lock, [Requirement("nohash")], target)
+    assert unsatisfied(lock, [Requirement("absent; python_version < '3'")], target) is None  # not for this target
+    assert "written for python3.12-x86_64" in unsatisfied(lock, [], Target(get_runtime("3.12"), "arm64"))
+    extras = parse_lock(f"demo-a[x]==1.0 --hash=sha256:{digest}\n")
+    assert "without the extras y" in unsatisfied(extras, [Requirement("demo-a[x,y]")], target)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other-package", "garbage"])
+def test_damaged_saved_resolution_is_discarded_and_never_empties_dist(index, invoke, write_recipe, tmp_path, net_env,
+                                                                       damage):  # fmt: skip
+    """#16 finding 2: a damaged resolution under the cache's resolutions/ is discarded (one line) and resolved
+    again; the good dist/ zip is not overwritten with an empty layer."""
+    index.add("demo-a", "1.0")
+    env = dict(net_env, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    recipe = write_recipe(f"name: saved\npackages: [demo-a]\nindex_url: {index.simple_url}\n", filename="saved.yaml")
+    out = tmp_path / "out"
+    first = invoke("build", recipe, "--out", out, env=env)
+    assert first.exit_code == 0, first.stderr
+    good = (out / "saved-python3.12-x86_64.zip").read_bytes()
+    (saved,) = (tmp_path / "xdg").rglob("resolutions/*.json")
+    data = json.loads(saved.read_text())
+    header = "".join(ln + "\n" for ln in data["lock"].splitlines() if ln.startswith("#"))
+    if damage == "truncated":
+        saved.write_text(json.dumps({"created": data["created"], "lock": header}))
+    elif damage == "other-package":
+        _, wheel = make_wheel("demo-z", "9.0")
+        pin = f"demo-z==9.0 \\\n    --hash=sha256:{hashlib.sha256(wheel).hexdigest()}\n"
+        saved.write_text(json.dumps({"created": data["created"], "lock": header + pin}))
+    else:
+        saved.write_bytes(b'{"created": 1e99, "lock": \x00\xff')
+    reliability_figures.count("faults", detail="damaged saved resolution")
+    again = invoke("build", recipe, "--out", out, env=env)
+    assert again.exit_code == 0, again.stderr
+    assert f"saved resolution {saved} is damaged" in again.stderr and "discarded, resolving again" in again.stderr
+    assert (out / "saved-python3.12-x86_64.zip").read_bytes() == good
+    assert "python/demo_a/__init__.py" in zip_names(out / "saved-python3.12-x86_64.zip")
+    assert "demo-a" in json.loads(saved.read_text())["lock"]  # resolved again and remembered soundly
