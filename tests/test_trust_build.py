@@ -313,3 +313,36 @@ def test_damaged_saved_resolution_is_discarded_and_never_empties_dist(index, inv
     assert (out / "saved-python3.12-x86_64.zip").read_bytes() == good
     assert "python/demo_a/__init__.py" in zip_names(out / "saved-python3.12-x86_64.zip")
     assert "demo-a" in json.loads(saved.read_text())["lock"]  # resolved again and remembered soundly
+
+
+# --- finding 3: an exclude that removes every file of a requested package ------------------------------------
+
+
+@pytest.mark.parametrize("patterns, package, index_no", [
+    (["*"], "demo-a", 0),
+    (["python"], "demo-a", 0),
+    (["python/**/tests", "python/demo_b"], "demo-b", 1),
+], ids=["star", "python", "one-package"])  # fmt: skip
+def test_exclude_that_empties_a_requested_package_fails_naming_it(index, invoke, write_recipe, tmp_path, net_env,
+                                                                  patterns, package, index_no):  # fmt: skip
+    """#16 finding 3: `exclude: ["*"]` gave an empty layer whose manifest listed the packages, exit 0."""
+    index.add("demo-a", "1.0")
+    index.add("demo-b", "1.0")
+    recipe = write_recipe(name="excl", packages=["demo-a", "demo-b"], index_url=index.simple_url, exclude=patterns)
+    reliability_figures.count("bad_inputs", detail="exclude emptying a package")
+    out = tmp_path / "out"
+    line = one_error_line(invoke("build", recipe, "--out", out, env=net_env))
+    assert f"field 'exclude[{index_no}]': {patterns[index_no]!r} removes every file of {package}" in line
+    assert str(recipe.resolve()) in line
+    assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
+
+
+def test_exclude_that_trims_a_package_still_builds(index, invoke, write_recipe, tmp_path, net_env):
+    """#16 finding 3 (control): a pattern removing some of a package's files is fine."""
+    index.add("demo-a", "1.0", files={"demo_a/__init__.py": b"X = 1\n", "demo_a/tests/test_x.py": b"pass\n"})
+    recipe = write_recipe(name="trim", packages=["demo-a"], index_url=index.simple_url, exclude=["tests"])
+    out = tmp_path / "out"
+    result = invoke("build", recipe, "--out", out, env=net_env)
+    assert result.exit_code == 0, result.stderr
+    names = zip_names(out / "trim-python3.12-x86_64.zip")
+    assert "python/demo_a/__init__.py" in names and not [n for n in names if "/tests/" in n]
