@@ -17,6 +17,7 @@ MiB = 1 << 20
 RECIPE_MAX_BYTES = 1 * MiB
 LOCK_MAX_BYTES = 4 * MiB
 MANIFEST_MAX_BYTES = 4 * MiB
+INDEX_PAGE_MAX_BYTES = 64 * MiB  # a local index's project page (PyPI's largest HTML pages are a few MiB)
 
 
 def too_large_message(path: Path | str, what: str, size: int, cap: int) -> str:

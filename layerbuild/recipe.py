@@ -35,6 +35,9 @@ SYSTEM_PACKAGE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 LIB_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+*?\[\]-]*$")
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 URL_PATTERN = re.compile(r"^(https?|file)://\S+$")
+LOCAL_INDEX_PATTERN = re.compile(r"^file://(localhost)?/\S*$")
+INDEX_URL_VALID = ("an http(s):// index URL, or a local directory as file:///path (a PEP 503 tree with "
+                   "PROJECT/index.html, or a directory of wheels)")
 SPDX_PATTERN = re.compile(r"^[A-Za-z0-9.+()\- ]{1,100}$")
 BYTECODE_MODES = ("alongside", "only", "none")
 BACKENDS = ("auto", "wheels", "docker")
@@ -256,8 +259,12 @@ def parse_recipe(data, source: str, path: Path | None = None) -> Recipe:
         if pattern.startswith("/") or ".." in pattern.split("/"):
             v.fail(f"exclude[{index}]", f"{pattern!r} must be a relative glob inside the layer, e.g. 'python/**/tests/**'")
 
-    index_url = v.string(data, "index_url", pattern=URL_PATTERN, valid="an http(s):// or file:// URL")
-    extra = v.string_list(data, "extra_index_urls", pattern=URL_PATTERN, valid="an http(s):// or file:// URL") or []
+    index_url = v.string(data, "index_url", pattern=URL_PATTERN, valid=INDEX_URL_VALID)
+    extra = v.string_list(data, "extra_index_urls", pattern=URL_PATTERN, valid=INDEX_URL_VALID) or []
+    for fieldname, url in [("index_url", index_url), *((f"extra_index_urls[{i}]", u) for i, u in enumerate(extra))]:
+        if url and url.startswith("file:") and not LOCAL_INDEX_PATTERN.match(url):
+            v.fail(fieldname, f"invalid value {url!r}: a local index is an absolute directory path, file:///path/to/dir "
+                              f"(no host); valid: {INDEX_URL_VALID}")  # fmt: skip
     imports = v.string_list(data, "imports", pattern=MODULE_PATTERN, valid="a dotted module name such as 'PIL.Image'") or []
     backend = v.string(data, "backend") or "auto"
     if backend not in BACKENDS:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import NeedsCompilingError, ResolveError
-from .index import DEFAULT_INDEX_URL, project_files, ships_platform_wheels
+from .index import DEFAULT_INDEX_URL, is_find_links_directory, project_files, ships_platform_wheels
 from .runtimes import Target
 
 # The hint uv prints when a package has no usable wheel and builds are disabled for it.
@@ -57,9 +57,17 @@ class IndexSettings:
                    or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL)  # fmt: skip
 
     def args(self) -> list[str]:
-        out = ["--index-url", self.index_url]
-        for extra in self.extra_index_urls:
+        """uv's index options. A file:// URL naming a directory of distribution files (not a PEP 503 tree) is
+        a find-links location for uv; when the recipe's index is one, the first other index takes its place
+        (or none: --no-index)."""
+        urls = [self.index_url, *self.extra_index_urls]
+        flat = [url for url in urls if is_find_links_directory(url)]
+        indexes = [url for url in urls if url not in flat]
+        out = ["--index-url", indexes[0]] if indexes else ["--no-index"]
+        for extra in indexes[1:]:
             out += ["--extra-index-url", extra]
+        for location in flat:
+            out += ["--find-links", location]
         return out
 
 

@@ -346,3 +346,90 @@ def test_exclude_that_trims_a_package_still_builds(index, invoke, write_recipe, 
     assert result.exit_code == 0, result.stderr
     names = zip_names(out / "trim-python3.12-x86_64.zip")
     assert "python/demo_a/__init__.py" in names and not [n for n in names if "/tests/" in n]
+
+
+# --- finding 20: local file:// indexes and find-links directories ----------------------------------------------
+
+
+def _local_index(folder: Path, layout: str) -> str:
+    """demo-a 1.0 (asking demo-b with extra x) and demo-b 2.0 as a PEP 503 tree or a flat find-links folder."""
+    folder.mkdir()
+    for name, version, requires in (("demo-a", "1.0", ("demo-b; extra == 'x'",)), ("demo-b", "2.0", ())):
+        filename, data = make_wheel(name, version, requires=requires)
+        if layout == "flat":
+            (folder / filename).write_bytes(data)
+            continue
+        (folder / name).mkdir()
+        (folder / name / filename).write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        (folder / name / "index.html").write_text(f'<a href="{filename}#sha256={digest}">{filename}</a>\n')
+    return folder.as_uri()
+
+
+@pytest.mark.parametrize("layout", ["tree", "flat"])
+def test_local_file_index_builds_and_locks_end_to_end(invoke, write_recipe, tmp_path, net_env, layout):
+    """#16 finding 20: `index_url: file:///...` resolved with uv, then failed with InvalidSchema in our own
+    downloader; a PEP 503 tree and a directory of wheels now build, lock, and build from the lock."""
+    url = _local_index(tmp_path / "wheels", layout)
+    recipe = write_recipe(name="local", packages=["demo-a[x]"], index_url=url)
+    env = dict(net_env, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    out = tmp_path / "out"
+    result = invoke("build", recipe, "--out", out, env=env)
+    assert result.exit_code == 0, result.stderr
+    names = zip_names(out / "local-python3.12-x86_64.zip")
+    assert "python/demo_a/__init__.py" in names and "python/demo_b/__init__.py" in names
+    lock = _lock(invoke, recipe, env)
+    assert "demo-b==2.0" in lock.read_text()
+    fresh = dict(env, XDG_CACHE_HOME=str(tmp_path / "xdg2"), UV_CACHE_DIR=str(tmp_path / "uv2"))
+    again = invoke("build", recipe, "--out", tmp_path / "out2", "--no-cache", env=fresh)
+    assert again.exit_code == 0, again.stderr
+    assert list((tmp_path / "xdg2").rglob("wheels/*/*/demo_b-2.0-py3-none-any.whl"))  # our store read the file
+
+
+def test_local_index_wheel_changed_after_locking_fails_naming_the_package(invoke, write_recipe, tmp_path, net_env):
+    """#16 finding 20: a local wheel replaced after locking is caught by the lock's hashes, as on a server."""
+    url = _local_index(tmp_path / "wheels", "flat")
+    recipe = write_recipe(name="localtamper", packages=["demo-b"], index_url=url)
+    _lock(invoke, recipe, net_env)
+    filename, evil = make_wheel("demo-b", "2.0", files={"demo_b/__init__.py": b"import os  # tampered\n"})
+    (tmp_path / "wheels" / filename).write_bytes(evil)
+    reliability_figures.count("faults", detail="tampered wheel in a local index")
+    env = dict(net_env, UV_CACHE_DIR=str(tmp_path / "uv-other"), XDG_CACHE_HOME=str(tmp_path / "xdg-other"))
+    line = one_error_line(invoke("build", recipe, "--out", tmp_path / "out", "--no-cache", env=env))
+    assert "hash mismatch for demo-b" in line and url in line
+
+
+def test_find_links_directory_is_given_to_uv_as_find_links(tmp_path):
+    """#16 finding 20 (pure args): a flat directory is --find-links; a tree stays an index."""
+    from layerbuild.uvdriver import IndexSettings
+
+    flat, tree = _local_index(tmp_path / "flat", "flat"), _local_index(tmp_path / "tree", "tree")
+    assert IndexSettings(flat).args() == ["--no-index", "--find-links", flat]
+    assert IndexSettings(flat, ("https://pypi.org/simple",)).args() == ["--index-url", "https://pypi.org/simple",
+                                                                        "--find-links", flat]  # fmt: skip
+    assert IndexSettings(tree, (flat,)).args() == ["--index-url", tree, "--find-links", flat]
+
+
+@pytest.mark.parametrize("url", ["file://server/share/wheels", "file:relative/dir"])
+def test_file_index_with_a_host_or_relative_path_is_refused(write_recipe, url):
+    """#16 finding 20: a file:// index must be an absolute local directory; the message says what is valid."""
+    path = write_recipe(f"name: x\npackages: [six]\nindex_url: '{url}'\n", filename="bad.yaml")
+    reliability_figures.count("bad_inputs", detail="file index URL")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(str(path))
+    assert "field 'index_url'" in str(info.value) and "http(s)://" in str(info.value) and "file:///" in str(info.value)
+
+
+def test_docker_backend_refuses_a_local_index_in_one_line(tmp_path, write_recipe):
+    """#16 finding 20: the build container cannot see the host's folder: said before any engine is asked."""
+    from layerbuild.backends import docker
+    from layerbuild.backends.base import BuildRequest
+    from layerbuild.errors import BuildError
+    from layerbuild.uvdriver import IndexSettings
+
+    url = _local_index(tmp_path / "wheels", "tree")
+    recipe = load_recipe(str(write_recipe(name="dock", packages=["demo-a"], index_url=url, backend="docker")))
+    request = BuildRequest(recipe=recipe, target=recipe.targets()[0], work_dir=tmp_path / "w",
+                           index=IndexSettings.for_recipe(recipe))  # fmt: skip
+    with pytest.raises(BuildError, match="local file:// index is read by the wheels backend only"):
+        docker.prepare(request)

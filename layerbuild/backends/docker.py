@@ -29,6 +29,7 @@ from pathlib import Path
 from ..distinfo import installed_packages
 from ..dockerengine import Engine, ImageInfo, Mount, RunSpec
 from ..errors import BuildError, BuildImageError, CompileError, LockError, ResolveError, SystemPackageError
+from ..index import local_path
 from ..lockfile import Lock, requirements_digest
 from ..recipe import build_env_refusal
 from ..runtimes import DOCKER_PLATFORM, Target
@@ -334,6 +335,11 @@ class Prepared:
 def prepare(request: BuildRequest) -> Prepared:
     """Engine, base image, pip cache volume and derived image for the request's target."""
     recipe, target = request.recipe, request.target
+    local = [url for url in (request.index.index_url, *request.index.extra_index_urls) if local_path(url) is not None]
+    if local:  # the container does not see the host's directories
+        raise BuildError(f"index {local[0]}: a local file:// index is read by the wheels backend only; the docker "
+                         f"backend's build container cannot see it: build with --backend wheels, or serve the "
+                         f"directory over http(s) (e.g. 'python -m http.server')")  # fmt: skip
     image, source = choose_image(request.image, os.environ, recipe.image, target)
     platform = DOCKER_PLATFORM[target.arch]
     engine = Engine.connect()
