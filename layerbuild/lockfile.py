@@ -124,11 +124,8 @@ def unsatisfied(lock: Lock, requirements: list[Requirement], target: Target) -> 
     pins, hashes, extras = lock.pins, lock.hashes, lock.extras
     environment = target.marker_environment()
     for requirement in requirements:
-        try:
-            if requirement.marker is not None and not requirement.marker.evaluate(environment):
-                continue
-        except Exception:  # noqa: BLE001 - a marker packaging cannot compare: the requirement is checked
-            pass
+        if requirement.marker is not None and not _applies(requirement, environment):
+            continue
         name = canonicalize_name(requirement.name)
         version = pins.get(name)
         if version is None:
@@ -146,3 +143,11 @@ def unsatisfied(lock: Lock, requirements: list[Requirement], target: Target) -> 
         if missing:
             return f"it pins {name} without the extras {', '.join(sorted(missing))} the recipe asks for"
     return None
+
+
+def _applies(requirement: Requirement, environment: dict[str, str]) -> bool:
+    """Whether the requirement's marker holds on the target; one packaging cannot evaluate is checked (True)."""
+    try:
+        return bool(requirement.marker.evaluate(environment))
+    except Exception:  # noqa: BLE001 - packaging raises on comparisons it cannot make
+        return True
