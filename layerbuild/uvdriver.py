@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import NeedsCompilingError, ResolveError
-from .index import DEFAULT_INDEX_URL, is_find_links_directory, project_files, ships_platform_wheels
+from .index import DEFAULT_INDEX_URL, is_find_links_directory, local_path, project_files, ships_platform_wheels
 from .runtimes import Target
 
 # The hint uv prints when a package has no usable wheel and builds are disabled for it.
@@ -61,6 +61,11 @@ class IndexSettings:
         a find-links location for uv; when the recipe's index is one, the first other index takes its place
         (or none: --no-index)."""
         urls = [self.index_url, *self.extra_index_urls]
+        for url in urls:
+            folder = local_path(url)
+            if folder is not None and not folder.is_dir():  # uv would only say the packages were not found
+                raise ResolveError(f"index {url}: {folder} is not a directory (a local index is a directory of wheels "
+                                   f"or a PEP 503 tree with PROJECT/index.html)")  # fmt: skip
         flat = [url for url in urls if is_find_links_directory(url)]
         indexes = [url for url in urls if url not in flat]
         out = ["--index-url", indexes[0]] if indexes else ["--no-index"]

@@ -433,3 +433,12 @@ def test_docker_backend_refuses_a_local_index_in_one_line(tmp_path, write_recipe
                            index=IndexSettings.for_recipe(recipe))  # fmt: skip
     with pytest.raises(BuildError, match="local file:// index is read by the wheels backend only"):
         docker.prepare(request)
+
+
+def test_local_index_that_is_not_a_directory_is_named(invoke, write_recipe, tmp_path, net_env):
+    """#16 finding 20: a file:// index naming no directory says so (uv only says the package was not found)."""
+    url = (tmp_path / "nowhere").as_uri()
+    recipe = write_recipe(name="nowhere", packages=["demo-a"], index_url=url)
+    reliability_figures.count("bad_inputs", detail="file index URL")
+    line = one_error_line(invoke("build", recipe, "--out", tmp_path / "out", env=net_env))
+    assert f"index {url}: {tmp_path / 'nowhere'} is not a directory" in line
