@@ -19,10 +19,11 @@ from . import __version__
 from . import cacheprune, cachestep, contents, verifystep
 from .parallel import run_all
 from .backends.base import IMAGE_ENV, BuildRequest, LayerTree
-from .distlock import publish_pair, remove_orphan_zip, remove_stale_temps, sigint_held, temp_prefix, workdir_prefix
+from .distlock import publish_pair, remove_stale_temps, sigint_held, temp_prefix, workdir_prefix
 from .errors import BuildError, DockerUnavailableError, LockError, NeedsCompilingError
-from .layout import fix_records, remove_paths, write_deterministic_zip
-from .lockfile import Lock, parse_lock, requirements_digest
+from .layout import fix_records, matches_any, remove_paths, write_deterministic_zip
+from .limits import LOCK_MAX_BYTES, read_capped_text
+from .lockfile import Lock, parse_lock, requirements_digest, unsatisfied
 from .manifest import Manifest, manifest_path_for
 from .recipe import Recipe
 from .runtimes import Target
@@ -94,25 +95,80 @@ def committed_lock(recipe: Recipe, target: Target, index: IndexSettings) -> Lock
     path = recipe.lock_path(target)
     if not path.is_file():
         return None
-    lock = parse_lock(path.read_text(encoding="utf-8"))
+    try:
+        lock = parse_lock(read_capped_text(path, LOCK_MAX_BYTES, "lock", LockError))
+    except OSError as exc:
+        raise LockError(f"{path}: cannot read the lock: {exc.strerror or exc}") from None
     expected = requirements_digest(recipe)
     if lock.requirements_sha256 != expected:
         raise LockError(
             f"{path}: lock is stale (the recipe's packages or index changed since it was written); "
             f"run 'layerbuild lock {recipe.name}' to update it"
         )
+    problem = unsatisfied(lock, recipe.requirements, target)
+    if problem:  # a truncated or hand-edited lock would build a layer without what the recipe asks for
+        raise LockError(f"{path}: the lock does not satisfy the recipe for {target.slug}: {problem}; "
+                        f"run 'layerbuild lock {recipe.name}' to update it")  # fmt: skip
     return lock
 
 
 def finalize_tree(tree: LayerTree, recipe: Recipe) -> list[str]:
-    """Prune the layer tree: always-excluded paths and the recipe's exclude globs; returns what went."""
+    """Prune the layer tree: always-excluded paths and the recipe's exclude globs; returns what went.
+
+    Raises BuildError when an exclude glob removed every file of a package the recipe asks for (the layer
+    would ship without it while its manifest lists it)."""
+    requested = requested_files(tree.site_packages, recipe.project_names)
     removed = remove_paths(tree.root, ALWAYS_EXCLUDED + tuple(recipe.exclude))
+    emptied = emptied_by_exclude(requested, set(removed), recipe.exclude)
+    if emptied:
+        name, index, files = emptied
+        where = f"{recipe.path}: " if recipe.path else ""
+        raise BuildError(f"{where}field 'exclude[{index}]': {recipe.exclude[index]!r} removes every file of {name}, "
+                         f"which the recipe's packages ask for (e.g. {files[0]}); narrow the pattern or drop {name} "
+                         f"from packages")  # fmt: skip
     site_removed = {p[len("python/"):] for p in removed if p.startswith("python/")}
     if tree.site_packages.is_dir():
         fix_records(tree.site_packages, site_removed)
     if recipe.exclude and removed:
         tree.notes.append(f"exclude removed {len(removed)} files")
     return removed
+
+
+def requested_files(site: Path, names: list[str]) -> dict[str, list[str]]:
+    """The layer paths (python/...) of the files each requested distribution installed, from its RECORD
+    (its own .dist-info and files outside python/ left out); distributions not installed are absent."""
+    from email.parser import HeaderParser
+
+    from packaging.utils import canonicalize_name
+
+    wanted = set(names)
+    found: dict[str, list[str]] = {}
+    for dist_info in sorted(site.glob("*.dist-info")):
+        try:
+            meta = HeaderParser().parsestr((dist_info / "METADATA").read_text(encoding="utf-8", errors="replace"))
+            record = (dist_info / "RECORD").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        name = canonicalize_name(meta.get("Name") or "")
+        if name not in wanted:
+            continue
+        paths = [line.split(",", 1)[0] for line in record.splitlines()]
+        found[name] = [f"python/{p}" for p in paths
+                       if p and not p.startswith(("../", "/", f"{dist_info.name}/")) and (site / p).is_file()]  # fmt: skip
+    return found
+
+
+def emptied_by_exclude(requested: dict[str, list[str]], removed: set[str],
+                       patterns: tuple[str, ...]) -> tuple[str, int, list[str]] | None:  # fmt: skip
+    """Pure: the first requested distribution whose every file was removed by one of the recipe's exclude
+    patterns, as (name, index of the first pattern matching one of its files, its files); None otherwise."""
+    for name, files in sorted(requested.items()):
+        if not files or not all(f in removed for f in files):
+            continue
+        index = next((i for i, pattern in enumerate(patterns) if any(matches_any(f, (pattern,)) for f in files)), None)
+        if index is not None:
+            return name, index, files
+    return None
 
 
 def choose_backend(recipe: Recipe, requested: str) -> str:
@@ -173,9 +229,10 @@ def _build_target(recipe: Recipe, target: Target, options: _Options,
     stem = output_stem(recipe, target)
     zip_path = out_dir / f"{stem}.zip"
     manifest_path = manifest_path_for(zip_path)
-    # Leftovers of killed builds (pid gone) must never be mistaken for output or pile up.
+    # Leftovers of killed builds (pid gone) must never be mistaken for output or pile up. A zip without a
+    # manifest is left alone: it may be the user's (readers refuse it anyway), and only a build that succeeds
+    # replaces it, with its own pair.
     remove_stale_temps(out_dir, stem)
-    remove_orphan_zip(out_dir, stem)
 
     work_dir = Path(tempfile.mkdtemp(prefix=workdir_prefix(stem), dir=scratch_dir()))  # in memory when there is room
     tmp_zip = tmp_manifest = request = None

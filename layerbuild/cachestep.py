@@ -16,7 +16,8 @@ from .backends.base import BuildRequest
 from .distlock import publish_pair, temp_prefix
 from .errors import LayerbuildError, NeedsCompilingError
 from .integrity import copy_file
-from .lockfile import Lock, parse_lock, requirements_digest
+from .limits import LOCK_MAX_BYTES, read_capped_text
+from .lockfile import Lock, parse_lock, requirements_digest, unsatisfied
 from .manifest import Manifest, read_manifest
 
 
@@ -31,7 +32,7 @@ def key_for(request: BuildRequest, backend: str, progress: Callable[[str], None]
         if backend != "wheels":
             progress("not cached: no committed lock to key the build on (run 'layerbuild lock')")
             return None
-        request.lock = remembered_resolution(request)
+        request.lock = remembered_resolution(request, progress)
         if request.lock is None:
             from .backends import wheels  # here: a committed lock's hit never needs the backend
 
@@ -124,18 +125,30 @@ def _resolution_path(request: BuildRequest) -> Path:
     return cache.cache_root().parent / "resolutions" / f"{key}.json"
 
 
-def remembered_resolution(request: BuildRequest) -> Lock | None:
+def remembered_resolution(request: BuildRequest, progress: Callable[[str], None] = lambda m: None) -> Lock | None:
+    """The saved resolution for this request when it is fresh and sound; a damaged one (unreadable, or not
+    satisfying the recipe's requirements on the target) is removed, with one line, and never used."""
     ttl = _resolution_ttl()
     if not ttl:
         return None
     path = _resolution_path(request)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_capped_text(path, LOCK_MAX_BYTES, "saved resolution", ValueError))
         if not 0 <= time.time() - float(data["created"]) <= ttl:
             return None
-        return parse_lock(data["lock"])
-    except (OSError, ValueError, KeyError, TypeError):
+        lock = parse_lock(data["lock"])
+        problem = unsatisfied(lock, request.recipe.requirements, request.target)
+    except FileNotFoundError:
         return None
+    except OSError:
+        return None  # unreadable: resolved again and, if it can be, written again
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        problem = f"unreadable ({type(exc).__name__})"
+    if problem is None:
+        return lock
+    progress(f"saved resolution {path} is damaged ({problem}): discarded, resolving again")
+    path.unlink(missing_ok=True)
+    return None
 
 
 def remember_resolution(request: BuildRequest) -> None:

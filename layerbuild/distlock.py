@@ -61,18 +61,6 @@ def remove_stale_temps(out_dir: Path, stem: str) -> list[Path]:
     return removed
 
 
-def remove_orphan_zip(out_dir: Path, stem: str) -> bool:
-    """A zip whose manifest is missing (a build killed between the two renames) is not an artifact."""
-    zip_path = Path(out_dir) / f"{stem}.zip"
-    if not zip_path.is_file() or zip_path.with_suffix(".json").exists():
-        return False  # the common case: no lock file created for nothing
-    with publish_lock(out_dir, stem):  # look again: a concurrent build may be mid-publish
-        if zip_path.is_file() and not zip_path.with_suffix(".json").exists():
-            zip_path.unlink()
-            return True
-    return False
-
-
 @contextmanager
 def sigint_held():
     """Defer Ctrl-C until the block is done (it is delivered right after).

@@ -8,14 +8,19 @@ the URL and listed hash of each locked wheel, which the wheels backend downloads
 from __future__ import annotations
 
 import html
+import os
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urljoin, urlsplit
+from urllib.request import url2pathname
 
-from packaging.utils import canonicalize_name, parse_wheel_filename, InvalidWheelFilename
+from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename,
+                             parse_wheel_filename)  # fmt: skip
 
 from .httpsession import session
+from .limits import INDEX_PAGE_MAX_BYTES, read_capped_text
 from .netsafe import (
     Deadline,
     NetLimitExceeded,
@@ -36,7 +41,7 @@ _YANKED = re.compile(r"\bdata-yanked\b", re.IGNORECASE)  # PEP 592: present (wit
 _ATTEMPTS = 3
 # PyPI's largest project pages (botocore, numpy: thousands of files) are a few MB of JSON; 64 MB decoded is
 # an order of magnitude of room, and bounds what a hostile or broken index can make us hold.
-MAX_PAGE_BYTES = 64 << 20
+MAX_PAGE_BYTES = INDEX_PAGE_MAX_BYTES  # a project page, served or local (limits.py says why)
 # One page, every attempt and wait included: a 64 MB page at 1 MB/s with room to spare ($LAYERBUILD_NET_DEADLINE overrides).
 PAGE_DEADLINE = 120.0
 
@@ -94,11 +99,67 @@ def json_loads(body: str) -> dict:
     return data
 
 
+# Local indexes, as uv reads them: a file:// URL naming a PEP 503 tree (DIR/PROJECT/index.html), or a
+# find-links directory holding the distribution files themselves (uv gets --find-links for it).
+_DISTRIBUTION_SUFFIXES = (".whl", ".tar.gz", ".zip")
+
+
+def local_path(url: str) -> Path | None:
+    """Pure: the directory a file:// URL names; None for any other URL."""
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        return None
+    return Path(url2pathname(parts.path))
+
+
+def is_find_links_directory(url: str) -> bool:
+    """A file:// URL naming a directory that holds distribution files directly (not a PEP 503 tree)."""
+    folder = local_path(url)
+    if folder is None:
+        return False
+    try:
+        return any(entry.is_file() and entry.name.endswith(_DISTRIBUTION_SUFFIXES) for entry in os.scandir(folder))
+    except OSError:
+        return False
+
+
+def _project_of(filename: str) -> str | None:
+    try:
+        if filename.endswith(".whl"):
+            return canonicalize_name(parse_wheel_filename(filename)[0])
+        return canonicalize_name(parse_sdist_filename(filename)[0])
+    except (InvalidWheelFilename, InvalidSdistFilename):
+        return None
+
+
+def local_listing(name: str, index_url: str) -> list[IndexFile] | None:
+    """The files a local index lists for a project (a PEP 503 tree's index.html, or the matching files of a
+    find-links directory); None when it has no such project. Raises IndexUnavailable when it cannot be read."""
+    folder = local_path(index_url)
+    if folder is None or not folder.is_dir():
+        raise IndexUnavailable(f"{index_url}: no such directory")
+    project = canonicalize_name(name)
+    page = folder / project / "index.html"
+    try:
+        if page.is_file():
+            body = read_capped_text(page, INDEX_PAGE_MAX_BYTES, "index page", IndexUnavailable)
+            return parse_listing(body, "text/html", (folder / project).as_uri() + "/")
+        if is_find_links_directory(index_url):
+            found = [IndexFile(entry.name, Path(entry.path).as_uri()) for entry in sorted(os.scandir(folder), key=lambda e: e.name)
+                     if entry.is_file() and _project_of(entry.name) == project]  # fmt: skip
+            return found or None
+    except OSError as exc:
+        raise IndexUnavailable(f"{index_url}: cannot read {project}: {exc.strerror or exc}") from None
+    return None
+
+
 def project_listing(name: str, index_url: str, timeout: float = 20.0, attempts: int = _ATTEMPTS) -> list[IndexFile] | None:
     """The files an index lists for a project; None when it has no such project (404/410).
 
     Raises IndexUnavailable when the page cannot be fetched or read after bounded retries.
     """
+    if local_path(index_url) is not None:
+        return local_listing(name, index_url)
     url = project_page_url(name, index_url)
     shown = redact_url(url)
     headers = {"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}

@@ -11,14 +11,16 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from . import __version__
 from .runtimes import Target
 
 _META = re.compile(r"^# layerbuild: ([a-z0-9_-]+)=(.*)$")
 _HASH = re.compile(r"--hash=sha256:([0-9a-fA-F]{64})")
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[([^\]]*)\])?==([^\s;\\]+)")
 
 
 def requirements_digest(recipe) -> str:
@@ -47,8 +49,19 @@ class Lock:
         for line in self.body.splitlines():
             match = _PIN.match(line.strip())
             if match:
-                pins[canonicalize_name(match.group(1))] = match.group(2)
+                pins[canonicalize_name(match.group(1))] = match.group(3)
         return pins
+
+    @property
+    def extras(self) -> dict[str, frozenset[str]]:
+        """Canonical project name -> the extras its pin line names, for pins that name some (uv names none)."""
+        found = {}
+        for line in self.body.splitlines():
+            match = _PIN.match(line.strip())
+            if match and match.group(2):
+                found[canonicalize_name(match.group(1))] = frozenset(canonicalize_name(e.strip()) for e in
+                                                                     match.group(2).split(",") if e.strip())  # fmt: skip
+        return found
 
     @property
     def hashes(self) -> dict[str, frozenset[str]]:
@@ -99,3 +112,42 @@ def parse_lock(text: str) -> Lock:
         sdist=sdist,
         backend=meta.get("backend", "wheels"),
     )
+
+
+def unsatisfied(lock: Lock, requirements: list[Requirement], target: Target) -> str | None:
+    """Pure: the first of the recipe's top-level requirements the lock does not satisfy on the target, in words
+    (pinned at all, at a version the specifier allows, with a hash, with the extras asked for when the pin line
+    names extras: uv's locks name none, so their extras cannot be checked); None when the lock satisfies them all.
+    A requirement whose marker excludes the target needs no pin."""
+    if lock.target_slug and lock.target_slug != target.slug:
+        return f"it was written for {lock.target_slug}, not {target.slug}"
+    pins, hashes, extras = lock.pins, lock.hashes, lock.extras
+    environment = target.marker_environment()
+    for requirement in requirements:
+        if requirement.marker is not None and not _applies(requirement, environment):
+            continue
+        name = canonicalize_name(requirement.name)
+        version = pins.get(name)
+        if version is None:
+            return f"it pins no version of {requirement.name} (the recipe asks for {str(requirement)!r})"
+        try:
+            allowed = requirement.specifier.contains(Version(version), prereleases=True)
+        except InvalidVersion:
+            allowed = False
+        if not allowed:
+            return f"it pins {name}=={version}, which the recipe's {str(requirement)!r} does not allow"
+        if not hashes.get(name):
+            return f"it pins {name}=={version} without a --hash"
+        listed = extras.get(name)
+        missing = {canonicalize_name(e) for e in requirement.extras} - listed if listed is not None else set()
+        if missing:
+            return f"it pins {name} without the extras {', '.join(sorted(missing))} the recipe asks for"
+    return None
+
+
+def _applies(requirement: Requirement, environment: dict[str, str]) -> bool:
+    """Whether the requirement's marker holds on the target; one packaging cannot evaluate is checked (True)."""
+    try:
+        return bool(requirement.marker.evaluate(environment))
+    except Exception:  # noqa: BLE001 - packaging raises on comparisons it cannot make
+        return True

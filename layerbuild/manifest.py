@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import safetext
 from .errors import LayerbuildError
+from .limits import MANIFEST_MAX_BYTES, read_capped_bytes
 
 MANIFEST_VERSION = 1
 
@@ -61,7 +62,6 @@ class ManifestError(LayerbuildError):
     """A manifest file that is missing, unreadable or not a layerbuild manifest."""
 
 
-MAX_MANIFEST_BYTES = 8 << 20  # ours are a few kilobytes; a package list of thousands stays far below
 _NOT_OURS = "not a layerbuild manifest"
 _STR, _INT, _OPT_STR = "a string", "a whole number >= 0", "a string or null"
 _NAME, _PYTHON = "a recipe name (lowercase letters, digits, '-', '_')", "a Python version such as \"3.12\""
@@ -130,7 +130,8 @@ def manifest_path_for(zip_path: Path) -> Path:
 def read_manifest(path: Path) -> Manifest:
     """The manifest at path, size-capped, depth-limited and checked field by field; ManifestError in one line."""
     try:
-        data = safetext.read_json(Path(path), max_bytes=MAX_MANIFEST_BYTES, unique_keys=True)
+        raw = read_capped_bytes(path, MANIFEST_MAX_BYTES, "manifest", ManifestError)
+        data = safetext.loads(raw, unique_keys=True)
     except FileNotFoundError:
         raise ManifestError(f"{path}: no manifest beside the zip (build it with layerbuild build, or pass --python and --arch)") from None
     except safetext.JsonInputError as exc:  # another tool's JSON, or a damaged manifest

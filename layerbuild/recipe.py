@@ -15,6 +15,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from .errors import RecipeError, TargetError
+from .limits import RECIPE_MAX_BYTES, read_capped_text
 from .runtimes import (
     ARCHITECTURES,
     DEFAULT_ARCHITECTURE,
@@ -34,11 +35,47 @@ SYSTEM_PACKAGE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 LIB_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+*?\[\]-]*$")
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 URL_PATTERN = re.compile(r"^(https?|file)://\S+$")
+LOCAL_INDEX_PATTERN = re.compile(r"^file://(localhost)?/\S*$")
+INDEX_URL_VALID = ("an http(s):// index URL, or a local directory as file:///path (a PEP 503 tree with "
+                   "PROJECT/index.html, or a directory of wheels)")
 SPDX_PATTERN = re.compile(r"^[A-Za-z0-9.+()\- ]{1,100}$")
 BYTECODE_MODES = ("alongside", "only", "none")
 BACKENDS = ("auto", "wheels", "docker")
-# Variables a build must never receive from a recipe (credentials stay on the host).
-FORBIDDEN_ENV_PREFIXES = ("AWS_",)
+# build_env: variables a recipe may not set, compared case-insensitively (pip and uv read lower-case
+# proxies, and `aws_secret_access_key` is as secret as its upper-case twin). Each rule is (exact names,
+# name prefixes, name suffixes, why). Everything else is allowed: compiler and package build knobs such as
+# CFLAGS, LDFLAGS, MAKEFLAGS, CC, NPY_*, SODIUM_INSTALL; an allow list could not know every package's own.
+BUILD_ENV_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str], ...] = (
+    ((), ("AWS_",), (), "AWS_* variables are never passed to builds (credentials stay on the host)"),
+    (("PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "GCONV_PATH", "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS",
+      "PS4", "IFS", "CDPATH", "PERL5LIB", "PERLLIB", "PERL5OPT", "RUBYOPT", "NODE_OPTIONS", "HOME"),
+     ("LD_", "BASH_FUNC_", "GIT_", "XDG_"), (),
+     "it changes which programs, libraries or configuration the build runs"),
+    (("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONSAFEPATH",
+      "PYTHONPLATLIBDIR", "PYTHONEXECUTABLE", "PYTHONWARNINGS", "PYTHONBREAKPOINT", "PYTHONPYCACHEPREFIX",
+      "PYTHONINSPECT", "PYTHONCASEOK", "VIRTUAL_ENV", "CONDA_PREFIX"), ("PYTHONDEVMODE",), (),
+     "it changes which Python code the build imports"),
+    ((), ("PIP_", "UV_", "PIPENV_", "POETRY_", "PDM_", "LAYERBUILD_", "TWINE_"), ("_INDEX_URL", "_INDEX", "_FIND_LINKS"),
+     "installer settings would bypass the recipe's index_url and the lock's hashes; use index_url/extra_index_urls"),
+    (("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"), (), (),
+     "it changes which certificates the build trusts for downloads (the host's CA bundle is used)"),
+)
+
+
+# Allowed although a rule above matches: which of the locked release's files pip builds from (the docker tests
+# force a source build so); every file is still checked against the lock's hashes.
+BUILD_ENV_ALLOWED = ("PIP_NO_BINARY", "PIP_ONLY_BINARY", "PIP_PREFER_BINARY")
+
+
+def build_env_refusal(name: str) -> str | None:
+    """Pure: why a recipe may not set this build_env variable, or None when it may."""
+    upper = name.upper()
+    if upper in BUILD_ENV_ALLOWED:
+        return None
+    for names, prefixes, suffixes, why in BUILD_ENV_RULES:
+        if upper in names or upper.startswith(prefixes) or upper.endswith(suffixes):
+            return why
+    return None
 
 
 @dataclass(frozen=True)
@@ -222,8 +259,12 @@ def parse_recipe(data, source: str, path: Path | None = None) -> Recipe:
         if pattern.startswith("/") or ".." in pattern.split("/"):
             v.fail(f"exclude[{index}]", f"{pattern!r} must be a relative glob inside the layer, e.g. 'python/**/tests/**'")
 
-    index_url = v.string(data, "index_url", pattern=URL_PATTERN, valid="an http(s):// or file:// URL")
-    extra = v.string_list(data, "extra_index_urls", pattern=URL_PATTERN, valid="an http(s):// or file:// URL") or []
+    index_url = v.string(data, "index_url", pattern=URL_PATTERN, valid=INDEX_URL_VALID)
+    extra = v.string_list(data, "extra_index_urls", pattern=URL_PATTERN, valid=INDEX_URL_VALID) or []
+    for fieldname, url in [("index_url", index_url), *((f"extra_index_urls[{i}]", u) for i, u in enumerate(extra))]:
+        if url and url.startswith("file:") and not LOCAL_INDEX_PATTERN.match(url):
+            v.fail(fieldname, f"invalid value {url!r}: a local index is an absolute directory path, file:///path/to/dir "
+                              f"(no host); valid: {INDEX_URL_VALID}")  # fmt: skip
     imports = v.string_list(data, "imports", pattern=MODULE_PATTERN, valid="a dotted module name such as 'PIL.Image'") or []
     backend = v.string(data, "backend") or "auto"
     if backend not in BACKENDS:
@@ -239,8 +280,9 @@ def parse_recipe(data, source: str, path: Path | None = None) -> Recipe:
     for key, value in build_env.items():
         if not isinstance(key, str) or not ENV_NAME_PATTERN.match(key):
             v.fail("build_env", f"invalid variable name {key!r}: letters, digits and '_'")
-        if key.upper().startswith(FORBIDDEN_ENV_PREFIXES):
-            v.fail(f"build_env.{key}", "AWS_* variables are never passed to builds (credentials stay on the host)")
+        refusal = build_env_refusal(key)
+        if refusal:
+            v.fail(f"build_env.{key}", f"may not be set by a recipe: {refusal}")
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             v.fail(f"build_env.{key}", f"must be a string, got {_typename(value)}")
         env_items.append((key, str(value)))
@@ -297,15 +339,39 @@ def list_recipe_names(recipes_dir: Path | None = None) -> list[str]:
     return sorted(p.stem for p in recipes_dir.glob("*.yaml"))
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently).
+
+    Keys brought in by a merge (`<<: *defaults`) may be overridden, as YAML intends."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=False)
+                try:
+                    first = seen.get(key)
+                    seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:
+                    continue  # an unhashable key: the base class reports it
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {str(key)!r} (first given at line {first}); give each key once",
+                        key_node.start_mark)  # fmt: skip
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_recipe(name_or_path: str, recipes_dir: Path | None = None) -> Recipe:
     path = recipe_path(name_or_path, recipes_dir)
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{source}: cannot read recipe: {exc}") from None
+        text = read_capped_text(path, RECIPE_MAX_BYTES, "recipe", RecipeError)
+    except OSError as exc:
+        raise RecipeError(f"{source}: cannot read recipe: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

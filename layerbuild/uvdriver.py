@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import NeedsCompilingError, ResolveError
-from .index import DEFAULT_INDEX_URL, project_files, ships_platform_wheels
+from .index import DEFAULT_INDEX_URL, is_find_links_directory, local_path, project_files, ships_platform_wheels
 from .netsafe import DEADLINE_ENV, deadline_seconds, host_of, redact_text, redact_url
 from .runtimes import Target
 
@@ -61,9 +61,22 @@ class IndexSettings:
                    or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL)  # fmt: skip
 
     def args(self) -> list[str]:
-        out = ["--index-url", self.index_url]
-        for extra in self.extra_index_urls:
+        """uv's index options. A file:// URL naming a directory of distribution files (not a PEP 503 tree) is
+        a find-links location for uv; when the recipe's index is one, the first other index takes its place
+        (or none: --no-index)."""
+        urls = [self.index_url, *self.extra_index_urls]
+        for url in urls:
+            folder = local_path(url)
+            if folder is not None and not folder.is_dir():  # uv would only say the packages were not found
+                raise ResolveError(f"index {url}: {folder} is not a directory (a local index is a directory of wheels "
+                                   f"or a PEP 503 tree with PROJECT/index.html)")  # fmt: skip
+        flat = [url for url in urls if is_find_links_directory(url)]
+        indexes = [url for url in urls if url not in flat]
+        out = ["--index-url", indexes[0]] if indexes else ["--no-index"]
+        for extra in indexes[1:]:
             out += ["--extra-index-url", extra]
+        for location in flat:
+            out += ["--find-links", location]
         return out
 
 
@@ -86,7 +99,7 @@ def uv_env() -> dict:
         env["UV_HTTP_TIMEOUT"] = str(max(1, int(min(per_read, deadline_seconds(UV_DEADLINE)))))
     env["UV_NO_PROGRESS"] = "1"
     # A build never hands AWS credentials to package build scripts.
-    for key in [k for k in env if k.startswith("AWS_")]:
+    for key in [k for k in env if k.upper().startswith("AWS_")]:  # aws_secret_access_key too
         del env[key]
     return env
 

@@ -29,7 +29,7 @@ from .cache import cache_root
 from .cacheprune import wheel_root
 from .errors import ResolveError
 from .httpsession import session
-from .index import IndexFile, short_reason
+from .index import IndexFile, local_path, short_reason
 from .netsafe import (
     Deadline,
     NetLimitExceeded,
@@ -145,6 +145,8 @@ def fetch(download: Download, root: Path | None = None, cancelled: Callable[[], 
         found = find_stored(download, root)
         if found:
             return found
+        if local_path(download.file.url) is not None:  # a file:// index: copied into the store, checked alike
+            return _copy_local(download, root or store_root(), cancelled)
         return _download(download, root or store_root(), cancelled)
 
 
@@ -211,6 +213,36 @@ def _download(download: Download, root: Path, cancelled: Callable[[], bool] = la
 
 class _Retry(Exception):
     pass
+
+
+def _copy_local(download: Download, root: Path, cancelled: Callable[[], bool] = lambda: False) -> Path:
+    """A wheel of a local (file://) index, copied into the store under the same checks as a download."""
+    source, filename = local_path(download.file.url), download.file.filename
+    root.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{os.getpid()}.", suffix=".part", dir=root)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as handle:
+            try:
+                with open(source, "rb") as reader:
+                    for block in iter(lambda: reader.read(_BLOCK), b""):
+                        if cancelled():
+                            raise Cancelled()
+                        handle.write(block)
+                        digest.update(block)
+            except OSError as exc:
+                raise ResolveError(f"cannot read {filename} for {download.package} from {download.file.url}: "
+                                   f"{exc.strerror or exc}") from None  # fmt: skip
+        sha = digest.hexdigest()
+        if sha not in download.allowed:
+            raise ResolveError(hash_mismatch_message(download.package, download.index_url))
+        final = stored_path(sha, filename, root)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(temp, 0o644)
+        os.replace(temp, final)
+        return final
+    finally:
+        Path(temp).unlink(missing_ok=True)
 
 
 def fetch_all(downloads: list[Download], root: Path | None = None) -> list[Path]:

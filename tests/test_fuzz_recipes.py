@@ -171,7 +171,7 @@ def test_non_utf8_recipe_file_is_rejected_in_one_line(tmp_path):
     path = tmp_path / "latin1.yaml"
     path.write_bytes(b"name: caf\xe9\npackages: [six]\n")
     reliability_figures.count("bad_inputs", detail="recipe files")
-    with pytest.raises(RecipeError, match="cannot read recipe"):
+    with pytest.raises(RecipeError, match="latin1.yaml: the recipe is not UTF-8 text"):
         load_recipe(str(path))
 
 

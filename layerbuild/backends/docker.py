@@ -29,7 +29,9 @@ from pathlib import Path
 from ..distinfo import installed_packages
 from ..dockerengine import Engine, ImageInfo, Mount, RunSpec
 from ..errors import BuildError, BuildImageError, CompileError, LockError, ResolveError, SystemPackageError
+from ..index import local_path
 from ..lockfile import Lock, requirements_digest
+from ..recipe import build_env_refusal
 from ..runtimes import DOCKER_PLATFORM, Target
 from ..tls import system_ca_bundle
 from .base import IMAGE_ENV, BuildRequest, LayerTree
@@ -161,7 +163,9 @@ def container_env(index, build_env, ca_mounted: bool, cache_dir: str = PIP_CACHE
         env["PIP_EXTRA_INDEX_URL"] = " ".join(index.extra_index_urls)
     if ca_mounted:
         env.update({"PIP_CERT": CA_PATH, "SSL_CERT_FILE": CA_PATH, "REQUESTS_CA_BUNDLE": CA_PATH})
-    env.update(dict(build_env))
+    # The recipe's build_env was validated (recipe.build_env_refusal); the same rule again here, for a Recipe
+    # made in code: nothing that changes which code or index is used, no credentials.
+    env.update({k: v for k, v in dict(build_env).items() if build_env_refusal(k) is None})
     return {k: v for k, v in env.items() if not k.upper().startswith("AWS_")}
 
 
@@ -331,6 +335,11 @@ class Prepared:
 def prepare(request: BuildRequest) -> Prepared:
     """Engine, base image, pip cache volume and derived image for the request's target."""
     recipe, target = request.recipe, request.target
+    local = [url for url in (request.index.index_url, *request.index.extra_index_urls) if local_path(url) is not None]
+    if local:  # the container does not see the host's directories
+        raise BuildError(f"index {local[0]}: a local file:// index is read by the wheels backend only; the docker "
+                         f"backend's build container cannot see it: build with --backend wheels, or serve the "
+                         f"directory over http(s) (e.g. 'python -m http.server')")  # fmt: skip
     image, source = choose_image(request.image, os.environ, recipe.image, target)
     platform = DOCKER_PLATFORM[target.arch]
     engine = Engine.connect()

@@ -12,6 +12,7 @@ from ..errors import KlayersError, KlayersNotFound, LockError, TargetError
 from ..klayers import KlayersClient, describe_age
 from ..klayers import api_url as klayers_api_url
 from ..klayers_model import KlayersTarget, Lookup, history_rows, klayers_target, select
+from ..limits import LOCK_MAX_BYTES, read_capped_text
 from ..lockfile import parse_lock, requirements_digest
 from ..parallel import TargetFailures
 from ..recipe import Recipe, load_recipe
@@ -139,8 +140,8 @@ def committed_pins(recipe: Recipe, target: Target) -> tuple[dict[str, str] | Non
     if not path.is_file():
         return None, None
     try:
-        lock = parse_lock(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
+        lock = parse_lock(read_capped_text(path, LOCK_MAX_BYTES, "lock", LockError))
+    except OSError as exc:
         raise LockError(f"{path}: cannot read lock: {exc}") from None
     if lock.requirements_sha256 != requirements_digest(recipe):
         return None, f"{path}: lock is stale (run 'layerbuild lock {recipe.name}'); its pins were not applied"
