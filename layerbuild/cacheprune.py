@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import cache
+from . import cache, safetext
 from .distlock import pid_alive
 from .errors import LayerbuildError
 
@@ -190,8 +190,6 @@ RUNTIME_SDK_MARKER = "installed.json"  # runtimesdk writes it last, with the ins
 
 
 def _runtime_sdk_entries(root: Path) -> list[EntryInfo]:
-    import json
-
     found = []
     for directory in _children(root):
         if not _real_dir(directory):
@@ -200,7 +198,7 @@ def _runtime_sdk_entries(root: Path) -> list[EntryInfo]:
         if _real_file(marker) is None:
             continue  # staging, removed meanwhile, or a link
         try:
-            size = int(json.loads(marker.read_text(encoding="utf-8")).get("bytes", 0))
+            size = int(safetext.read_json(marker, max_bytes=1 << 20).get("bytes", 0))  # type: ignore[union-attr]
             found.append(EntryInfo(directory.name, directory, size, marker.stat().st_mtime, "runtime-sdk"))
         except (OSError, ValueError, AttributeError):
             continue  # staging, or removed meanwhile

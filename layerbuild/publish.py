@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .klayers_model import ascii_int, valid_layer_arn
+from .limits import MANIFEST_MAX_BYTES
 from .layout import file_sha256
 from .manifest import Manifest, manifest_path_for, read_manifest
 from .netsafe import (
@@ -26,6 +27,7 @@ from .netsafe import (
     redact_url,
 )
 from .publish_plan import LayerToPublish, PublishError, PublishOptions, bucket_for
+from .safetext import read_json as _read_json
 from .threadpool import ThreadPool
 
 MAX_PARALLEL_REGIONS = 4
@@ -269,12 +271,16 @@ def record_arns(layer: LayerToPublish, results: list[RegionResult]) -> Path | No
     if not done:
         return None
     path = arns_path_for(layer.zip_path)
-    try:
-        existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if path.exists() and not path.is_file():
+        raise PublishError(f"{path}: not a file (a directory or a device where the ARN record goes); move it away "
+                           f"and publish again: the layer versions are published already")  # fmt: skip
+    try:  # a damaged record (not JSON, nested too deep, not an object) is replaced by what was just published
+        existing = _read_json(path, max_bytes=MANIFEST_MAX_BYTES) if path.is_file() else {}
         if not isinstance(existing, dict):
             existing = {}
-    except ValueError:
+    except (OSError, ValueError):
         existing = {}
+    existing = {region: arn for region, arn in existing.items() if isinstance(region, str) and valid_layer_arn(arn)}
     existing.update(done)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:

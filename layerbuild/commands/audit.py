@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..audit import render_report
-from ..integrity import vet_layer_zip
+from ..integrity import check_crcs, vet_layer_zip
 from ..layerfacts import audit_target, audit_zip, stack_layer
 from ..runtimesdk import shipped_versions
 from ..stack import render_stack, simulate_stack
@@ -51,6 +51,8 @@ def stack_cmd(zip_paths, function_zip, json_output):
     labels = [p.name if names.count(p.name) == 1 else str(p) for p in zip_paths]
     layers = [stack_layer(path, label) for path, label in zip(zip_paths, labels)]
     function = stack_layer(function_zip) if function_zip else None
+    for path in [*zip_paths, *([function_zip] if function_zip else [])]:
+        check_crcs(path)  # a damaged member would make the merge's view a lie
     report = simulate_stack(layers, function, shipped_versions())
     if json_output:
         _cli().echo_json(report.to_dict())

@@ -20,6 +20,7 @@ from ..regions import check_region
 from ..resolver import MAX_LAYERS, TargetPlan, plan_target, shadowed
 from ..runtimes import Target
 from ..snippets import render_arns
+from ..safetext import printable
 
 OUTPUT_FORMATS = ("table", "arns", "sam", "terraform")
 
@@ -104,7 +105,7 @@ def _print_lookup(lookup: Lookup, answer, target: KlayersTarget, region: str, fm
     elif lookup.found:
         click.echo(_render(fmt, lookup.found).rstrip("\n"))
     if lookup.missing:
-        click.echo(f"missing: {', '.join(lookup.missing)} (Klayers has no {target.segment} layer in {region})", err=True)
+        click.echo(printable(f"missing: {', '.join(lookup.missing)} (Klayers has no {target.segment} layer in {region})"), err=True)
 
 
 def _history(client, target, region, package, fmt, json_output):
@@ -129,7 +130,7 @@ def _history(client, target, region, package, fmt, json_output):
     elif rows and fmt != "table":
         click.echo(_render(fmt, rows).rstrip("\n"))
     if not rows:
-        click.echo(f"missing: {package} (Klayers has no {target.segment} layer in {region})", err=True)
+        click.echo(printable(f"missing: {package} (Klayers has no {target.segment} layer in {region})"), err=True)
         raise click.exceptions.Exit(1)
 
 
