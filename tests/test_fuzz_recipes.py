@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 import reliability_figures
 from conftest import REPO
-from layerbuild.errors import RecipeError
-from layerbuild.recipe import FIELDS, Recipe, load_recipe, parse_recipe
+from layerbuild.model.errors import RecipeError
+from layerbuild.model.recipe import FIELDS, Recipe, load_recipe, parse_recipe
 
 SHIPPED = {p.stem: yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted((REPO / "recipes").glob("*.yaml"))}
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)

@@ -131,7 +131,7 @@ def test_tampered_mirror_fails_the_locked_build_naming_the_package(index, invoke
 
 
 def test_uv_error_line_keeps_what_failed_and_why_but_not_warnings():
-    from layerbuild.uvdriver import _first_error_line
+    from layerbuild.backends.wheels.uv import _first_error_line
 
     stderr = (
         "warning: A managed Python download is available\n"
@@ -155,8 +155,8 @@ def test_an_unresolvable_host_is_named_in_a_few_words():
     from urllib3.connection import HTTPSConnection
     from urllib3.exceptions import MaxRetryError, NameResolutionError
 
-    from layerbuild.index import short_reason
-    from layerbuild.klayers import _short
+    from layerbuild.backends.wheels.index import short_reason
+    from layerbuild.klayers.client import _short
 
     lookup = NameResolutionError("api.example.invalid", HTTPSConnection("api.example.invalid", 443),
                                  socket.gaierror(-3, "Temporary failure in name resolution"))  # fmt: skip
@@ -297,9 +297,9 @@ PUBLISH_MATCH = "/versions"  # POST /2018-10-31/layers/NAME/versions is PublishL
 @pytest.fixture(scope="module")
 def built_layer(tmp_path_factory):
     """A real layer zip + manifest (six), built once for the publish fault tests."""
-    from layerbuild.build import build_target
-    from layerbuild.recipe import parse_recipe
-    from layerbuild.runtimes import make_target
+    from layerbuild.build.pipeline import build_target
+    from layerbuild.model.recipe import parse_recipe
+    from layerbuild.model.runtimes import make_target
 
     out = tmp_path_factory.mktemp("publish-dist")
     recipe = parse_recipe({"name": "faultpub", "packages": ["six"]}, "faultpub.yaml")
@@ -308,7 +308,7 @@ def built_layer(tmp_path_factory):
 
 @pytest.fixture
 def publish(aws_proxy, invoke, monkeypatch):
-    from layerbuild.cli import main
+    from layerbuild.cli.main import main
 
     assert "publish" in main.list_commands(None)  # commands load lazily (cli.LAZY_COMMANDS)
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_proxy.url)

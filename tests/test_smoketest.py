@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild.distinfo import top_level_modules
-from layerbuild.interpreters import find_local_python, parse_probe
+from layerbuild.backends.wheels.distinfo import top_level_modules
+from layerbuild.verify.interpreters import find_local_python, parse_probe
 from runtime_layers import build_real_layer, hostile_layer, make_layer
 
 HAVE_PY311 = find_local_python("3.11", "x86_64") is not None

@@ -20,10 +20,10 @@ import reliability_figures
 from conftest import tree_snapshot
 from runtime_layers import make_layer
 
-from layerbuild import wheelinstall
-from layerbuild.distinfo import top_level_modules
-from layerbuild.interpreters import find_local_python
-from layerbuild.safetext import JsonInputError, loads, printable
+from layerbuild.backends.wheels import install as wheelinstall
+from layerbuild.backends.wheels.distinfo import top_level_modules
+from layerbuild.verify.interpreters import find_local_python
+from layerbuild.util.safetext import JsonInputError, loads, printable
 
 TITLE = "\x1b]0;PWNED\x07"  # sets the terminal's title when printed raw
 GOOD_MANIFEST = {"name": "demo", "runtime": "python3.12", "python": "3.12", "architecture": "x86_64", "backend": "wheels",
@@ -85,7 +85,7 @@ def test_test_command_shows_module_names_and_import_errors_escaped(invoke, tmp_p
 def test_tables_show_server_fields_escaped(capsys):
     """#16 finding 10: the tables klayers-lookup and publish print hold what servers answered: shown escaped."""
     reliability_figures.count("bad_inputs", detail="terminal escapes in Klayers fields")
-    from layerbuild.cli import print_table
+    from layerbuild.cli.main import print_table
 
     print_table([["numpy", f"1.0{TITLE}", "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-numpy:1"]],
                 ["PACKAGE", "VERSION", "ARN"])  # fmt: skip
@@ -318,9 +318,9 @@ def test_the_json_loader_bounds_depth_size_and_keys():
 
 def test_a_forged_deeply_nested_import_report_is_one_line():
     """#16 finding 15: a layer module printing the import runner's marker with 100,000 nested lists: one line."""
-    from layerbuild import _import_runner
-    from layerbuild.errors import LayerbuildError
-    from layerbuild.verify import parse_runner_output
+    from layerbuild.verify import _import_runner
+    from layerbuild.model.errors import LayerbuildError
+    from layerbuild.verify.venues import parse_runner_output
 
     reliability_figures.count("bad_inputs", 2, detail="deeply nested JSON")
     for forged in ("[" * 100_000 + "]" * 100_000, "1"):

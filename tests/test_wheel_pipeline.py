@@ -12,10 +12,10 @@ import zipfile
 import pytest
 
 
-from layerbuild import wheelinstall
-from layerbuild.backends import wheels
-from layerbuild.errors import ResolveError
-from layerbuild.recipe import parse_recipe
+from layerbuild.backends.wheels import install as wheelinstall
+from layerbuild.backends.wheels import backend as wheels
+from layerbuild.model.errors import ResolveError
+from layerbuild.model.recipe import parse_recipe
 from test_wheelstore import download_for, index  # noqa: F401 - the loopback index fixture
 
 
@@ -32,7 +32,7 @@ def test_other_requirements_get_a_guessed_head_start_unless_a_marker_makes_it_un
 
 
 def test_a_wheels_requirements_are_read_for_the_target_and_the_extras_asked_for():
-    from layerbuild.runtimes import make_target
+    from layerbuild.model.runtimes import make_target
 
     metadata = ("Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nRequires-Dist: plain>=1\n"
                 "Requires-Dist: socksy; extra == 'socks'\nRequires-Dist: winonly; sys_platform == 'win32'\n"
@@ -126,7 +126,7 @@ def test_no_head_start_when_an_extra_index_may_hold_the_locked_release(tmp_path,
 
 
 def test_a_head_start_the_lock_did_not_confirm_ends_without_a_trace(index, tmp_path, monkeypatch):
-    from layerbuild import wheelstore
+    from layerbuild.backends.wheels import store as wheelstore
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     filename, data = index.add("demo-wrong", "2.0", files={"demo_wrong/__init__.py": b"x" * 3_000_000})
@@ -145,7 +145,7 @@ def test_a_head_start_the_lock_did_not_confirm_ends_without_a_trace(index, tmp_p
 
 
 def test_a_cancelled_download_leaves_nothing_in_the_store(index, tmp_path):
-    from layerbuild import wheelstore
+    from layerbuild.backends.wheels import store as wheelstore
 
     filename, data = index.add("demo-cancel", "1.0")
     download = download_for(index, filename, data, "demo-cancel")

@@ -16,13 +16,13 @@ import zlib
 import pytest
 
 from faultproxy import TRUNCATE, FaultPlan, PackageIndex, make_wheel
-from layerbuild import wheelstore
-from layerbuild.errors import ResolveError
-from layerbuild.index import IndexFile, parse_listing, project_listing
-from layerbuild.runtimes import RUNTIMES, Target
-from layerbuild.wheelinstall import UnsafeWheelError, install_wheels, installed_path
-from layerbuild.wheelpick import LockedPin, choose_wheel, tag_runs_on, target_priority
-from layerbuild.zipwriter import Entry, RawSource, write_zip
+from layerbuild.backends.wheels import store as wheelstore
+from layerbuild.model.errors import ResolveError
+from layerbuild.backends.wheels.index import IndexFile, parse_listing, project_listing
+from layerbuild.model.runtimes import RUNTIMES, Target
+from layerbuild.backends.wheels.install import UnsafeWheelError, install_wheels, installed_path
+from layerbuild.backends.wheels.pick import LockedPin, choose_wheel, tag_runs_on, target_priority
+from layerbuild.util.zipwriter import Entry, RawSource, write_zip
 
 PY311 = Target(RUNTIMES["3.11"], "x86_64")
 PY312_ARM = Target(RUNTIMES["3.12"], "arm64")
@@ -157,7 +157,7 @@ def test_listing_pages_say_which_files_are_yanked_and_which_pythons_they_need():
 def test_the_likely_release_is_the_newest_the_requirement_and_the_target_admit(specifier, python, expected):
     from packaging.specifiers import SpecifierSet
 
-    from layerbuild.wheelpick import likely_version
+    from layerbuild.backends.wheels.pick import likely_version
 
     def wheel(version, tag="cp{v}-cp{v}-manylinux_2_17_x86_64.manylinux2014_x86_64", **extra):
         files = []
@@ -176,7 +176,7 @@ def test_the_likely_release_is_the_newest_the_requirement_and_the_target_admit(s
 def test_a_release_spelled_two_ways_is_one_release_for_the_guess():
     from packaging.specifiers import SpecifierSet
 
-    from layerbuild.wheelpick import likely_version
+    from layerbuild.backends.wheels.pick import likely_version
 
     ranks = target_priority(Target(RUNTIMES["3.12"], "x86_64"))
     for first, second in (("1.0.0", "1.0"), ("1.0", "1.0.0")):
@@ -190,7 +190,7 @@ def test_the_guess_sees_only_the_wheels_uv_can_resolve_with():
     tagged manylinux_2_24 only (pandas 3.1.1) runs there but is never locked, so the guess must skip it too."""
     from packaging.specifiers import SpecifierSet
 
-    from layerbuild.wheelpick import likely_version, resolver_priority
+    from layerbuild.backends.wheels.pick import likely_version, resolver_priority
 
     target = Target(RUNTIMES["3.11"], "x86_64")
     listing = [IndexFile("pandas-3.1.1-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl", "u"),
@@ -253,7 +253,7 @@ def test_install_places_data_schemes_rewrites_record_and_keeps_exec_bits(tmp_pat
 
 
 def test_large_members_are_streamed_with_the_same_result(tmp_path, monkeypatch):
-    import layerbuild.wheelinstall as wheelinstall
+    import layerbuild.backends.wheels.install as wheelinstall
 
     monkeypatch.setattr(wheelinstall, "STREAM_ABOVE", 1000)
     big = bytes(range(256)) * 40  # 10 KB: over the lowered threshold
@@ -361,7 +361,7 @@ def test_unchanged_files_reuse_the_wheels_deflated_bytes_and_changed_ones_are_co
 def test_copying_from_more_wheels_than_are_kept_open_gives_the_same_zip_and_leaves_none_open(tmp_path, monkeypatch):
     import os
 
-    from layerbuild import zipwriter
+    from layerbuild.util import zipwriter
 
     tree = tmp_path / "tree"
     tree.mkdir()

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..lockfile import Lock
-from ..manifest import PackagePin
-from ..recipe import Recipe
-from ..runtimes import Target
-from ..uvdriver import IndexSettings
-from ..zipwriter import RawSource
+from layerbuild.model.lockfile import Lock
+from layerbuild.model.manifest import PackagePin
+from layerbuild.model.recipe import Recipe
+from layerbuild.model.runtimes import Target
+from layerbuild.backends.wheels.uv import IndexSettings
+from layerbuild.util.zipwriter import RawSource
 
 
 # The build image for every docker build, ranking right after --image (read by build.py, so the cache key has it).
