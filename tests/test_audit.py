@@ -17,16 +17,24 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import tree_snapshot
-from layerbuild.audit.rules import DIRECT_UPLOAD_LIMIT, UNZIPPED_LIMIT, FileFact, audit_files
-from layerbuild.build.pipeline import build_target
+from test_elf import (
+    HOST_ARCH,
+    PLAIN_SOURCE,
+    PTHREAD_SOURCE,
+    compile_shared,
+    host_glibc,
+    needs_gcc,
+)
+
 from layerbuild.audit.elf import ElfFacts, read_elf_facts
-from layerbuild.model.errors import AuditError
+from layerbuild.audit.rules import FileFact, audit_files
+from layerbuild.build.pipeline import build_target
+from layerbuild.errors import AuditError
+from layerbuild.limits import DIRECT_UPLOAD_LIMIT, UNZIPPED_LIMIT
 from layerbuild.model.recipe import load_recipe, parse_recipe
 from layerbuild.model.runtimes import make_target
 from layerbuild.util.safezip import RATIO_MIN_BYTES
-from test_elf import HOST_ARCH, PLAIN_SOURCE, PTHREAD_SOURCE, compile_shared, host_glibc, needs_gcc
 
 REPORT_KEYS = {"target", "ok", "errors", "warnings", "sizes", "largest_packages"}
 FINDING_KEYS = {"rule", "path", "message"}

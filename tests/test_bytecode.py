@@ -11,11 +11,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from layerbuild.build import bytecode
-from layerbuild.cache import bytecode as pyccache
 from layerbuild.build.pipeline import build_target
+from layerbuild.cache import bytecode as pyccache
 from layerbuild.model.recipe import parse_recipe
 from layerbuild.model.runtimes import make_target
 

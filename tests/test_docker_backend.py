@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild.backends.docker import backend as docker_backend
 from layerbuild.backends.base import BuildRequest
+from layerbuild.backends.docker import backend as docker_backend
+from layerbuild.backends.indexes import IndexSettings
 from layerbuild.model.lockfile import parse_lock
 from layerbuild.model.recipe import parse_recipe
 from layerbuild.model.runtimes import make_target
-from layerbuild.backends.wheels.uv import IndexSettings
 
 DEFAULT_STANDIN = "layerbuild-standin-build:bookworm"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -553,6 +553,7 @@ def test_a_sigkilled_docker_build_is_cleaned_up_by_the_next_build(write_recipe, 
     import time
 
     from conftest import REPO
+
     from layerbuild.backends.docker.engine import OWNER_LABEL
 
     path = _recipe(write_recipe, name="killed", packages=[SDIST_ONLY], backend="docker")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from conftest import REPO
 from dbservers import MariaDB, mariadb_sql
+
 from layerbuild.verify.interpreters import find_local_python
 
 EXAMPLE = REPO / "examples" / "s3-to-mysql"

@@ -15,11 +15,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 import reliability_figures
 from conftest import tree_snapshot
-from layerbuild.model.errors import LayerbuildError
-from layerbuild.util.safezip import MAX_TOTAL_BYTES, UnsafeZipError, extract, open_layer_zip
+
+from layerbuild.errors import LayerbuildError
+from layerbuild.util.safezip import (
+    MAX_TOTAL_BYTES,
+    UnsafeZipError,
+    extract,
+    open_layer_zip,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning")
 

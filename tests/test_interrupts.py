@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 import reliability_figures
 from conftest import REPO
 
@@ -379,7 +378,7 @@ def test_ctrl_c_is_held_until_the_block_ends_even_with_worker_threads_alive():
     """A process-directed SIGINT may be handed to any thread; the hold must not depend on which."""
     import threading
 
-    from layerbuild.build.outputs import sigint_held
+    from layerbuild.util.process import sigint_held
 
     stop = threading.Event()
     worker = threading.Thread(target=stop.wait, daemon=True)

@@ -8,10 +8,10 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from klayers_server import base_url, fixture_json, requests_to, serve_klayers
 from werkzeug import Response
 
-from klayers_server import base_url, fixture_json, requests_to, serve_klayers
-from layerbuild.model.errors import KlayersError, TargetError
+from layerbuild.errors import KlayersError, TargetError
 from layerbuild.klayers.client import KlayersClient, cache_dir
 from layerbuild.klayers.model import klayers_target, parse_layers, select
 

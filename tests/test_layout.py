@@ -1,12 +1,18 @@
 import os
 import stat
 import zipfile
+from pathlib import Path
 
 import pytest
 
-from pathlib import Path
-
-from layerbuild.util.tree import FIXED_DATE_TIME, fix_records, glob_regex, remove_paths, walk_tree, write_deterministic_zip
+from layerbuild.util.tree import (
+    FIXED_DATE_TIME,
+    fix_records,
+    glob_regex,
+    remove_paths,
+    walk_tree,
+    write_deterministic_zip,
+)
 
 
 @pytest.mark.parametrize("pattern,path,expected", [
@@ -145,7 +151,13 @@ def test_parallel_writer_output_is_a_valid_zip_equal_to_zipfiles(tmp_path):
     assert methods["python/pkg/big.so"] == zipfile.ZIP_DEFLATED and methods["python/pkg/bigrandom.bin"] == zipfile.ZIP_STORED
     assert fast["python/pkg/big.so"][0] == (root / "python" / "pkg" / "big.so").read_bytes()
     # The zipfile fallback (used past plain-zip limits) holds exactly the same entries.
-    from layerbuild.util.tree import walk_tree, _external_attr, DIR_MODE, EXEC_MODE, FILE_MODE
+    from layerbuild.util.tree import (
+        DIR_MODE,
+        EXEC_MODE,
+        FILE_MODE,
+        _external_attr,
+        walk_tree,
+    )
     slow_entries = [Entry(e.rel + "/", _external_attr(DIR_MODE, True), None) if e.is_dir else
                     Entry(e.rel, _external_attr(EXEC_MODE if os.stat(e.path).st_mode & 0o100 else FILE_MODE, False), e.path)
                     for e in walk_tree(root)]

@@ -11,9 +11,17 @@ from __future__ import annotations
 import json
 
 import pytest
-
 import reliability_figures
-from faultproxy import DROP, STALL, STATUS, TRUNCATE, FaultPlan, PackageIndex, closed_url, make_wheel
+from faultproxy import (
+    DROP,
+    STALL,
+    STATUS,
+    TRUNCATE,
+    FaultPlan,
+    PackageIndex,
+    closed_url,
+    make_wheel,
+)
 
 RETRIES = 1
 TIMEOUT_S = 2
@@ -155,8 +163,8 @@ def test_an_unresolvable_host_is_named_in_a_few_words():
     from urllib3.connection import HTTPSConnection
     from urllib3.exceptions import MaxRetryError, NameResolutionError
 
-    from layerbuild.backends.wheels.index import short_reason
     from layerbuild.klayers.client import _short
+    from layerbuild.util.http import short_reason
 
     lookup = NameResolutionError("api.example.invalid", HTTPSConnection("api.example.invalid", 443),
                                  socket.gaierror(-3, "Temporary failure in name resolution"))  # fmt: skip
@@ -170,8 +178,11 @@ def test_an_unresolvable_host_is_named_in_a_few_words():
 
 import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
-from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError  # noqa: E402
-
+from botocore.exceptions import (  # noqa: E402
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+)
 from faultproxy import THROTTLE, FaultProxy, free_port  # noqa: E402
 
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

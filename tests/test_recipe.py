@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import tree_snapshot
-from layerbuild.model.errors import RecipeError
+
+from layerbuild.errors import RecipeError
 from layerbuild.model.recipe import list_recipe_names, load_recipe, parse_recipe
 
 SHIPPED = ["cryptography", "lxml", "numpy", "pandas", "pillow", "psycopg2-binary", "pydantic", "pymysql", "requests"]

@@ -7,8 +7,8 @@ import sys
 import zipfile
 
 import pytest
-
 from conftest import HOST_PYTHON
+
 from layerbuild.build.pipeline import build_target
 from layerbuild.model.recipe import list_recipe_names, load_recipe
 from layerbuild.model.runtimes import RUNTIMES, make_target

@@ -1,10 +1,10 @@
-"""layerbuild.publish.regions: the known-region list and its one-line errors."""
+"""layerbuild.model.regions: the known-region list and its one-line errors."""
 
 import boto3
 import pytest
 
-from layerbuild.model.errors import LayerbuildError, TargetError
-from layerbuild.publish.regions import REGIONS, check_region
+from layerbuild.errors import LayerbuildError, TargetError
+from layerbuild.model.regions import REGIONS, check_region
 
 
 def test_regions_are_unique_well_formed_and_cover_klayers():

@@ -2,8 +2,14 @@ import json
 
 import pytest
 
-from layerbuild.model.errors import TargetError
-from layerbuild.model.runtimes import RUNTIMES, get_runtime, make_target, matrix_rows, normalise_python
+from layerbuild.errors import TargetError
+from layerbuild.model.runtimes import (
+    RUNTIMES,
+    get_runtime,
+    make_target,
+    matrix_rows,
+    normalise_python,
+)
 
 
 def test_matrix_covers_lambda_python_runtimes():
@@ -74,8 +80,8 @@ def test_targets_command_table_and_json(invoke):
 
 
 def test_every_runtime_records_its_sdk_and_the_committed_lock_pins_exactly_it():
-    from layerbuild.verify import runtimesdk
     from layerbuild.model.lockfile import parse_lock
+    from layerbuild.verify import runtimesdk
 
     for runtime in RUNTIMES.values():
         assert runtime.sdk is not None and runtime.sdk.source, runtime.name

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild.util import scratch
 from layerbuild.build.pipeline import build_target
 from layerbuild.model.recipe import parse_recipe
 from layerbuild.model.runtimes import make_target
+from layerbuild.util import scratch
 
 GIB = 1 << 30
 ROOMY = scratch.RamDir(is_tmpfs=True, writable=True, free_bytes=12 * GIB, available_memory=20 * GIB)

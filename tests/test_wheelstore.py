@@ -14,14 +14,23 @@ import zipfile
 import zlib
 
 import pytest
-
 from faultproxy import TRUNCATE, FaultPlan, PackageIndex, make_wheel
+
 from layerbuild.backends.wheels import store as wheelstore
-from layerbuild.model.errors import ResolveError
 from layerbuild.backends.wheels.index import IndexFile, parse_listing, project_listing
+from layerbuild.backends.wheels.install import (
+    UnsafeWheelError,
+    install_wheels,
+    installed_path,
+)
+from layerbuild.backends.wheels.pick import (
+    LockedPin,
+    choose_wheel,
+    tag_runs_on,
+    target_priority,
+)
+from layerbuild.errors import ResolveError
 from layerbuild.model.runtimes import RUNTIMES, Target
-from layerbuild.backends.wheels.install import UnsafeWheelError, install_wheels, installed_path
-from layerbuild.backends.wheels.pick import LockedPin, choose_wheel, tag_runs_on, target_priority
 from layerbuild.util.zipwriter import Entry, RawSource, write_zip
 
 PY311 = Target(RUNTIMES["3.11"], "x86_64")

@@ -12,7 +12,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 
-from layerbuild.model.errors import LayerbuildError
+from layerbuild.errors import LayerbuildError
 
 ELF_MAGIC = b"\x7fELF"
 # pyelftools' e_machine names -> the machine names of wheel tags and uname (runtimes.MACHINE values).

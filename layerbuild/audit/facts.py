@@ -12,14 +12,14 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerbuild.audit.rules import AuditReport, FileFact, audit_files
 from layerbuild.audit.elf import ElfReadError, is_elf, read_elf_facts
-from layerbuild.model.errors import AuditError, LayerbuildError
-from layerbuild.util.tree import walk_tree
+from layerbuild.audit.rules import AuditReport, FileFact, audit_files
+from layerbuild.audit.stack import StackLayer
+from layerbuild.errors import AuditError, LayerbuildError
 from layerbuild.model.manifest import Manifest, manifest_path_for, read_manifest
 from layerbuild.model.runtimes import Target, make_target
 from layerbuild.util.safezip import LayerZip, open_layer_zip
-from layerbuild.audit.stack import StackLayer
+from layerbuild.util.tree import walk_tree
 
 
 @dataclass

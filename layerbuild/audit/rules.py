@@ -19,13 +19,15 @@ from functools import lru_cache
 from pathlib import Path
 
 from layerbuild.audit.elf import ElfFacts, format_version, parse_version
-from layerbuild.model.runtimes import AMAZON_LINUX_2, AMAZON_LINUX_2023, OperatingSystem, Target
+from layerbuild.limits import DIRECT_UPLOAD_LIMIT, UNZIPPED_LIMIT
+from layerbuild.model.runtimes import (
+    AMAZON_LINUX_2,
+    AMAZON_LINUX_2023,
+    OperatingSystem,
+    Target,
+)
 from layerbuild.util.safetext import printable
 
-# Lambda: function plus all layers, unzipped ("Unzipped size must be smaller than 262144000 bytes").
-UNZIPPED_LIMIT = 262_144_000
-# Direct upload (Content.ZipFile) quota; larger zips go through S3.
-DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
 TOP_PACKAGES = 10
 LAYER_ROOT = "/opt"
 LAYOUT_DIRS = ("python", "lib", "bin")

@@ -8,12 +8,12 @@ for function plus layers, or no runtime/architecture every layer supports.
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from layerbuild.audit.rules import UNZIPPED_LIMIT, Finding
+from layerbuild.audit.rules import Finding
+from layerbuild.limits import UNZIPPED_LIMIT
 from layerbuild.model.runtimes import RUNTIME_MODULES, RUNTIME_PACKAGES
 from layerbuild.util.safetext import printable
 

@@ -7,13 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from layerbuild.backends.indexes import IndexSettings
 from layerbuild.model.lockfile import Lock
 from layerbuild.model.manifest import PackagePin
 from layerbuild.model.recipe import Recipe
 from layerbuild.model.runtimes import Target
-from layerbuild.backends.wheels.uv import IndexSettings
 from layerbuild.util.zipwriter import RawSource
-
 
 # The build image for every docker build, ranking right after --image (read by build.py, so the cache key has it).
 IMAGE_ENV = "LAYERBUILD_BUILD_IMAGE"

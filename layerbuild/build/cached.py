@@ -15,9 +15,9 @@ from layerbuild.cache import builds as cache
 from layerbuild.build import contents
 from layerbuild.backends.base import BuildRequest
 from layerbuild.build.outputs import publish_pair, temp_prefix
-from layerbuild.model.errors import LayerbuildError, NeedsCompilingError
+from layerbuild.errors import LayerbuildError, NeedsCompilingError
 from layerbuild.util.integrity import copy_file
-from layerbuild.model.limits import LOCK_MAX_BYTES, read_capped_text
+from layerbuild.limits import LOCK_MAX_BYTES, read_capped_text
 from layerbuild.model.lockfile import Lock, parse_lock, requirements_digest, unsatisfied
 from layerbuild.model.manifest import Manifest, read_manifest
 

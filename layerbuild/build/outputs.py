@@ -18,6 +18,8 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from layerbuild.util.process import pid_alive, sigint_held
+
 _PID_IN_NAME = re.compile(r"\.(\d+)\.[^.]*\.(?:zip|json)\.tmp$")
 _PID_IN_WORKDIR = re.compile(r"-(\d+)-[^-]*$")
 
@@ -28,18 +30,6 @@ def temp_prefix(stem: str) -> str:
 
 def workdir_prefix(stem: str) -> str:
     return f"layerbuild-{stem}-{os.getpid()}-"
-
-
-def pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
 
 
 def remove_stale_temps(out_dir: Path, stem: str) -> list[Path]:
@@ -59,31 +49,6 @@ def remove_stale_temps(out_dir: Path, stem: str) -> list[Path]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
-
-
-@contextmanager
-def sigint_held():
-    """Defer Ctrl-C until the block is done (it is delivered right after).
-
-    The Python-level handler is swapped for one that only records the signal: Python runs signal
-    handlers in the main thread whichever thread the OS picked. (Blocking SIGINT with
-    pthread_sigmask held it for the main thread only: with worker threads alive the kernel handed it
-    to one of them, and the KeyboardInterrupt still landed inside the block.)
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-        if caught:
-            if callable(old):
-                old(signal.SIGINT, None)  # default_int_handler raises KeyboardInterrupt; an outer hold records it
-            elif old == signal.SIG_DFL:
-                os.kill(os.getpid(), signal.SIGINT)
 
 
 @contextmanager

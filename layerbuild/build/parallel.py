@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Sequence, TypeVar
 
-from layerbuild.model.errors import BuildError, LayerbuildError
+from layerbuild.errors import BuildError, LayerbuildError
 from layerbuild.util.threadpool import ThreadPool
 
 MAX_WORKERS = 4

@@ -22,17 +22,18 @@ from layerbuild.build import contents
 from layerbuild.build import verifystep
 from layerbuild.build.parallel import run_all
 from layerbuild.backends.base import IMAGE_ENV, BuildRequest, LayerTree
-from layerbuild.build.outputs import publish_pair, remove_stale_temps, sigint_held, temp_prefix, workdir_prefix
-from layerbuild.model.errors import BuildError, DockerUnavailableError, LockError, NeedsCompilingError
+from layerbuild.build.outputs import publish_pair, remove_stale_temps, temp_prefix, workdir_prefix
+from layerbuild.util.process import sigint_held
+from layerbuild.errors import BuildError, DockerUnavailableError, LockError, NeedsCompilingError
 from layerbuild.util.tree import fix_records, matches_any, remove_paths, write_deterministic_zip
-from layerbuild.model.limits import LOCK_MAX_BYTES, read_capped_text
+from layerbuild.limits import LOCK_MAX_BYTES, read_capped_text
 from layerbuild.model.lockfile import Lock, parse_lock, requirements_digest, unsatisfied
 from layerbuild.model.manifest import Manifest, manifest_path_for
 from layerbuild.model.recipe import Recipe
 from layerbuild.model.runtimes import Target
 from layerbuild.util.scratch import SCRATCH_ENV, scratch_dir
 from layerbuild.util.threadpool import ThreadPool
-from layerbuild.backends.wheels.uv import IndexSettings
+from layerbuild.backends.indexes import IndexSettings
 from layerbuild.verify.venues import SlimmingSuspect
 
 DEFAULT_OUT_DIR = Path("dist")

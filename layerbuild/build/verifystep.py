@@ -9,7 +9,7 @@ from typing import Any
 
 from layerbuild.verify import venues as verify
 from layerbuild.backends.base import LayerTree
-from layerbuild.model.errors import LayerbuildError
+from layerbuild.errors import LayerbuildError
 from layerbuild.model.manifest import Manifest
 from layerbuild.verify.optdir import read_only_tree
 from layerbuild.model.recipe import Recipe

@@ -25,11 +25,18 @@ import zlib
 from functools import lru_cache
 from pathlib import Path
 
-from layerbuild.util import integrity
 from layerbuild.cache.builds import cache_root
 from layerbuild.cache.prune import PACK_SUFFIX, bytecode_root
+from layerbuild.util import integrity
 from layerbuild.util.tree import COMPRESS_LEVEL
-from layerbuild.util.zipwriter import CHUNK, LOCAL_HEADER, RawSource, deflate_whole, local_header, payload_start
+from layerbuild.util.zipwriter import (
+    CHUNK,
+    LOCAL_HEADER,
+    RawSource,
+    deflate_whole,
+    local_header,
+    payload_start,
+)
 
 SETTINGS = "unchecked-hash|PYTHONHASHSEED=0|optimize=0|seeded"  # "seeded": packs from before the seed reached 3.8-3.10
 SWITCH_ENV = "LAYERBUILD_BYTECODE_CACHE"  # "off" compiles everything afresh

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from layerbuild.cache import builds as cache
-from layerbuild.build.outputs import pid_alive
-from layerbuild.model.errors import LayerbuildError
+from layerbuild.errors import LayerbuildError
+from layerbuild.util.process import pid_alive
 
 MAX_SIZE_ENV = "LAYERBUILD_CACHE_MAX_SIZE"
 DEFAULT_MAX_SIZE = 5 * 1024**3

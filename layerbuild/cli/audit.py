@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from layerbuild.audit.rules import render_report
-from layerbuild.util.integrity import vet_layer_zip
 from layerbuild.audit.facts import audit_target, audit_zip, stack_layer
-from layerbuild.verify.runtimesdk import shipped_versions
+from layerbuild.audit.integrity import vet_layer_zip
+from layerbuild.audit.rules import render_report
 from layerbuild.audit.stack import render_stack, simulate_stack
 from layerbuild.cli.output import echo_json
+from layerbuild.verify.runtimesdk import shipped_versions
 
 ZIP = click.Path(dir_okay=False, path_type=Path)
 

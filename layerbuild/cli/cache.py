@@ -11,7 +11,6 @@ from layerbuild.cache import prune as cacheprune
 from layerbuild.cli.output import echo_json
 
 
-
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:,.1f} MB"
 

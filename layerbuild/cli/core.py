@@ -6,14 +6,13 @@ from pathlib import Path
 
 import click
 
-from layerbuild.build.pipeline import DEFAULT_OUT_DIR, build_recipes, lock_recipe
 from layerbuild.build.parallel import TargetFailures
+from layerbuild.build.pipeline import DEFAULT_OUT_DIR, build_recipes, lock_recipe
+from layerbuild.build.verifystep import VERIFY_WITH, verified_label
+from layerbuild.cli.output import echo_json, print_table
 from layerbuild.model.recipe import BACKENDS, list_recipe_names, load_recipe
 from layerbuild.model.runtimes import matrix_rows
 from layerbuild.util.safetext import printable
-from layerbuild.build.verifystep import VERIFY_WITH, verified_label
-from layerbuild.cli.output import echo_json, print_table
-
 
 
 def _progress(json_output: bool):

@@ -8,19 +8,25 @@ from pathlib import Path
 
 import click
 
-from layerbuild.model.errors import KlayersError, KlayersNotFound, LockError, TargetError
+from layerbuild.build.parallel import TargetFailures
+from layerbuild.cli.output import echo_json, print_table
+from layerbuild.errors import KlayersError, KlayersNotFound, LockError, TargetError
 from layerbuild.klayers.client import KlayersClient, describe_age
 from layerbuild.klayers.client import api_url as klayers_api_url
-from layerbuild.klayers.model import KlayersTarget, Lookup, history_rows, klayers_target, select
-from layerbuild.model.limits import LOCK_MAX_BYTES, read_capped_text
-from layerbuild.model.lockfile import parse_lock, requirements_digest
-from layerbuild.build.parallel import TargetFailures
-from layerbuild.model.recipe import Recipe, load_recipe
-from layerbuild.publish.regions import check_region
+from layerbuild.klayers.model import (
+    KlayersTarget,
+    Lookup,
+    history_rows,
+    klayers_target,
+    select,
+)
 from layerbuild.klayers.plan import MAX_LAYERS, TargetPlan, plan_target, shadowed
+from layerbuild.limits import LOCK_MAX_BYTES, read_capped_text
+from layerbuild.model.lockfile import parse_lock, requirements_digest
+from layerbuild.model.recipe import Recipe, load_recipe
+from layerbuild.model.regions import check_region
 from layerbuild.model.runtimes import Target
 from layerbuild.publish.snippets import render_arns
-from layerbuild.cli.output import echo_json, print_table
 
 OUTPUT_FORMATS = ("table", "arns", "sam", "terraform")
 
@@ -218,7 +224,9 @@ def remainder_recipe(recipe: Recipe, plan: TargetPlan) -> Recipe:
 def build_with_klayers(recipes: list[Recipe], region: str, api_url: str | None, pythons, arches, backend: str,
                        out_dir: Path, image: str | None, json_output: bool, use_cache: bool, progress,
                        verify: bool = True, verify_with: str | None = None) -> None:  # fmt: skip
-    from layerbuild.build.pipeline import build_recipes  # late: keeps `klayers-lookup` free of the build machinery
+    from layerbuild.build.pipeline import (
+        build_recipes,  # late: keeps `klayers-lookup` free of the build machinery
+    )
 
     client = KlayersClient(klayers_api_url(api_url, "--klayers-url"))
     results, failures = [], []

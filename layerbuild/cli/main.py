@@ -13,7 +13,7 @@ import traceback
 import click
 
 from layerbuild import __version__
-from layerbuild.model.errors import LayerbuildError
+from layerbuild.errors import LayerbuildError
 from layerbuild.util.safetext import printable
 
 

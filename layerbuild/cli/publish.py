@@ -7,14 +7,20 @@ from pathlib import Path
 import click
 
 from layerbuild.build.pipeline import DEFAULT_OUT_DIR, build_recipe
-from layerbuild.util.integrity import vet_for_publish
-from layerbuild.publish.aws import load_built_layer, publish_layer
-from layerbuild.publish.plan import PublishError, check_s3, dry_run_plan, layer_to_publish, make_options
-from layerbuild.model.recipe import load_recipe
-from layerbuild.util.safetext import printable
-from layerbuild.model.runtimes import check_architecture, normalise_python
-from layerbuild.publish.snippets import render_arns
 from layerbuild.cli.output import echo_json, print_table
+from layerbuild.model.recipe import load_recipe
+from layerbuild.model.runtimes import check_architecture, normalise_python
+from layerbuild.publish.aws import load_built_layer, publish_layer
+from layerbuild.publish.plan import (
+    PublishError,
+    check_s3,
+    dry_run_plan,
+    layer_to_publish,
+    make_options,
+)
+from layerbuild.publish.snippets import render_arns
+from layerbuild.publish.vet import vet_for_publish
+from layerbuild.util.safetext import printable
 
 FORMATS = ("table", "arn", "sam", "terraform")
 

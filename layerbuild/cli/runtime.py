@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
+from layerbuild.audit.facts import audit_target, manifest_beside
+from layerbuild.cli.output import echo_json
+from layerbuild.errors import LayerbuildError
 from layerbuild.trial import events
 from layerbuild.trial.invoke import DEFAULT_TIMEOUT, InvokeSpec, invoke
-from layerbuild.model.errors import LayerbuildError
-from layerbuild.audit.facts import audit_target, manifest_beside
 from layerbuild.trial.smoketest import DEFAULT_TIMEOUT as IMPORT_TIMEOUT
 from layerbuild.trial.smoketest import MODES, render, smoke_test
-from layerbuild.cli.output import echo_json
 
 ZIP = click.Path(dir_okay=False, path_type=Path)
 

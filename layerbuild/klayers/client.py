@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-
-from layerbuild.model.errors import KlayersError, KlayersNotFound
-from layerbuild.util.http import session
+from layerbuild.errors import KlayersError, KlayersNotFound
 from layerbuild.klayers.model import (
     DEFAULT_API_URL,
     KlayersLayer,
@@ -28,6 +26,7 @@ from layerbuild.klayers.model import (
     latest_path,
     parse_layers,
 )
+from layerbuild.util.http import session
 from layerbuild.util.netsafe import (
     Deadline,
     NetLimitExceeded,
@@ -317,7 +316,7 @@ def _retry_after(value: str | None, now: float) -> float | None:
 
 def _short(exc: Exception) -> str:
     """The known cause (connection refused, name resolution...) or the message, cut to 200 characters."""
-    from layerbuild.backends.wheels.index import known_reason
+    from layerbuild.util.http import known_reason
     from layerbuild.util.netsafe import redact_text
 
     reason = known_reason(exc)

@@ -13,7 +13,8 @@ from urllib.parse import quote
 
 from packaging.utils import canonicalize_name
 
-from layerbuild.model.errors import KlayersError, TargetError
+from layerbuild.errors import KlayersError, TargetError
+from layerbuild.model.arns import ascii_int, valid_layer_arn
 from layerbuild.model.runtimes import check_architecture, normalise_python
 
 DEFAULT_API_URL = "https://api.klayers.cloud"
@@ -23,13 +24,9 @@ ACCOUNT = "770693421928"
 SUPPORTED_PYTHON = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
 SUPPORTED_ARM64_PYTHON = ("3.10", "3.11", "3.12", "3.13", "3.14")
 
-# Lambda's layer-version ARN (ASCII only: re.ASCII keeps [0-9] and friends from matching other scripts).
-LAYER_VERSION_ARN = re.compile(
-    r"arn:aws[a-z-]*:lambda:[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}:[0-9]{12}:layer:[A-Za-z0-9_-]{1,140}:[0-9]{1,9}", re.ASCII)
 # What is shown beside an ARN in snippets: a PEP 508 name and a version-like token, nothing else.
 _PACKAGE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?", re.ASCII)
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]{0,99}", re.ASCII)
-_DIGITS = re.compile(r"[0-9]{1,9}", re.ASCII)
 
 # Field aliases: current API name first, then the older published-data names.
 _FIELDS = {
@@ -111,23 +108,6 @@ def _pick(item: dict, name: str):
         if alias in item and item[alias] is not None:
             return item[alias]
     return None
-
-
-def ascii_int(value) -> int | None:
-    """A whole number from outside data: an int, or a string of ASCII digits; None for anything else.
-
-    int() alone accepts '²', '٣' or ' 7 ' (and then fails or lies); this accepts only [0-9].
-    """
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value if value >= 0 else None
-    if isinstance(value, str) and _DIGITS.fullmatch(value):
-        return int(value)
-    return None
-
-
-def valid_layer_arn(arn) -> bool:
-    """True for a Lambda layer-version ARN (arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION)."""
-    return isinstance(arn, str) and LAYER_VERSION_ARN.fullmatch(arn) is not None
 
 
 def _shown(value) -> str:

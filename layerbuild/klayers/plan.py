@@ -15,7 +15,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from layerbuild.klayers.model import KlayersLayer, KlayersTarget, by_name
+from layerbuild.klayers.model import KlayersLayer, by_name
 from layerbuild.model.runtimes import Target
 
 MAX_LAYERS = 5  # Lambda: at most 5 layers per function

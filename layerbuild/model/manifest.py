@@ -7,9 +7,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from layerbuild.errors import LayerbuildError
+from layerbuild.limits import MANIFEST_MAX_BYTES, read_capped_bytes
 from layerbuild.util import safetext
-from layerbuild.model.errors import LayerbuildError
-from layerbuild.model.limits import MANIFEST_MAX_BYTES, read_capped_bytes
 
 MANIFEST_VERSION = 1
 

@@ -14,8 +14,8 @@ import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from layerbuild.model.errors import RecipeError, TargetError
-from layerbuild.model.limits import RECIPE_MAX_BYTES, read_capped_text
+from layerbuild.errors import RecipeError, TargetError
+from layerbuild.limits import RECIPE_MAX_BYTES, read_capped_text
 from layerbuild.model.runtimes import (
     ARCHITECTURES,
     DEFAULT_ARCHITECTURE,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from layerbuild.model.errors import TargetError
+from layerbuild.errors import TargetError
 
 ARCHITECTURES = ("x86_64", "arm64")
 # Lambda's architecture name -> the machine name in wheel tags, ELF headers and uname.

@@ -15,9 +15,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from layerbuild.klayers.model import ascii_int, valid_layer_arn
-from layerbuild.util.tree import file_sha256
+from layerbuild.model.arns import ascii_int, valid_layer_arn
 from layerbuild.model.manifest import Manifest, manifest_path_for, read_manifest
+from layerbuild.publish.plan import (
+    LayerToPublish,
+    PublishError,
+    PublishOptions,
+    bucket_for,
+)
 from layerbuild.util.netsafe import (
     Deadline,
     NetLimitExceeded,
@@ -25,8 +30,8 @@ from layerbuild.util.netsafe import (
     redact_text,
     redact_url,
 )
-from layerbuild.publish.plan import LayerToPublish, PublishError, PublishOptions, bucket_for
 from layerbuild.util.threadpool import ThreadPool
+from layerbuild.util.tree import file_sha256
 
 MAX_PARALLEL_REGIONS = 4
 MAX_ATTEMPTS = 5  # retries after the first try (botocore's max_attempts): standard mode, backoff with jitter, throttling included

@@ -10,13 +10,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from layerbuild.model.errors import LayerbuildError, TargetError
+from layerbuild.errors import LayerbuildError, TargetError
+from layerbuild.limits import DIRECT_UPLOAD_LIMIT
 from layerbuild.model.manifest import Manifest
-from layerbuild.publish.regions import check_region
+from layerbuild.model.regions import check_region
 from layerbuild.model.runtimes import RUNTIMES, check_architecture
 
 # Lambda takes zips up to 50 MB in the request (Content.ZipFile); larger ones go through S3.
-DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
 MAX_DESCRIPTION = 256
 MAX_LICENSE = 512
 MAX_RUNTIMES = 15

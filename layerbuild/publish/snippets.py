@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from layerbuild.model.errors import LayerbuildError
+from layerbuild.errors import LayerbuildError
 
 FORMATS = ("arn", "sam", "terraform")
 _ALIASES = {"arns": "arn", "plain": "arn", "cloudformation": "sam", "cfn": "sam", "tf": "terraform"}

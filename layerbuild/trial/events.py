@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 from typing import Callable
 from urllib.parse import quote_plus
 
-from layerbuild.model.errors import LayerbuildError
-from layerbuild.publish.regions import check_region
+from layerbuild.errors import LayerbuildError
+from layerbuild.model.regions import check_region
 
 
 @dataclass(frozen=True)

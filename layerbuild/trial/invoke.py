@@ -22,15 +22,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from layerbuild.trial import _invoke_runner
-from layerbuild.trial import invokeenv
-from layerbuild.verify import runtimesdk
-from layerbuild.util import safetext
-from layerbuild.verify import venues as verify
-from layerbuild.model.errors import LayerbuildError
 from layerbuild.audit.facts import manifest_beside
-from layerbuild.verify.optdir import layers_extracted, read_only_command
+from layerbuild.errors import LayerbuildError
 from layerbuild.model.runtimes import check_architecture, get_runtime, make_target
+from layerbuild.trial import _invoke_runner, invokeenv
+from layerbuild.util import safetext
+from layerbuild.verify import runtimesdk
+from layerbuild.verify import venues as verify
+from layerbuild.verify.optdir import layers_extracted, read_only_command
 from layerbuild.verify.venues import CannotTestError
 
 RUNNER_SOURCE = Path(_invoke_runner.__file__).read_text(encoding="utf-8")

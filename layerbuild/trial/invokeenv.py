@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from layerbuild.errors import LayerbuildError
 from layerbuild.util import safetext
-from layerbuild.model.errors import LayerbuildError
 
 # Set by Lambda itself; a function's configuration cannot set them ("Defined runtime environment variables").
 RESERVED = frozenset({

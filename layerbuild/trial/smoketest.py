@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from layerbuild.verify import venues as verify
-from layerbuild.model.errors import LayerbuildError, RecipeError
 from layerbuild.audit.facts import manifest_beside
-from layerbuild.verify.optdir import layers_extracted
+from layerbuild.errors import LayerbuildError, RecipeError
 from layerbuild.model.runtimes import Target
 from layerbuild.util.safetext import printable
+from layerbuild.verify import venues as verify
+from layerbuild.verify.optdir import layers_extracted
 from layerbuild.verify.venues import CannotTestError, ModuleResult
 
 DEFAULT_TIMEOUT = 120.0

@@ -39,3 +39,26 @@ def session():
                 made.mount(prefix, guarded_adapter(pool_connections=8, pool_maxsize=POOL_SIZE))
             _session = made
         return _session
+
+
+# requests' messages are long chains; these phrases are what a user can act on.
+_REASONS = {"Connection refused": "Connection refused", "timed out": "timed out", "Connection reset": "Connection reset",
+            "Name or service not known": "cannot resolve the host name",
+            "Temporary failure in name resolution": "cannot resolve the host name",
+            "NameResolutionError": "cannot resolve the host name",
+            "certificate verify failed": "certificate verify failed", "IncompleteRead": "connection closed early",
+            "Connection broken": "connection closed early"}  # fmt: skip
+
+
+def known_reason(exc: Exception) -> str | None:
+    """A network error in a few words when its message names a known cause, else None."""
+    text = str(exc).lower()
+    for phrase, reason in _REASONS.items():
+        if phrase.lower() in text:
+            return reason
+    return None
+
+
+def short_reason(exc: Exception) -> str:
+    """A network error in a few words: the known cause its message names, else its type."""
+    return known_reason(exc) or type(exc).__name__

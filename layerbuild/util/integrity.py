@@ -4,8 +4,7 @@ their CRCs and their manifest, and output files that share no inode with the cac
 - discarded(): the one stderr line said when a stored artifact fails its hash and is fetched or built again.
 - copy_file(): dist/ zips are copies of cache entries (a reflink where the filesystem shares extents),
   never hard links: damage to one can never reach the other.
-- check_crcs(), check_manifest_sha256(), vet_layer_zip(): what `audit` checks before it reports, and
-  what `publish` checks (with the audit) before any AWS call.
+- check_crcs(): every member inflated and checked (audit.integrity and publish.vet build on it).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import threading
 import zipfile
 from pathlib import Path
 
-from layerbuild.model.errors import LayerbuildError
+from layerbuild.errors import LayerbuildError
 from layerbuild.util.tree import file_sha256
 
 _BLOCK = 1 << 20
@@ -95,68 +94,3 @@ def check_crcs(zip_path: Path) -> None:
         raise IntegrityError(f"{zip_path}: corrupt archive: {exc}") from None
     except OSError as exc:
         raise IntegrityError(f"{zip_path}: cannot read: {exc.strerror or exc}") from None
-
-
-def check_manifest_sha256(zip_path: Path, required: bool = False) -> None:
-    """The zip's sha256 against the manifest beside it. A missing manifest (or, unless required, one that
-    is not layerbuild's) is no evidence either way; a mismatch names both files."""
-    from layerbuild.model.manifest import manifest_path_for, read_manifest
-
-    zip_path = Path(zip_path)
-    manifest_path = manifest_path_for(zip_path)
-    if manifest_path == zip_path or not manifest_path.is_file():
-        if required:
-            read_manifest(manifest_path)  # raises its own one line
-        return
-    try:
-        manifest = read_manifest(manifest_path)
-    except LayerbuildError:
-        if required:
-            raise
-        return
-    actual = file_sha256_hex(zip_path)
-    if not isinstance(manifest.sha256, str) or actual != manifest.sha256.lower():
-        raise IntegrityError(f"{zip_path}: sha256 {actual[:16]}... does not match the sha256 recorded in its manifest "
-                             f"{manifest_path} ({str(manifest.sha256)[:16]}...): the zip changed after it was built; "
-                             f"rebuild it")  # fmt: skip
-
-
-def vet_layer_zip(zip_path: Path):
-    """safezip's vetting (names, links, sizes), every member's CRC and the manifest's sha256 beside
-    the zip; returns the LayerZip. Each problem raises one line naming the file."""
-    from layerbuild.util.safezip import open_layer_zip
-
-    layer = open_layer_zip(Path(zip_path))
-    check_manifest_sha256(Path(zip_path))
-    check_crcs(Path(zip_path))
-    return layer
-
-
-def vet_for_publish(zip_path: Path, manifest) -> None:
-    """What publish checks before any AWS call: the vetting above, Lambda's unzipped size limit and the
-    audit against the manifest's target. Raises PublishError (one line, 'nothing was published')."""
-    from layerbuild.audit.rules import UNZIPPED_LIMIT, audit_files
-    from layerbuild.audit.facts import read_layer_facts
-    from layerbuild.publish.plan import PublishError
-    from layerbuild.model.runtimes import make_target
-    from layerbuild.util.safezip import open_layer_zip
-
-    zip_path = Path(zip_path)
-    try:
-        layer = open_layer_zip(zip_path)
-        if layer.unzipped_bytes > UNZIPPED_LIMIT:  # before inflating anything
-            raise IntegrityError(f"{zip_path}: unzips to {layer.unzipped_bytes:,} bytes, over Lambda's "
-                                 f"{UNZIPPED_LIMIT:,}-byte limit for a function and all its layers")  # fmt: skip
-        check_manifest_sha256(zip_path, required=True)
-        check_crcs(zip_path)
-        facts = read_layer_facts(zip_path)
-        report = audit_files(facts.files, make_target(manifest.python, manifest.architecture), facts.layer.zipped_bytes)
-    except PublishError:
-        raise
-    except LayerbuildError as exc:
-        raise PublishError(f"refusing to publish: {exc.message}; nothing was published") from None
-    if report.errors:
-        first = report.errors[0]
-        raise PublishError(f"refusing to publish {zip_path}: it fails the audit with {len(report.errors)} error(s), "
-                           f"the first [{first.rule}] {first.message}; nothing was published "
-                           f"(see 'layerbuild audit {zip_path}')")  # fmt: skip

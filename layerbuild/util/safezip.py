@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from layerbuild.audit.rules import UNZIPPED_LIMIT
-from layerbuild.model.errors import LayerbuildError
+from layerbuild.errors import LayerbuildError
+from layerbuild.limits import UNZIPPED_LIMIT
 
 # Lambda's own limit for function plus layers, unzipped, plus headroom for reporting oversize layers.
 MAX_TOTAL_BYTES = 2 * UNZIPPED_LIMIT

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerbuild.model.errors import LayerbuildError
+from layerbuild.errors import LayerbuildError
 
 SCRATCH_ENV = "LAYERBUILD_SCRATCH_DIR"
 RAM_DIR = Path("/dev/shm")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable, TypeVar
 
-from layerbuild.build.outputs import sigint_held
+from layerbuild.util.process import sigint_held
 
 T = TypeVar("T")
 # Files up to this size go to a pool in groups of about this many bytes (botocore: 2,000 small JSON files).

@@ -17,11 +17,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from layerbuild.backends.indexes import IndexSettings
+from layerbuild.backends.wheels.uv import compile_lock, install_lock
 from layerbuild.cache.builds import cache_root
 from layerbuild.cache.prune import RUNTIME_SDK_MARKER, runtime_sdk_root
-from layerbuild.model.errors import LayerbuildError, ResolveError
+from layerbuild.errors import LayerbuildError, ResolveError
 from layerbuild.model.runtimes import RUNTIMES, Runtime, Target
-from layerbuild.backends.wheels.uv import IndexSettings, compile_lock, install_lock
 
 LOCK_DIR = Path(__file__).resolve().parent / "data" / "runtime-sdk"
 MARKER = RUNTIME_SDK_MARKER

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from layerbuild.verify import _import_runner
+from layerbuild.backends.distinfo import top_level_modules
+from layerbuild.errors import LayerbuildError
+from layerbuild.model.runtimes import MACHINE, RUNTIME_MODULES, Target
 from layerbuild.util import safetext
-from layerbuild.backends.wheels.distinfo import top_level_modules
-from layerbuild.model.errors import LayerbuildError
+from layerbuild.verify import _import_runner
 from layerbuild.verify.interpreters import find_local_python, probe
 from layerbuild.verify.optdir import read_only_command
-from layerbuild.model.runtimes import MACHINE, RUNTIME_MODULES, Target
 from layerbuild.verify.runtimesdk import RuntimeSdkError
 
 __all__ = ["RuntimeSdkError"]  # what verification's callers catch as "the machine's limits"
@@ -238,7 +238,7 @@ def probe_command(command: tuple[str, ...]) -> tuple[str, str] | None:
 
 
 def docker_venue(target: Target, image: str | None, required: bool, pull: bool) -> tuple[Venue | None, str]:
-    from layerbuild.trial import docker_runner as smoketest_docker
+    from layerbuild.verify import docker_runner as smoketest_docker
 
     engine, why_not = smoketest_docker.connect(required=required)
     if engine is None:
@@ -344,7 +344,7 @@ def run_imports(venue: Venue, root: Path, target: Target, modules: list[str], li
 def _run(venue: Venue, root: Path, target: Target, modules: list[str], after: list[str], limit: float,
          cancel: Cancel | None) -> dict:  # fmt: skip
     if venue.kind == "docker":
-        from layerbuild.trial import docker_runner as smoketest_docker
+        from layerbuild.verify import docker_runner as smoketest_docker
 
         assert venue.image is not None
         return smoketest_docker.run_imports(venue.image, target, root, RUNNER_SOURCE, modules, after, limit)

@@ -26,15 +26,22 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerbuild.backends.wheels.distinfo import installed_packages
+from layerbuild.backends.base import IMAGE_ENV, BuildRequest, LayerTree
+from layerbuild.backends.distinfo import installed_packages
 from layerbuild.backends.docker.engine import Engine, ImageInfo, Mount, RunSpec
-from layerbuild.model.errors import BuildError, BuildImageError, CompileError, LockError, ResolveError, SystemPackageError
-from layerbuild.backends.wheels.index import local_path
+from layerbuild.backends.indexes import local_path
+from layerbuild.errors import (
+    BuildError,
+    BuildImageError,
+    CompileError,
+    LockError,
+    ResolveError,
+    SystemPackageError,
+)
 from layerbuild.model.lockfile import Lock, requirements_digest
 from layerbuild.model.recipe import build_env_refusal
 from layerbuild.model.runtimes import DOCKER_PLATFORM, Target
 from layerbuild.util.tls import system_ca_bundle
-from layerbuild.backends.base import IMAGE_ENV, BuildRequest, LayerTree
 
 NAME = "docker"
 PIP_CACHE_VOLUME_ENV = "LAYERBUILD_PIP_CACHE_VOLUME"

@@ -12,8 +12,13 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from layerbuild.build.outputs import pid_alive
-from layerbuild.model.errors import BuildError, BuildImageError, DockerUnavailableError, EmulationError
+from layerbuild.errors import (
+    BuildError,
+    BuildImageError,
+    DockerUnavailableError,
+    EmulationError,
+)
+from layerbuild.util.process import pid_alive
 
 DEFAULT_ADDRESS = "unix:///var/run/docker.sock"
 # Seconds for one API call (not for a whole container run, which has its own limit).

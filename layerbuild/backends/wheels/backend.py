@@ -18,19 +18,31 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+from layerbuild.backends.base import BuildRequest, LayerTree
+from layerbuild.backends.distinfo import installed_packages, wheel_tags
+from layerbuild.backends.indexes import IndexSettings
 from layerbuild.backends.wheels import install as wheelinstall
 from layerbuild.backends.wheels import store as wheelstore
-from layerbuild.cache.builds import link_or_copy
-from layerbuild.backends.wheels.distinfo import installed_packages, wheel_tags
-from layerbuild.model.errors import LayerbuildError, NeedsCompilingError, ResolveError
 from layerbuild.backends.wheels.index import IndexUnavailable, project_listing
+from layerbuild.backends.wheels.pick import (
+    LockedPin,
+    choose_wheel,
+    likely_version,
+    resolver_priority,
+    tag_runs_on,
+    target_priority,
+)
+from layerbuild.backends.wheels.uv import (
+    compile_lock,
+    install_lock,
+    needs_compiling_message,
+)
+from layerbuild.cache.builds import link_or_copy
+from layerbuild.errors import LayerbuildError, NeedsCompilingError, ResolveError
 from layerbuild.model.lockfile import Lock, requirements_digest
 from layerbuild.model.runtimes import Target
 from layerbuild.util.threadpool import ThreadPool
-from layerbuild.backends.wheels.uv import IndexSettings, compile_lock, install_lock, needs_compiling_message
-from layerbuild.backends.wheels.pick import LockedPin, choose_wheel, likely_version, resolver_priority, tag_runs_on, target_priority
 from layerbuild.util.zipwriter import RawSource
-from layerbuild.backends.base import BuildRequest, LayerTree
 
 NAME = "wheels"
 

@@ -14,13 +14,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
-from urllib.request import url2pathname
 
-from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename,
-                             parse_wheel_filename)  # fmt: skip
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,  # fmt: skip
+)
 
-from layerbuild.util.http import session
-from layerbuild.model.limits import INDEX_PAGE_MAX_BYTES, read_capped_text
+from layerbuild.backends.indexes import is_find_links_directory, local_path
+from layerbuild.limits import INDEX_PAGE_MAX_BYTES, read_capped_text
+from layerbuild.util.http import session, short_reason
 from layerbuild.util.netsafe import (
     Deadline,
     NetLimitExceeded,
@@ -31,7 +36,6 @@ from layerbuild.util.netsafe import (
 )
 from layerbuild.util.tls import requests_verify
 
-DEFAULT_INDEX_URL = "https://pypi.org/simple"
 # PEP 503: the attributes of each file's anchor. Quoted values may hold a '>' that some indexes leave
 # unescaped; a stray quote is taken as text (atomic: no backtracking over hostile pages).
 _ANCHOR = re.compile(r"""<a\s((?>"[^"]*"|'[^']*'|[^>])*)>""", re.IGNORECASE)
@@ -101,28 +105,6 @@ def json_loads(body: str) -> dict:
 
 # Local indexes, as uv reads them: a file:// URL naming a PEP 503 tree (DIR/PROJECT/index.html), or a
 # find-links directory holding the distribution files themselves (uv gets --find-links for it).
-_DISTRIBUTION_SUFFIXES = (".whl", ".tar.gz", ".zip")
-
-
-def local_path(url: str) -> Path | None:
-    """Pure: the directory a file:// URL names; None for any other URL."""
-    parts = urlsplit(url)
-    if parts.scheme != "file":
-        return None
-    return Path(url2pathname(parts.path))
-
-
-def is_find_links_directory(url: str) -> bool:
-    """A file:// URL naming a directory that holds distribution files directly (not a PEP 503 tree)."""
-    folder = local_path(url)
-    if folder is None:
-        return False
-    try:
-        return any(entry.is_file() and entry.name.endswith(_DISTRIBUTION_SUFFIXES) for entry in os.scandir(folder))
-    except OSError:
-        return False
-
-
 def _project_of(filename: str) -> str | None:
     try:
         if filename.endswith(".whl"):
@@ -210,29 +192,6 @@ def _page_text(data: bytes, response) -> str:
         return data.decode(response.encoding or "utf-8", errors="replace")
     except LookupError:  # a charset Python does not know
         return data.decode("utf-8", errors="replace")
-
-
-# requests' messages are long chains; these phrases are what a user can act on.
-_REASONS = {"Connection refused": "Connection refused", "timed out": "timed out", "Connection reset": "Connection reset",
-            "Name or service not known": "cannot resolve the host name",
-            "Temporary failure in name resolution": "cannot resolve the host name",
-            "NameResolutionError": "cannot resolve the host name",
-            "certificate verify failed": "certificate verify failed", "IncompleteRead": "connection closed early",
-            "Connection broken": "connection closed early"}  # fmt: skip
-
-
-def known_reason(exc: Exception) -> str | None:
-    """A network error in a few words when its message names a known cause, else None."""
-    text = str(exc).lower()
-    for phrase, reason in _REASONS.items():
-        if phrase.lower() in text:
-            return reason
-    return None
-
-
-def short_reason(exc: Exception) -> str:
-    """A network error in a few words: the known cause its message names, else its type."""
-    return known_reason(exc) or type(exc).__name__
 
 
 def project_files(name: str, index_url: str, timeout: float = 20.0) -> list[str] | None:

@@ -24,8 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from layerbuild.model.errors import BuildError
-from layerbuild.util.safezip import MAX_RATIO, MAX_TOTAL_BYTES, RATIO_MIN_BYTES, UNZIPPED_LIMIT, relative_member
+from layerbuild.errors import BuildError
+from layerbuild.util.safezip import (
+    MAX_RATIO,
+    MAX_TOTAL_BYTES,
+    RATIO_MIN_BYTES,
+    UNZIPPED_LIMIT,
+    relative_member,
+)
 from layerbuild.util.threadpool import BATCH_BYTES, ThreadPool, in_batches
 from layerbuild.util.zipwriter import RawSource, payload_start
 

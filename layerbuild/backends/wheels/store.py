@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from layerbuild.util import integrity
+from layerbuild.backends.indexes import local_path
+from layerbuild.backends.wheels.index import IndexFile
 from layerbuild.cache.builds import cache_root
 from layerbuild.cache.prune import wheel_root
-from layerbuild.model.errors import ResolveError
-from layerbuild.util.http import session
-from layerbuild.backends.wheels.index import IndexFile, local_path, short_reason
+from layerbuild.errors import ResolveError
+from layerbuild.util import integrity
+from layerbuild.util.http import session, short_reason
 from layerbuild.util.netsafe import (
     Deadline,
     NetLimitExceeded,

@@ -16,10 +16,17 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from layerbuild.model.errors import NeedsCompilingError, ResolveError
-from layerbuild.backends.wheels.index import DEFAULT_INDEX_URL, is_find_links_directory, local_path, project_files, ships_platform_wheels
-from layerbuild.util.netsafe import DEADLINE_ENV, deadline_seconds, host_of, redact_text, redact_url
+from layerbuild.backends.indexes import IndexSettings
+from layerbuild.backends.wheels.index import project_files, ships_platform_wheels
+from layerbuild.errors import NeedsCompilingError, ResolveError
 from layerbuild.model.runtimes import Target
+from layerbuild.util.netsafe import (
+    DEADLINE_ENV,
+    deadline_seconds,
+    host_of,
+    redact_text,
+    redact_url,
+)
 
 # The hint uv prints when a package has no usable wheel and builds are disabled for it.
 _WHEELS_REQUIRED = re.compile(r"Wheels are required for `([^`]+)`")
@@ -42,42 +49,6 @@ def uv_binary() -> str:
         if not found:
             raise ResolveError("uv is not installed: run 'pip install uv' (or 'make install')") from None
         return found
-
-
-@dataclass(frozen=True)
-class IndexSettings:
-    index_url: str = DEFAULT_INDEX_URL
-    extra_index_urls: tuple[str, ...] = ()
-
-    @classmethod
-    def for_recipe(cls, recipe) -> "IndexSettings":
-        # Recipe first, then the user's own settings, then PyPI.
-        return cls(recipe.index_url or cls.from_environment().index_url, tuple(recipe.extra_index_urls))
-
-    @classmethod
-    def from_environment(cls) -> "IndexSettings":
-        """The user's own index (a mirror, a proxy), else PyPI."""
-        return cls(os.environ.get("LAYERBUILD_INDEX_URL") or os.environ.get("UV_INDEX_URL")
-                   or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL)  # fmt: skip
-
-    def args(self) -> list[str]:
-        """uv's index options. A file:// URL naming a directory of distribution files (not a PEP 503 tree) is
-        a find-links location for uv; when the recipe's index is one, the first other index takes its place
-        (or none: --no-index)."""
-        urls = [self.index_url, *self.extra_index_urls]
-        for url in urls:
-            folder = local_path(url)
-            if folder is not None and not folder.is_dir():  # uv would only say the packages were not found
-                raise ResolveError(f"index {url}: {folder} is not a directory (a local index is a directory of wheels "
-                                   f"or a PEP 503 tree with PROJECT/index.html)")  # fmt: skip
-        flat = [url for url in urls if is_find_links_directory(url)]
-        indexes = [url for url in urls if url not in flat]
-        out = ["--index-url", indexes[0]] if indexes else ["--no-index"]
-        for extra in indexes[1:]:
-            out += ["--extra-index-url", extra]
-        for location in flat:
-            out += ["--find-links", location]
-        return out
 
 
 @dataclass

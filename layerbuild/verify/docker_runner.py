@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from layerbuild.backends.docker.engine import DockerUnavailableError, Engine
-from layerbuild.model.errors import BuildImageError, LayerbuildError
+from layerbuild.errors import BuildImageError, LayerbuildError
 from layerbuild.model.runtimes import DOCKER_PLATFORM, Target
 
 # Lambda's LD_LIBRARY_PATH in the python3.12 image (reference/lambda.md), /opt/lib last.

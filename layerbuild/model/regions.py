@@ -7,7 +7,7 @@ by tests/test_regions.py). A value outside the list is a one-line error suggesti
 
 from __future__ import annotations
 
-from layerbuild.model.errors import TargetError
+from layerbuild.errors import TargetError
 from layerbuild.model.runtimes import closest
 
 REGIONS: tuple[str, ...] = (
