@@ -20,7 +20,6 @@ MACHINE_NAMES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64", "EM_386": "i686
                  "EM_PPC64": "ppc64le", "EM_S390": "s390x", "EM_RISCV": "riscv64"}  # fmt: skip
 # GLIBC_2.17, GLIBCXX_3.4.21, CXXABI_1.3.9 (CXXABI_TM_1, GLIBC_PRIVATE are not numbered: ignored).
 VERSION_PATTERN = re.compile(r"^(GLIBC|GLIBCXX|CXXABI)_(\d+(?:\.\d+)*)$")
-FAMILIES = ("GLIBC", "GLIBCXX", "CXXABI")
 
 
 # e_machine numbers, for the header-only reader below (no pyelftools needed).

@@ -20,27 +20,16 @@ from pathlib import Path
 
 from layerbuild.audit.elf import ElfFacts, format_version, parse_version
 from layerbuild.limits import DIRECT_UPLOAD_LIMIT, UNZIPPED_LIMIT
-from layerbuild.model.runtimes import (
-    AMAZON_LINUX_2,
-    AMAZON_LINUX_2023,
-    OperatingSystem,
-    Target,
-)
+from layerbuild.model.runtimes import RUNTIMES, OperatingSystem, Target
 from layerbuild.util.safetext import printable
 
 TOP_PACKAGES = 10
 LAYER_ROOT = "/opt"
 LAYOUT_DIRS = ("python", "lib", "bin")
 DATA_DIR = Path(__file__).resolve().parent / "data"
-OS_LIBRARY_FILES = {AMAZON_LINUX_2.name: "al2-libs.txt", AMAZON_LINUX_2023.name: "al2023-libs.txt"}
 # LD_LIBRARY_PATH of the Lambda Python runtimes, in order: the OS's /lib64 and /usr/lib64 come
 # *before* /opt/lib, so a layer's lib/libstdc++.so.6 loses to the OS's copy unless RPATH points at it.
-RUNTIME_LIB_DIR = "/var/lang/lib"  # the runtime's own libpython
 LAYER_LIB_DIR = "lib"  # /opt/lib
-# .pyc magic numbers (first two bytes, little-endian) per CPython minor version: ranges from
-# Lib/importlib/_bootstrap_external.py, so alpha/beta bumps within a version still match.
-PYC_MAGIC_RANGES = {"3.8": (3400, 3419), "3.9": (3420, 3429), "3.10": (3430, 3449), "3.11": (3450, 3499),
-                    "3.12": (3500, 3549), "3.13": (3550, 3599), "3.14": (3600, 3649)}  # fmt: skip
 VERSION_RULES = {"GLIBC": "glibc-version", "GLIBCXX": "glibcxx-version", "CXXABI": "cxxabi-version"}
 _PYC_TAG = re.compile(r"\.cpython-(\d)(\d+)(?:\.opt-\d+)?\.pyc$")
 _SITE_PACKAGES = re.compile(r"^python/lib/python(\d+\.\d+)/site-packages(?:/|$)")
@@ -98,8 +87,8 @@ class AuditReport:
 
 @lru_cache(maxsize=None)
 def os_libraries(os_: OperatingSystem) -> frozenset[str]:
-    """The sonames the Lambda base image of this OS provides (layerbuild/data/*-libs.txt)."""
-    text = (DATA_DIR / OS_LIBRARY_FILES[os_.name]).read_text(encoding="utf-8")
+    """The sonames the Lambda base image of this OS provides (layerbuild/audit/data/*-libs.txt)."""
+    text = (DATA_DIR / os_.libraries_file).read_text(encoding="utf-8")
     return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
@@ -279,8 +268,8 @@ def pyc_version(fact: FileFact) -> str | None:
     if match:
         return f"{match.group(1)}.{match.group(2)}"
     if fact.pyc_magic is not None:
-        for version, (low, high) in PYC_MAGIC_RANGES.items():
-            if low <= fact.pyc_magic <= high:
+        for version, runtime in RUNTIMES.items():
+            if runtime.pyc_magic[0] <= fact.pyc_magic <= runtime.pyc_magic[1]:
                 return version
     return None
 

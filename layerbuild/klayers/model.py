@@ -15,14 +15,13 @@ from packaging.utils import canonicalize_name
 
 from layerbuild.errors import KlayersError, TargetError
 from layerbuild.model.arns import ascii_int, valid_layer_arn
-from layerbuild.model.runtimes import check_architecture, normalise_python
+from layerbuild.model.runtimes import RUNTIMES, check_architecture, normalise_python
 
 DEFAULT_API_URL = "https://api.klayers.cloud"
 ACCOUNT = "770693421928"
-# Python versions Klayers builds layers for; arm64 listings (p3.X-arm64) exist from 3.10 on
-# (the packages_p310-arm64.csv .. packages_p312-arm64.csv configs in keithrozario/Klayers).
-SUPPORTED_PYTHON = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
-SUPPORTED_ARM64_PYTHON = ("3.10", "3.11", "3.12", "3.13", "3.14")
+# Python versions Klayers builds layers for, per architecture: from the runtime matrix (Runtime.klayers).
+SUPPORTED_PYTHON = tuple(v for v, r in RUNTIMES.items() if "x86_64" in r.klayers)
+SUPPORTED_ARM64_PYTHON = tuple(v for v, r in RUNTIMES.items() if "arm64" in r.klayers)
 
 # What is shown beside an ARN in snippets: a PEP 508 name and a version-like token, nothing else.
 _PACKAGE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?", re.ASCII)

@@ -29,10 +29,11 @@ class OperatingSystem:
     glibcxx: tuple[int, int, int]
     cxxabi: tuple[int, int, int]
     package_manager: str
+    libraries_file: str  # the sonames its Lambda base image provides: layerbuild/audit/data/<file>
 
 
-AMAZON_LINUX_2 = OperatingSystem("Amazon Linux 2", (2, 26), (3, 4, 24), (1, 3, 11), "yum")
-AMAZON_LINUX_2023 = OperatingSystem("Amazon Linux 2023", (2, 34), (3, 4, 29), (1, 3, 13), "dnf")
+AMAZON_LINUX_2 = OperatingSystem("Amazon Linux 2", (2, 26), (3, 4, 24), (1, 3, 11), "yum", "al2-libs.txt")
+AMAZON_LINUX_2023 = OperatingSystem("Amazon Linux 2023", (2, 34), (3, 4, 29), (1, 3, 13), "dnf", "al2023-libs.txt")
 
 # Wheel-tag aliases from PEP 600: legacy manylinux names and the glibc they stand for.
 _LEGACY_MANYLINUX = {(2, 5): "manylinux1", (2, 12): "manylinux2010", (2, 17): "manylinux2014"}
@@ -74,6 +75,11 @@ class Runtime:
     create_blocked: str | None = None
     status: str = "supported"  # "supported" | "deprecated"
     sdk: RuntimeSdk | None = None
+    # .pyc magic numbers (first two bytes, little-endian) of this CPython minor version, as a range from
+    # Lib/importlib/_bootstrap_external.py, so alpha/beta bumps within a version still match.
+    pyc_magic: tuple[int, int] = (0, -1)
+    # Architectures Klayers publishes layers for with this Python (arm64 listings start at 3.10).
+    klayers: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -146,15 +152,20 @@ _SDK_LAUNCH = "not published by AWS: the boto3 release of the runtime's launch (
 RUNTIMES: dict[str, Runtime] = {
     r.python: r
     for r in (
-        Runtime("3.8", AMAZON_LINUX_2, "2024-10-14", "2025-02-28", "deprecated", _SDK_AL2_2023),
-        Runtime("3.9", AMAZON_LINUX_2, "2025-12-15", None, "deprecated", _SDK_AL2_2023),
-        Runtime("3.10", AMAZON_LINUX_2, "2026-10-31", "2026-11-30", "deprecated", _SDK_AL2_2023),
-        Runtime("3.11", AMAZON_LINUX_2, "2027-06-30", sdk=RuntimeSdk("1.27.1", "1.30.1", _SDK_PAGE)),
-        Runtime("3.12", AMAZON_LINUX_2023, "2028-10-31", sdk=RuntimeSdk("1.28.72", "1.31.72", _SDK_PAGE)),
+        Runtime("3.8", AMAZON_LINUX_2, "2024-10-14", "2025-02-28", "deprecated", _SDK_AL2_2023,
+                pyc_magic=(3400, 3419), klayers=("x86_64",)),
+        Runtime("3.9", AMAZON_LINUX_2, "2025-12-15", None, "deprecated", _SDK_AL2_2023,
+                pyc_magic=(3420, 3429), klayers=("x86_64",)),
+        Runtime("3.10", AMAZON_LINUX_2, "2026-10-31", "2026-11-30", "deprecated", _SDK_AL2_2023,
+                pyc_magic=(3430, 3449), klayers=("x86_64", "arm64")),
+        Runtime("3.11", AMAZON_LINUX_2, "2027-06-30", sdk=RuntimeSdk("1.27.1", "1.30.1", _SDK_PAGE),
+                pyc_magic=(3450, 3499), klayers=("x86_64", "arm64")),
+        Runtime("3.12", AMAZON_LINUX_2023, "2028-10-31", sdk=RuntimeSdk("1.28.72", "1.31.72", _SDK_PAGE),
+                pyc_magic=(3500, 3549), klayers=("x86_64", "arm64")),
         Runtime("3.13", AMAZON_LINUX_2023, "2029-06-30", sdk=RuntimeSdk("1.35.60", "1.35.60", _SDK_LAUNCH.format(
-            "2024-11-13, AWS's launch post"))),
+            "2024-11-13, AWS's launch post")), pyc_magic=(3550, 3599), klayers=("x86_64", "arm64")),
         Runtime("3.14", AMAZON_LINUX_2023, "2029-06-30", sdk=RuntimeSdk("1.40.76", "1.40.76", _SDK_LAUNCH.format(
-            "November 2025, unconfirmed"))),
+            "November 2025, unconfirmed")), pyc_magic=(3600, 3649), klayers=("x86_64", "arm64")),
     )
 }
 

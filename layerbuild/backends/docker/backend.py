@@ -441,7 +441,7 @@ def _derive(engine: Engine, request: BuildRequest, image: str, base: ImageInfo, 
 
 def run_build(request: BuildRequest, steps: str, user: tuple[int, int] | None = None) -> tuple[Prepared, Path, str]:
     """Run the build container for the steps; returns (prepared, mount dir, output). Raises on failure."""
-    recipe, target = request.recipe, request.target
+    recipe = request.recipe
     prepared = prepare(request)
     uid, gid = user if user is not None else (os.getuid(), os.getgid())
     work = request.work_dir / "docker"
