@@ -37,8 +37,6 @@ def key_for(request: BuildRequest, backend: str, progress: Callable[[str], None]
         if request.lock is None:
             from layerbuild.backends.wheels import backend as wheels  # here: a committed lock's hit never needs the backend
 
-            wheels.prefetch_listings(request)  # the install needs them next: fetched while uv resolves
-            threading.Thread(target=_import_ahead, name="import-ahead", daemon=True).start()
             try:
                 request.lock = wheels.resolve_lock(request)
             except NeedsCompilingError:
@@ -49,18 +47,6 @@ def key_for(request: BuildRequest, backend: str, progress: Callable[[str], None]
         normalised.pop(per_target, None)
     return cache.cache_key(normalised, target.slug, backend, request.image, request.lock.render(target),
                            contents.toolchain_identity(recipe, target, verify), cache.tool_digest())  # fmt: skip
-
-
-def _import_ahead() -> None:
-    """While uv resolves the main thread only waits: import the audit and pyelftools meanwhile (~50 ms that
-    the build would otherwise spend after the install). A failure here is met again where they are used."""
-    try:
-        from layerbuild.audit import facts  # noqa: F401
-        from layerbuild.audit.elf import load_reader
-
-        load_reader()
-    except Exception:  # noqa: BLE001
-        pass
 
 
 def publish_hit(key: str, stem: str, zip_path: Path, manifest_path: Path,

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from layerbuild import __version__
 from layerbuild.cache import prune as cacheprune
@@ -21,7 +21,7 @@ from layerbuild.build import cached as cachestep
 from layerbuild.build import contents
 from layerbuild.build import verifystep
 from layerbuild.build.parallel import run_all
-from layerbuild.backends.base import IMAGE_ENV, BuildRequest, LayerTree
+from layerbuild.backends.base import IMAGE_ENV, Backend, BuildRequest, LayerTree
 from layerbuild.build.outputs import publish_pair, remove_stale_temps, temp_prefix, workdir_prefix
 from layerbuild.util.process import sigint_held
 from layerbuild.errors import BuildError, DockerUnavailableError, LockError, NeedsCompilingError
@@ -43,23 +43,24 @@ ALWAYS_EXCLUDED = ("python/bin", "python/.lock")
 
 Progress = Callable[[Target, str], None]
 
-def _backend(module: str, attribute: str) -> Callable:
-    def call(request: BuildRequest):
-        import importlib
+# The backends there are, by name; each is loaded on first use (a cache hit needs neither, nor uv, the Docker SDK or
+# the audit).
+BACKEND_NAMES = ("wheels", "docker")
+if TYPE_CHECKING:  # mypy checks that each backend module satisfies the Protocol
+    from layerbuild.backends.docker import backend as _docker
+    from layerbuild.backends.wheels import backend as _wheels
 
-        return getattr(importlib.import_module(f"layerbuild.backends.{module}.backend"), attribute)(request)
-
-    call.__name__ = f"{module}.{attribute}"
-    return call
+    _CHECKED: tuple[Backend, ...] = (_wheels, _docker)
 
 
-# name -> callable(BuildRequest) -> LayerTree. Backends are imported on first use: a cache hit needs
-# neither (nor uv, the Docker SDK or the audit).
-BACKENDS: dict[str, Callable[[BuildRequest], LayerTree]] = {"wheels": _backend("wheels", "build"),
-                                                            "docker": _backend("docker", "build")}  # fmt: skip
-# name -> callable(BuildRequest) -> Lock: how `layerbuild lock` resolves for each backend.
-LOCKERS: dict[str, Callable[[BuildRequest], Lock]] = {"wheels": _backend("wheels", "resolve_lock"),
-                                                       "docker": _backend("docker", "resolve_lock")}  # fmt: skip
+def load_backend(name: str) -> Backend:
+    """The backend module of that name (backends/NAME/backend.py), as a Backend."""
+    if name not in BACKEND_NAMES:
+        raise BuildError(f"backend {name!r} is not available; available: {', '.join(BACKEND_NAMES)}")
+    import importlib
+
+    module: Backend = importlib.import_module(f"layerbuild.backends.{name}.backend")  # type: ignore[assignment]  # a module satisfies the Protocol
+    return module
 
 
 @dataclass
@@ -187,9 +188,7 @@ def choose_backend(recipe: Recipe, requested: str) -> str:
 
 
 def run_backend(name: str, request: BuildRequest) -> LayerTree:
-    if name not in BACKENDS:
-        raise BuildError(f"backend {name!r} is not available; available: {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[name](request)
+    return load_backend(name).build(request)
 
 
 def build_target(recipe: Recipe, target: Target, backend: str = "auto", out_dir: Path = DEFAULT_OUT_DIR,
@@ -259,10 +258,9 @@ def _build_target(recipe: Recipe, target: Target, options: _Options,
         try:
             tree = run_backend(chosen, request)
         except NeedsCompilingError as needs:
-            if backend != "auto" or recipe.backend != "auto" or "docker" not in BACKENDS:
+            if backend != "auto" or recipe.backend != "auto":
                 raise
             progress(target, f"{needs.package} needs compiling: switching to the docker backend")
-            _stop_wheel_pipeline(request)
             shutil.rmtree(work_dir)
             work_dir.mkdir()
             request.lock = lock  # a wheels-only resolution is not the image's: lock again inside it
@@ -356,17 +354,10 @@ def _build_target(recipe: Recipe, target: Target, options: _Options,
         raise BuildError(f"cannot build {stem}: {exc.strerror or exc}{where}; nothing was written to {out_dir}") from None
     finally:
         with sigint_held():  # a Ctrl-C landing here must not cut the cleanup short
-            _stop_wheel_pipeline(request)
             for tmp in (tmp_zip, tmp_manifest):
                 if tmp is not None:
                     tmp.unlink(missing_ok=True)
             shutil.rmtree(work_dir, ignore_errors=True)
-
-
-def _stop_wheel_pipeline(request: BuildRequest | None) -> None:
-    """Wheels unpacked while uv resolved write below work_dir: they must be done before it goes."""
-    if request is not None and request.wheel_pipeline is not None:
-        request.wheel_pipeline.stop()
 
 
 def _sha256_text(text: str) -> str:
@@ -404,11 +395,11 @@ def lock_recipe(recipe: Recipe, pythons=None, arches=None, progress: Progress | 
             request = BuildRequest(recipe=recipe, target=target, work_dir=work_dir, index=index)
             try:
                 try:
-                    lock = LOCKERS[choose_backend(recipe, "auto")](request)
+                    lock = load_backend(choose_backend(recipe, "auto")).resolve_lock(request)
                 except NeedsCompilingError:
                     if recipe.backend != "auto":
                         raise
-                    lock = LOCKERS["docker"](request)  # compiled requirements are locked inside the build image
+                    lock = load_backend("docker").resolve_lock(request)  # compiled requirements are locked inside the build image
             except OSError as exc:  # the machine, not a bug: a full or read-only temp directory
                 where = f" ({exc.filename})" if exc.filename else ""
                 raise BuildError(f"cannot lock {recipe.name} for {target}: {exc.strerror or exc}{where}; "

@@ -115,12 +115,6 @@ class Runtime:
         level = self._uv_glibc()
         return f"{MACHINE[check_architecture(arch)]}-manylinux_{level[0]}_{level[1]}"
 
-    def resolver_platform_tags(self, arch: str) -> list[str]:
-        """The platform tags uv considers when it resolves for uv_platform (a subset of platform_tags: on
-        Amazon Linux 2, glibc 2.26, uv knows only 2.17, so a wheel tagged only manylinux_2_24 is not seen)."""
-        level = self._uv_glibc()
-        return [tag for tag in self.platform_tags(arch) if _glibc_of(tag) <= level]
-
     def _uv_glibc(self) -> tuple[int, int]:
         return max(lv for lv in _UV_GLIBC_LEVELS if lv <= self.glibc)
 
@@ -237,15 +231,6 @@ class Target:
 
     def __str__(self) -> str:
         return self.slug
-
-
-def _glibc_of(platform_tag: str) -> tuple[int, int]:
-    """manylinux_2_17_x86_64 -> (2, 17); the legacy aliases by what they stand for."""
-    for level, alias in _LEGACY_MANYLINUX.items():
-        if platform_tag.startswith(alias + "_"):
-            return level
-    major, minor = platform_tag.split("_")[1:3]
-    return int(major), int(minor)
 
 
 def make_target(python: str, arch: str) -> Target:

@@ -4,9 +4,6 @@ A lock pins a version and lists the hashes of all its files (every platform); th
 the one wheel that suits the target best, as pip and uv do: the first match in the target's tag
 priority order (its own ABI before abi3 before pure Python; the newest manylinux glibc the runtime
 has first). Ties go to the file name, so the choice is stable.
-
-Before there is a lock, likely_version guesses which release a resolver will lock for a requirement,
-so that its wheel can be fetched while uv resolves (a head start the lock then confirms or ignores).
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag, compatible_tags, cpython_tags, parse_tag
 from packaging.utils import (
     InvalidWheelFilename,
@@ -49,12 +45,6 @@ def tag_priority(python: str, platforms: tuple[str, ...]) -> dict[Tag, int]:
 
 def target_priority(target: Target) -> dict[Tag, int]:
     return tag_priority(target.python, tuple(target.runtime.platform_tags(target.arch)))
-
-
-def resolver_priority(target: Target) -> dict[Tag, int]:
-    """The tags uv considers when it resolves for the target (its --python-platform knows fewer glibc levels):
-    what a guess at uv's choice must use."""
-    return tag_priority(target.python, tuple(target.runtime.resolver_platform_tags(target.arch)))
 
 
 def tag_runs_on(tag_text: str, target: Target) -> bool:
@@ -109,41 +99,3 @@ def _best_wheel(files: list[IndexFile], pin: LockedPin, ranks: dict[Tag, int]) -
     return best
 
 
-def likely_version(files: list[IndexFile], name: str, specifier: SpecifierSet, python: str,
-                   ranks: dict[Tag, int]) -> str | None:  # fmt: skip
-    """The release a resolver will most likely lock for a direct requirement, as its file names spell it: the
-    newest one the specifier admits (pre-releases only when it names one, as uv and pip do), with a wheel
-    that is not yanked, whose Requires-Python admits the target's Python and that runs on the target.
-    None when no release qualifies. A guess for a head start only: another requirement may hold the
-    release back, and then the lock's choice is installed instead."""
-    spelled: dict[str, Version | None] = {}
-    by_version: dict[Version, list[tuple[str, IndexFile]]] = {}
-    for item in files:  # numpy lists 4,400 files: the version is read from the name, parsed once per spelling
-        parts = item.filename.split("-")
-        if len(parts) not in (5, 6) or not item.filename.endswith(".whl") or item.yanked:
-            continue
-        text = parts[1]
-        if text not in spelled:
-            try:
-                spelled[text] = Version(text)
-            except InvalidVersion:
-                spelled[text] = None
-        if spelled[text] is not None:  # 1.0 and 1.0.0 are one release
-            by_version.setdefault(spelled[text], []).append((text, item))
-    target_python = Version(python)
-    # filter(), not contains(): it drops pre-releases unless the specifier names one or nothing else is left.
-    for version in sorted(specifier.filter(by_version), reverse=True):
-        for text, item in by_version[version]:
-            pin = LockedPin(canonicalize_name(name), text, frozenset())
-            if _admits_python(item.requires_python, target_python) and wheel_rank(item.filename, pin, ranks) is not None:
-                return text
-    return None
-
-
-def _admits_python(requires_python: str | None, python: Version) -> bool:
-    if not requires_python:
-        return True
-    try:
-        return SpecifierSet(requires_python).contains(python, prereleases=True)
-    except InvalidSpecifier:
-        return True  # unreadable metadata: the guess may be wrong, the lock decides anyway
