@@ -11,7 +11,6 @@ from conftest import tree_snapshot
 from faultproxy import PackageIndex, in_tree_sdist
 
 from layerbuild.build.pipeline import build_target
-from layerbuild.errors import LockError, NeedsCompilingError, ResolveError
 from layerbuild.model.recipe import load_recipe, parse_recipe
 from layerbuild.model.runtimes import make_target
 

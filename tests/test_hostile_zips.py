@@ -18,7 +18,6 @@ import pytest
 import reliability_figures
 from conftest import tree_snapshot
 
-from layerbuild.errors import LayerbuildError
 from layerbuild.util.safezip import (
     MAX_TOTAL_BYTES,
     UnsafeZipError,

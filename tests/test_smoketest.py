@@ -140,9 +140,22 @@ def test_no_target_and_no_modules_are_one_line_errors(invoke, tmp_path):
     result = invoke("test", bare)
     assert result.exit_code == 1 and "no layerbuild manifest beside the zip" in result.stderr and "--python X.Y" in result.stderr
     if HAVE_PY311:
-        result = invoke("test", bare, "--python", "3.11", "--arch", "x86_64", "--where", "local")
+        empty = make_layer(tmp_path / "empty.zip", {"python/data.txt": "", "python/_private.py": ""})
+        result = invoke("test", empty, "--python", "3.11", "--arch", "x86_64", "--where", "local")
         assert result.exit_code == 1
-        assert result.stderr == f"error: {bare}: no importable modules found (no *.dist-info under python/); name them with --import MODULE\n"
+        assert result.stderr == f"error: {empty}: no importable modules found (no package or module under python/); name them with --import MODULE\n"
+
+
+@pytest.mark.skipif(not HAVE_PY311, reason="needs a local python3.11")
+def test_modules_without_metadata_are_found_on_disk(invoke, tmp_path):
+    """#16 (re-check): a layer whose dist-info was excluded, or whose top_level.txt names nothing real, is
+    still tested: its public packages and modules are imported, never reported as 'no modules'."""
+    layer = make_layer(tmp_path / "nometa.zip", {"python/x.py": "X = 1\n", "python/pkg/__init__.py": "",
+                                                  "python/bogus-1.0.dist-info/top_level.txt": "os\n..\n/etc\n" + "m" * 100000 + "\n",
+                                                  "python/bogus-1.0.dist-info/METADATA": "Name: bogus\nVersion: 1.0\n"})  # fmt: skip
+    result = invoke("test", layer, "--python", "3.11", "--arch", "x86_64", "--where", "local")
+    assert result.exit_code == 0, result.output
+    assert "pkg" in result.output and "x" in result.output
 
 
 def test_hostile_zip_is_refused_before_anything_runs(invoke, tmp_path):

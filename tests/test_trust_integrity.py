@@ -261,6 +261,18 @@ def test_audit_fails_on_a_member_with_a_bad_crc_naming_it(invoke, tmp_path):
     assert line.endswith("the zip is damaged; rebuild it")
 
 
+def test_stack_fails_on_a_member_with_a_bad_crc_naming_it(invoke, tmp_path):
+    """#16 (re-check): `stack` said ok on a zip whose member fails its CRC, while `audit` refused it."""
+    path = layer_zip(tmp_path / "crc-python3.12-x86_64.zip", {"python/pkg/victim.py": b"B = 2\n" * 50})
+    assert invoke("stack", path).exit_code == 0
+    flip_member_byte(path, "python/pkg/victim.py")
+    reliability_figures.count("bad_inputs", detail="zip member with a bad CRC (stack)")
+    result = invoke("stack", path)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {path}: entry 'python/pkg/victim.py' fails its CRC-32 check")
+
+
 def test_audit_fails_when_the_zip_no_longer_matches_its_manifest_naming_both(invoke, tmp_path):
     """#16 finding 4: `audit` compares the zip's sha256 with the manifest beside it; a mismatch fails
     naming both files (with or without --python/--arch)."""

@@ -406,6 +406,27 @@ def handler(event, context):
 def spawn_and_fail(event, context):
     handler(event, context)
     raise RuntimeError("after spawning")
+
+def detached(event, context):
+    child = subprocess.Popen(["sleep", "300"], start_new_session=True)  # out of the run's process group
+    with open(event["pid_file"], "w") as handle:
+        handle.write(str(child.pid))
+    return "detached"
+
+def daemon(event, context):
+    """The classic double fork: the sleep's parent is gone before the handler returns."""
+    read_end, write_end = os.pipe()
+    if os.fork() == 0:
+        os.setsid()
+        pid = os.fork()
+        if pid:
+            os.write(write_end, str(pid).encode())
+            os._exit(0)
+        os.execvp("sleep", ["sleep", "300"])
+    pid = int(os.read(read_end, 32))
+    with open(event["pid_file"], "w") as handle:
+        handle.write(str(pid))
+    return "daemonised"
 '''
 
 
@@ -418,9 +439,10 @@ def _alive(pid: int) -> bool:
 
 
 @needs_py311
-@pytest.mark.parametrize("function", ["handler", "spawn_and_fail"])
+@pytest.mark.parametrize("function", ["handler", "spawn_and_fail", "detached", "daemon"])
 def test_invoke_ends_the_handlers_child_processes(invoke, tmp_path, function):
-    """#16 finding 21: a handler that starts `sleep 300` leaves nothing running once invoke returns (ok or error)."""
+    """#16 finding 21: a handler that starts `sleep 300` leaves nothing running once invoke returns (ok or error),
+    also when the sleep left the run's process group (setsid) or was daemonised by a double fork."""
     reliability_figures.count("faults", detail="handler child processes left running")
     code = tmp_path / "code"
     code.mkdir()
@@ -430,7 +452,7 @@ def test_invoke_ends_the_handlers_child_processes(invoke, tmp_path, function):
     event.write_text(json.dumps({"pid_file": str(pid_file)}))
     result = invoke("invoke", f"spawner.{function}", "--event", event, "--code", code, "--python", "3.11",
                     "--no-credentials", "--timeout", "30")  # fmt: skip
-    assert result.exit_code == (0 if function == "handler" else 1), result.output
+    assert result.exit_code == (1 if function == "spawn_and_fail" else 0), result.output
     pid = int(pid_file.read_text())
     try:
         deadline = time.monotonic() + 5
@@ -444,3 +466,47 @@ def test_invoke_ends_the_handlers_child_processes(invoke, tmp_path, function):
 
 if sys.platform != "linux":  # /proc, process groups and sleep: the invoke tests are Linux's
     pytestmark = pytest.mark.skip(reason="Linux only")
+
+
+# -- re-check of #16: JSON layerbuild reads back from its own files --------------------------------------------
+
+
+def test_a_deeply_nested_arns_record_is_replaced_not_a_crash(tmp_path):
+    """#16 (re-check): a NAME.arns.json nested 100,000 deep made publish exit 70 (RecursionError); a record that
+    is a directory was an internal error too. Now the damaged record is replaced; a directory is one line."""
+    from types import SimpleNamespace
+
+    from layerbuild.publish_plan import PublishError
+
+    from layerbuild.publish import record_arns
+
+    zip_path = tmp_path / "demo-python3.12-x86_64.zip"
+    arn = "arn:aws:lambda:us-east-1:123456789012:layer:demo:3"
+    record = tmp_path / "demo-python3.12-x86_64.arns.json"
+    record.write_text("[" * 100_000 + "]" * 100_000)
+    reliability_figures.count("bad_inputs", 2, detail="damaged ARN records")
+    written = record_arns(SimpleNamespace(zip_path=zip_path), [SimpleNamespace(region="us-east-1", arn=arn)])
+    assert written == record and json.loads(record.read_text()) == {"us-east-1": arn}
+    record.write_text(json.dumps({"eu-west-1": "arn:x\",\n]\nresource", "us-west-2": arn.replace("us-east-1", "us-west-2")}))
+    record_arns(SimpleNamespace(zip_path=zip_path), [SimpleNamespace(region="us-east-1", arn=arn)])
+    assert set(json.loads(record.read_text())) == {"us-east-1", "us-west-2"}  # a hostile entry is not kept
+    record.unlink()
+    record.mkdir()
+    with pytest.raises(PublishError, match="arns.json: not a file"):
+        record_arns(SimpleNamespace(zip_path=zip_path), [SimpleNamespace(region="us-east-1", arn=arn)])
+
+
+def test_a_deeply_nested_cache_entry_record_is_a_corrupted_entry(tmp_path):
+    """#16 (re-check): a build-cache entry.json nested 100,000 deep made the next build exit 70."""
+    from layerbuild import cache
+
+    zip_path, manifest_path = tmp_path / "a.zip", tmp_path / "a.json"
+    zip_path.write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    manifest_path.write_text("{}")
+    root = tmp_path / "builds"
+    cache.store("k" * 64, zip_path, manifest_path, root)
+    assert cache.lookup("k" * 64, root)[1] == "hit"
+    (cache.entry_dir("k" * 64, root) / cache.ENTRY_NAME).write_text("[" * 100_000 + "]" * 100_000)
+    reliability_figures.count("bad_inputs", detail="deeply nested cache entry record")
+    assert cache.lookup("k" * 64, root) == (None, "corrupted")
+    assert not cache.entry_dir("k" * 64, root).exists()

@@ -73,7 +73,7 @@ def verification_of(tree: LayerTree, recipe: Recipe, target: Target, enabled: bo
         return
     modules = verify.modules_to_verify(tree.root, target.python, recipe.imports)
     if not modules:
-        yield Verifying(target, progress, "the layer holds no Python distribution and the recipe names no imports:")
+        yield Verifying(target, progress, "the layer holds no Python package or module and the recipe names no imports:")
         return
     venue, why = verify.find_venue(target, order(verify_with), pull=False, strict=False)
     if venue is None and verify_with:  # asked for by name: the build cannot claim what it was asked to check

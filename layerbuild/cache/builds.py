@@ -30,6 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from layerbuild import __version__
+from layerbuild.util import safetext
 from layerbuild.util.integrity import copy_file
 from layerbuild.util.tree import file_sha256
 
@@ -98,7 +99,7 @@ def lookup(key: str, root: Path | None = None) -> tuple[CacheEntry | None, str]:
         return None, "miss"
     entry = CacheEntry(key, directory)
     try:
-        recorded = json.loads((directory / ENTRY_NAME).read_text(encoding="utf-8"))
+        recorded = safetext.read_json(directory / ENTRY_NAME, max_bytes=1 << 20)
         entry = CacheEntry(key, directory, recorded["zip_sha256"])
         intact = (file_sha256(entry.zip_path).hex() == recorded["zip_sha256"]
                   and file_sha256(entry.manifest_path).hex() == recorded["manifest_sha256"])  # fmt: skip

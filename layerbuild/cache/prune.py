@@ -28,6 +28,7 @@ from pathlib import Path
 
 from layerbuild.cache import builds as cache
 from layerbuild.errors import LayerbuildError
+from layerbuild.util import safetext
 from layerbuild.util.process import pid_alive
 
 MAX_SIZE_ENV = "LAYERBUILD_CACHE_MAX_SIZE"
@@ -190,8 +191,6 @@ RUNTIME_SDK_MARKER = "installed.json"  # runtimesdk writes it last, with the ins
 
 
 def _runtime_sdk_entries(root: Path) -> list[EntryInfo]:
-    import json
-
     found = []
     for directory in _children(root):
         if not _real_dir(directory):
@@ -200,7 +199,7 @@ def _runtime_sdk_entries(root: Path) -> list[EntryInfo]:
         if _real_file(marker) is None:
             continue  # staging, removed meanwhile, or a link
         try:
-            size = int(json.loads(marker.read_text(encoding="utf-8")).get("bytes", 0))
+            size = int(safetext.read_json(marker, max_bytes=1 << 20).get("bytes", 0))  # type: ignore[union-attr]
             found.append(EntryInfo(directory.name, directory, size, marker.stat().st_mtime, "runtime-sdk"))
         except (OSError, ValueError, AttributeError):
             continue  # staging, or removed meanwhile

@@ -11,6 +11,7 @@ from layerbuild.audit.integrity import vet_layer_zip
 from layerbuild.audit.rules import render_report
 from layerbuild.audit.stack import render_stack, simulate_stack
 from layerbuild.cli.output import echo_json
+from layerbuild.util.integrity import check_crcs
 from layerbuild.verify.runtimesdk import shipped_versions
 
 ZIP = click.Path(dir_okay=False, path_type=Path)
@@ -47,6 +48,8 @@ def stack_cmd(zip_paths, function_zip, json_output):
     labels = [p.name if names.count(p.name) == 1 else str(p) for p in zip_paths]
     layers = [stack_layer(path, label) for path, label in zip(zip_paths, labels)]
     function = stack_layer(function_zip) if function_zip else None
+    for path in [*zip_paths, *([function_zip] if function_zip else [])]:
+        check_crcs(path)  # a damaged member would make the merge's view a lie
     report = simulate_stack(layers, function, shipped_versions())
     if json_output:
         echo_json(report.to_dict())

@@ -27,6 +27,7 @@ from layerbuild.model.recipe import Recipe, load_recipe
 from layerbuild.model.regions import check_region
 from layerbuild.model.runtimes import Target
 from layerbuild.publish.snippets import render_arns
+from layerbuild.util.safetext import printable
 
 OUTPUT_FORMATS = ("table", "arns", "sam", "terraform")
 
@@ -106,7 +107,7 @@ def _print_lookup(lookup: Lookup, answer, target: KlayersTarget, region: str, fm
     elif lookup.found:
         click.echo(_render(fmt, lookup.found).rstrip("\n"))
     if lookup.missing:
-        click.echo(f"missing: {', '.join(lookup.missing)} (Klayers has no {target.segment} layer in {region})", err=True)
+        click.echo(printable(f"missing: {', '.join(lookup.missing)} (Klayers has no {target.segment} layer in {region})"), err=True)
 
 
 def _history(client, target, region, package, fmt, json_output):
@@ -131,7 +132,7 @@ def _history(client, target, region, package, fmt, json_output):
     elif rows and fmt != "table":
         click.echo(_render(fmt, rows).rstrip("\n"))
     if not rows:
-        click.echo(f"missing: {package} (Klayers has no {target.segment} layer in {region})", err=True)
+        click.echo(printable(f"missing: {package} (Klayers has no {target.segment} layer in {region})"), err=True)
         raise click.exceptions.Exit(1)
 
 

@@ -322,7 +322,8 @@ def recipe_path(name_or_path: str, recipes_dir: Path | None = None) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
         if not candidate.is_file():
-            raise RecipeError(f"{name_or_path}: no such recipe file")
+            what = "not a regular file (a directory, device or pipe)" if candidate.exists() else "no such recipe file"
+            raise RecipeError(f"{name_or_path}: {what}")
         return candidate
     path = recipes_dir / f"{name_or_path}.yaml"
     if not path.is_file():

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from layerbuild.limits import MANIFEST_MAX_BYTES
 from layerbuild.model.arns import ascii_int, valid_layer_arn
 from layerbuild.model.manifest import Manifest, manifest_path_for, read_manifest
 from layerbuild.publish.plan import (
@@ -30,6 +31,7 @@ from layerbuild.util.netsafe import (
     redact_text,
     redact_url,
 )
+from layerbuild.util.safetext import read_json as _read_json
 from layerbuild.util.threadpool import ThreadPool
 from layerbuild.util.tree import file_sha256
 
@@ -274,12 +276,16 @@ def record_arns(layer: LayerToPublish, results: list[RegionResult]) -> Path | No
     if not done:
         return None
     path = arns_path_for(layer.zip_path)
-    try:
-        existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if path.exists() and not path.is_file():
+        raise PublishError(f"{path}: not a file (a directory or a device where the ARN record goes); move it away "
+                           f"and publish again: the layer versions are published already")  # fmt: skip
+    try:  # a damaged record (not JSON, nested too deep, not an object) is replaced by what was just published
+        existing = _read_json(path, max_bytes=MANIFEST_MAX_BYTES) if path.is_file() else {}
         if not isinstance(existing, dict):
             existing = {}
-    except ValueError:
+    except (OSError, ValueError):
         existing = {}
+    existing = {region: arn for region, arn in existing.items() if isinstance(region, str) and valid_layer_arn(arn)}
     existing.update(done)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:

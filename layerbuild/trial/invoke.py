@@ -193,6 +193,7 @@ def invoke(spec: InvokeSpec) -> InvokeResult:
         config_path.write_text(json.dumps(config), encoding="utf-8")
         argv = read_only_command(root, [*venue.command, "-I", "-S", "-B", "-c", RUNNER_SOURCE, str(config_path)])
         log_file = tempfile.TemporaryFile(dir=work)
+        adopted = Adopted()  # what the handler detaches from its group (setsid, double forks) comes back to us
         try:
             child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                      cwd=code_dir, pass_fds=(write_fd,), start_new_session=True)  # fmt: skip
@@ -203,6 +204,7 @@ def invoke(spec: InvokeSpec) -> InvokeResult:
         finally:
             os.close(read_fd)
             _kill(child)
+            adopted.end()
         log_file.seek(0)
         logs = log_file.read().decode("utf-8", errors="replace")
         log_file.close()
@@ -214,7 +216,9 @@ def invoke(spec: InvokeSpec) -> InvokeResult:
             logs += f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z {request_id} Task timed out after {spec.timeout:.2f} seconds\n"
             return done(False, timed_out_payload(spec.timeout))
         try:
-            result = json.loads(result_path.read_text(encoding="utf-8"))
+            result = safetext.read_json(result_path, max_bytes=64 << 20)
+            if not isinstance(result, dict):
+                raise ValueError("not an object")
         except (OSError, ValueError, RecursionError):  # RecursionError: a value nested deeper than we can read back
             return done(False, {"errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: exit status "
                                                 f"{child.returncode}", "errorType": "Runtime.ExitError"})  # fmt: skip
@@ -251,3 +255,65 @@ def _kill(child: subprocess.Popen) -> None:
     except (ProcessLookupError, PermissionError):  # nothing left of the group
         pass
     child.wait(timeout=10)
+
+
+_PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
+
+class Adopted:
+    """While a handler runs, this process is a child subreaper (Linux): a process the handler detaches from
+    its process group (setsid, a double fork) is re-parented here instead of to init when its parent ends,
+    so end() finds it and ends it with the rest, as Lambda ends the whole sandbox. Processes that were
+    this process's children before (a test's servers, say) are left alone. Elsewhere: the group kill only."""
+
+    def __init__(self) -> None:
+        self.before = _children_of(os.getpid())
+        self.on = _subreaper(True)
+
+    def end(self) -> None:
+        if not self.on:
+            return
+        try:
+            for _ in range(20):  # each round ends what the previous one's kills re-parented here
+                orphans = _children_of(os.getpid()) - self.before
+                if not orphans:
+                    break
+                for pid in orphans:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        os.waitpid(pid, 0)
+                    except (ProcessLookupError, ChildProcessError, PermissionError):
+                        pass
+        finally:
+            _subreaper(False)
+
+
+def _subreaper(on: bool) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _children_of(parent: int) -> set[int]:
+    """Pids whose parent is `parent`, from /proc (empty where there is none)."""
+    found = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", encoding="utf-8", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 1 and fields[1] == str(parent):
+            found.add(int(name))
+    return found

@@ -88,7 +88,7 @@ def choose_modules(zip_path: Path, root: Path, target: Target, explicit) -> tupl
         if at_root:
             raise LayerbuildError(f"{zip_path}: Python code at the zip root ({', '.join(at_root)}), where Lambda never "
                                   f"imports from; put packages under python/ (layerbuild audit says more)")  # fmt: skip
-        raise LayerbuildError(f"{zip_path}: no importable modules found (no *.dist-info under python/); name them with --import MODULE")
+        raise LayerbuildError(f"{zip_path}: no importable modules found (no package or module under python/); name them with --import MODULE")
     return names, "dist-info metadata"
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from layerbuild.backends.distinfo import top_level_modules
+from layerbuild.backends.distinfo import MAX_MODULE_NAME, top_level_modules
 from layerbuild.errors import LayerbuildError
 from layerbuild.model.runtimes import MACHINE, RUNTIME_MODULES, Target
 from layerbuild.util import safetext
@@ -148,11 +148,32 @@ def site_dirs(root: Path, python: str) -> list[Path]:
 
 
 def modules_from_metadata(root: Path, python: str) -> list[str]:
+    """The top-level modules the layer's distributions name; when none names one it can be found by (no
+    dist-info left, or a top_level.txt naming nothing real), the public packages and modules on disk."""
     names: list[str] = []
     for site in site_dirs(root, python):
         if site.is_dir():
             names += [n for n in top_level_modules(site) if n not in names]
+    if not names:
+        for site in site_dirs(root, python):
+            if site.is_dir():
+                names += [n for n in modules_on_disk(site) if n not in names]
     return names
+
+
+def modules_on_disk(site: Path) -> list[str]:
+    """Pure listing: public top-level packages (a directory with __init__.py) and modules (.py, extension
+    modules) of a site directory; private names and the layer's own site-packages path are left out."""
+    found = set()
+    for entry in site.iterdir():
+        name = entry.name.split(".", 1)[0]
+        if not name.isidentifier() or name.startswith("_") or len(name) > MAX_MODULE_NAME:
+            continue
+        if entry.is_dir() and "." not in entry.name and (entry / "__init__.py").is_file():
+            found.add(name)
+        elif entry.is_file() and (entry.name.endswith(".py") and entry.name.count(".") == 1 or entry.name.endswith(".so")):
+            found.add(name)
+    return sorted(found)
 
 
 def modules_to_verify(root: Path, python: str, imports=()) -> list[str]:

@@ -12,7 +12,6 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-
 from layerbuild.backends.base import BuildRequest, LayerTree
 from layerbuild.backends.distinfo import installed_packages, wheel_tags
 from layerbuild.backends.indexes import IndexSettings

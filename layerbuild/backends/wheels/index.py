@@ -95,9 +95,9 @@ def parse_listing(body: str, content_type: str, page_url: str) -> list[IndexFile
 
 
 def json_loads(body: str) -> dict:
-    import json
+    from layerbuild.util.safetext import loads
 
-    data = json.loads(body)
+    data = loads(body)
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     return data
