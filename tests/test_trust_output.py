@@ -232,6 +232,22 @@ def test_wheels_unpacked_ahead_count_towards_the_ceiling(tmp_path):
     assert not (tmp_path / "install" / ".unpack-ccc-1.0-py3-none-any.whl").exists()
 
 
+def test_wheels_unpacking_side_by_side_share_the_ceiling(tmp_path):
+    """#16 (re-check): each wheel unpacked as it arrived was checked alone, so three wheels under the ceiling
+    each wrote 1 GB together. They share one budget now: the one that would pass it writes nothing."""
+    reliability_figures.count("bad_inputs", detail="wheel bombs")
+    budget = wheelinstall.UnpackBudget(ceiling=5 << 20)  # the real one is 524,288,000 bytes
+    first = write_wheel(tmp_path / "wheels", "firstw", wheel_bytes("firstw", {"firstw/data.bin": 3 << 20}))
+    second = write_wheel(tmp_path / "wheels", "secondw", wheel_bytes("secondw", {"secondw/data.bin": 3 << 20}))
+    (done,) = wheelinstall.unpack_wheels([first], tmp_path / "pipeline", budget=budget)
+    assert done.declared_bytes >= 3 << 20
+    with pytest.raises(wheelinstall.UnsafeWheelError, match=r"^secondw-1.0-py3-none-any.whl: member 'secondw/data.bin' takes the wheels past 5,242,880 bytes"):
+        wheelinstall.unpack_wheels([second], tmp_path / "pipeline", budget=budget)
+    assert not (tmp_path / "pipeline" / f".unpack-{second.name}").exists()
+    written = sum(f.stat().st_size for f in (tmp_path / "pipeline").rglob("*") if f.is_file())
+    assert written <= 5 << 20
+
+
 def test_a_member_whose_header_lies_about_its_size_is_refused_without_inflating_it(tmp_path):
     """#16 finding 12: a member declaring 1,000 bytes that inflates to 64 MB is refused; memory stays small."""
     reliability_figures.count("bad_inputs", detail="wheel bombs")

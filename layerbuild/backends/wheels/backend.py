@@ -67,6 +67,7 @@ class WheelPipeline:
         self._unpacking = 0
         self._results: dict[str, Future] = {}  # wheel file name -> Future of wheelinstall.Unpacked
         self._downloading = threading.BoundedSemaphore(wheelstore.MAX_PARALLEL)  # at once, as fetch_all
+        self._budget = wheelinstall.UnpackBudget()  # the wheels unpacking side by side share the size ceiling
 
     def begin(self, download: wheelstore.Download) -> None:
         """Start on a wheel, unless it is under way already (one unpack per file) or the pipeline has stopped."""
@@ -94,7 +95,7 @@ class WheelPipeline:
                 private = self.folder / "wheels" / stored.name
                 private.parent.mkdir(parents=True, exist_ok=True)
                 link_or_copy(stored, private)  # a concurrent prune of the store cannot take it away
-                (unpacked,) = wheelinstall.unpack_wheels([private], self.folder, stop=stopped)
+                (unpacked,) = wheelinstall.unpack_wheels([private], self.folder, stop=stopped, budget=self._budget)
                 future.set_result(unpacked)
             finally:
                 with self._changed:

@@ -108,6 +108,23 @@ def check_sizes(infos: list[zipfile.ZipInfo], wheel: str, ceiling: int = MAX_UNP
     return total
 
 
+class UnpackBudget:
+    """What the wheels of one install may declare unpacked, in all, shared by the threads that unpack them at
+    once (the pipeline unpacks each wheel as it arrives): each wheel reserves its declared bytes before it
+    writes anything, so wheels unpacking side by side can never pass the ceiling together."""
+
+    def __init__(self, ceiling: int = MAX_UNPACKED_BYTES) -> None:
+        self.ceiling, self.used = ceiling, 0
+        self._lock = threading.Lock()
+
+    def reserve(self, infos: list[zipfile.ZipInfo], wheel: str) -> int:
+        """The wheel's declared bytes, now counted; UnsafeWheelError (as check_sizes) when they do not fit."""
+        with self._lock:
+            total = check_sizes(infos, wheel, self.ceiling, already=self.used)
+            declared, self.used = total - self.used, total
+            return declared
+
+
 class _BadRecord(Exception):
     """A RECORD file we cannot read."""
 
@@ -240,14 +257,15 @@ def install_wheels(wheels: list[Path], site: Path, ready: dict[str, Unpacked] | 
 
 
 def unpack_wheels(wheels: list[Path], parent: Path, stop: Callable[[], bool] = lambda: False,
-                  already: int = 0) -> list[Unpacked]:  # fmt: skip
+                  already: int = 0, budget: UnpackBudget | None = None) -> list[Unpacked]:  # fmt: skip
     """Unpack each wheel into its own scratch directory below parent (.unpack-FILENAME).
 
     Members are inflated on a thread pool (zlib and file creation release the GIL), the big ones
     first so that the pool ends together. stop() is asked before each member: when it says so, the
     unpack ends with Stopped (what it wrote stays below parent, for the caller to remove).
     Sizes are bounded before anything is written (check_sizes: the members' declared sizes, plus
-    `already` unpacked by the caller, within MAX_UNPACKED_BYTES) and while writing (no member
+    `already` unpacked by the caller, within MAX_UNPACKED_BYTES; or the shared budget's running total) and
+    while writing (no member
     inflates past its declared size); a wheel refused so removes what this call wrote.
     """
     archives: list[zipfile.ZipFile] = []
@@ -267,7 +285,10 @@ def unpack_wheels(wheels: list[Path], parent: Path, stop: Callable[[], bool] = l
                 maps.append(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
             scratch = parent / f".unpack-{wheel.name}"
             members, found, dist_info = _plan(archive, wheel, scratch)
-            before, total = total, check_sizes([m.info for m in members], wheel.name, already=total)
+            if budget is not None:
+                before, total = total, total + budget.reserve([m.info for m in members], wheel.name)
+            else:
+                before, total = total, check_sizes([m.info for m in members], wheel.name, already=total)
             scratches.append(scratch)
             for directory in sorted({m.dest.parent for m in members} | {dist_info}):
                 directory.mkdir(parents=True, exist_ok=True)
