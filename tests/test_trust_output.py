@@ -85,7 +85,7 @@ def test_test_command_shows_module_names_and_import_errors_escaped(invoke, tmp_p
 def test_tables_show_server_fields_escaped(capsys):
     """#16 finding 10: the tables klayers-lookup and publish print hold what servers answered: shown escaped."""
     reliability_figures.count("bad_inputs", detail="terminal escapes in Klayers fields")
-    from layerbuild.cli.main import print_table
+    from layerbuild.cli.output import print_table
 
     print_table([["numpy", f"1.0{TITLE}", "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-numpy:1"]],
                 ["PACKAGE", "VERSION", "ARN"])  # fmt: skip
@@ -514,7 +514,7 @@ def test_a_deeply_nested_arns_record_is_replaced_not_a_crash(tmp_path):
 
 def test_a_deeply_nested_cache_entry_record_is_a_corrupted_entry(tmp_path):
     """#16 (re-check): a build-cache entry.json nested 100,000 deep made the next build exit 70."""
-    from layerbuild import cache
+    from layerbuild.cache import builds as cache
 
     zip_path, manifest_path = tmp_path / "a.zip", tmp_path / "a.json"
     zip_path.write_bytes(b"PK\x05\x06" + b"\0" * 18)
