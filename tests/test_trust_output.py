@@ -492,9 +492,9 @@ def test_a_deeply_nested_arns_record_is_replaced_not_a_crash(tmp_path):
     is a directory was an internal error too. Now the damaged record is replaced; a directory is one line."""
     from types import SimpleNamespace
 
-    from layerbuild.publish_plan import PublishError
+    from layerbuild.publish.plan import PublishError
 
-    from layerbuild.publish import record_arns
+    from layerbuild.publish.aws import record_arns
 
     zip_path = tmp_path / "demo-python3.12-x86_64.zip"
     arn = "arn:aws:lambda:us-east-1:123456789012:layer:demo:3"
