@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 NAME ?= pymysql
 ARGS ?=
 
-.PHONY: layer test bench install clean
+.PHONY: layer test lint bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "layerbuild needs Python 3.11+ (set PYTHON=...)")'
@@ -23,6 +23,10 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+$(VENV)/.installed-lint: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[lint]'
+	touch $@
+
 install: $(VENV)/.installed
 
 layer: $(VENV)/.installed
@@ -30,6 +34,12 @@ layer: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff (lint and format check, settings in pyproject.toml) and mypy (fully typed model/, errors, limits).
+lint: $(VENV)/.installed-lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py

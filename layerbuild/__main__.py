@@ -1,3 +1,3 @@
-from .cli import main
+from layerbuild.cli.main import main
 
 main()

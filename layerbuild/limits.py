@@ -14,6 +14,12 @@ import os
 from pathlib import Path
 
 MiB = 1 << 20
+
+# Lambda: function plus all layers, unzipped ("Unzipped size must be smaller than 262144000 bytes").
+UNZIPPED_LIMIT = 262_144_000
+# Direct upload (Content.ZipFile) quota; larger zips go through S3.
+DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
+
 RECIPE_MAX_BYTES = 1 * MiB
 LOCK_MAX_BYTES = 4 * MiB
 MANIFEST_MAX_BYTES = 4 * MiB

@@ -25,7 +25,7 @@ def runner():
 @pytest.fixture
 def invoke(runner):
     """Run the CLI in-process; returns click's Result (exit_code, stdout, stderr, output)."""
-    from layerbuild.cli import main
+    from layerbuild.cli.main import main
 
     def _invoke(*args, env=None):
         return runner.invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)

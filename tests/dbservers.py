@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from faultproxy import free_port
 
 MARIADBD = "/usr/sbin/mariadbd"

@@ -6,9 +6,9 @@ import json
 import zipfile
 from pathlib import Path
 
-from layerbuild.build import build_target
-from layerbuild.recipe import parse_recipe
-from layerbuild.runtimes import make_target
+from layerbuild.build.pipeline import build_target
+from layerbuild.model.recipe import parse_recipe
+from layerbuild.model.runtimes import make_target
 
 
 def build_real_layer(out_dir: Path, name: str, packages: list[str], python: str = "3.11") -> Path:

@@ -17,16 +17,24 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import tree_snapshot
-from layerbuild.audit import DIRECT_UPLOAD_LIMIT, UNZIPPED_LIMIT, FileFact, audit_files
-from layerbuild.build import build_target
-from layerbuild.elf import ElfFacts, read_elf_facts
+from test_elf import (
+    HOST_ARCH,
+    PLAIN_SOURCE,
+    PTHREAD_SOURCE,
+    compile_shared,
+    host_glibc,
+    needs_gcc,
+)
+
+from layerbuild.audit.elf import ElfFacts, read_elf_facts
+from layerbuild.audit.rules import FileFact, audit_files
+from layerbuild.build.pipeline import build_target
 from layerbuild.errors import AuditError
-from layerbuild.recipe import load_recipe, parse_recipe
-from layerbuild.runtimes import make_target
-from layerbuild.safezip import RATIO_MIN_BYTES
-from test_elf import HOST_ARCH, PLAIN_SOURCE, PTHREAD_SOURCE, compile_shared, host_glibc, needs_gcc
+from layerbuild.limits import DIRECT_UPLOAD_LIMIT, UNZIPPED_LIMIT
+from layerbuild.model.recipe import load_recipe, parse_recipe
+from layerbuild.model.runtimes import make_target
+from layerbuild.util.safezip import RATIO_MIN_BYTES
 
 REPORT_KEYS = {"target", "ok", "errors", "warnings", "sizes", "largest_packages"}
 FINDING_KEYS = {"rule", "path", "message"}
@@ -381,7 +389,7 @@ def test_hostile_zip_is_refused_in_one_line(invoke, tmp_path):
 
 
 def test_build_audit_turns_warnings_into_notes_and_the_manifest_summary(tmp_path):
-    from layerbuild.layerfacts import audit_built_layer, read_tree_facts
+    from layerbuild.audit.facts import audit_built_layer, read_tree_facts
 
     (tmp_path / "tree" / "python").mkdir(parents=True)
     (tmp_path / "tree" / "docs").mkdir()
@@ -398,8 +406,8 @@ def test_build_audit_turns_warnings_into_notes_and_the_manifest_summary(tmp_path
 @needs_gcc
 def test_tree_facts_equal_the_facts_read_back_from_the_zip(tmp_path):
     """A build audits the tree while zipping it: what it sees must be what the zip holds."""
-    from layerbuild.layerfacts import read_layer_facts, read_tree_facts
-    from layerbuild.layout import write_deterministic_zip
+    from layerbuild.audit.facts import read_layer_facts, read_tree_facts
+    from layerbuild.util.tree import write_deterministic_zip
 
     root = tmp_path / "tree"
     (root / "python" / "pkg" / "__pycache__").mkdir(parents=True)

@@ -7,13 +7,12 @@ import re
 import zipfile
 
 import pytest
-
 from conftest import tree_snapshot
 from faultproxy import PackageIndex, in_tree_sdist
-from layerbuild.build import build_target
-from layerbuild.errors import LockError, NeedsCompilingError, ResolveError
-from layerbuild.recipe import load_recipe, parse_recipe
-from layerbuild.runtimes import make_target
+
+from layerbuild.build.pipeline import build_target
+from layerbuild.model.recipe import load_recipe, parse_recipe
+from layerbuild.model.runtimes import make_target
 
 pytestmark = pytest.mark.network
 

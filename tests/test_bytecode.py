@@ -11,12 +11,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
-from layerbuild import bytecode, pyccache
-from layerbuild.build import build_target
-from layerbuild.recipe import parse_recipe
-from layerbuild.runtimes import make_target
+
+from layerbuild.build import bytecode
+from layerbuild.build.pipeline import build_target
+from layerbuild.cache import bytecode as pyccache
+from layerbuild.model.recipe import parse_recipe
+from layerbuild.model.runtimes import make_target
 
 HOST = "%d.%d" % sys.version_info[:2]
 HOST_TAG = sys.implementation.cache_tag
@@ -355,8 +356,8 @@ def test_bytecode_cache_key_covers_interpreter_path_and_source():
 
 
 def test_cached_and_fresh_bytecode_offer_the_zip_writer_exactly_its_own_deflate(tmp_path):
-    from layerbuild.layout import COMPRESS_LEVEL
-    from layerbuild.zipwriter import deflate_whole
+    from layerbuild.util.tree import COMPRESS_LEVEL
+    from layerbuild.util.zipwriter import deflate_whole
 
     for name in ("fresh", "restored"):  # the first compiles and stores, the second restores
         site = make_site(tmp_path / name)
@@ -400,7 +401,7 @@ SET_CONSTANTS = 'WORDS = frozenset({"alpha", "beta", "gamma", "delta", "epsilon"
 
 
 def _runtime_versions() -> list[str]:
-    from layerbuild.runtimes import RUNTIMES
+    from layerbuild.model.runtimes import RUNTIMES
 
     return sorted({runtime.python for runtime in RUNTIMES.values()}, key=lambda v: tuple(map(int, v.split("."))))
 

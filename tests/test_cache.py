@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild import cache
+from layerbuild.cache import builds as cache
 
 pytestmark = pytest.mark.network
 
@@ -58,16 +58,16 @@ def test_tool_digest_covers_layerbuilds_code(tmp_path, monkeypatch):
 
     copy = tmp_path / "layerbuild"
     shutil.copytree(Path(layerbuild.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(cache, "__file__", str(copy / "cache.py"))
+    monkeypatch.setattr(cache, "__file__", str(copy / "cache" / "builds.py"))
     cache.tool_digest.cache_clear()
     try:
         before = cache.tool_digest()
         assert before == cache.tool_digest.__wrapped__()
-        (copy / "slim.py").write_text((copy / "slim.py").read_text() + "\n# a changed rule\n")
+        (copy / "build" / "slim.py").write_text((copy / "build" / "slim.py").read_text() + "\n# a changed rule\n")
         assert cache.tool_digest.__wrapped__() != before
-        (copy / "data" / "al2-libs.txt").write_text("libc.so.6\n")
+        (copy / "audit" / "data" / "al2-libs.txt").write_text("libc.so.6\n")
         changed = cache.tool_digest.__wrapped__()
-        (copy / "data" / "al2-libs.txt").write_text("libc.so.6\nlibm.so.6\n")
+        (copy / "audit" / "data" / "al2-libs.txt").write_text("libc.so.6\nlibm.so.6\n")
         assert cache.tool_digest.__wrapped__() != changed
     finally:
         cache.tool_digest.cache_clear()
@@ -170,11 +170,11 @@ def test_matrix_builds_every_target(invoke, write_recipe, tmp_path):
 
 @pytest.fixture
 def recipes_dir(tmp_path, monkeypatch):
-    import layerbuild.recipe
+    import layerbuild.model.recipe
 
     folder = tmp_path / "shipped"
     folder.mkdir()
-    monkeypatch.setattr(layerbuild.recipe, "RECIPES_DIR", folder)
+    monkeypatch.setattr(layerbuild.model.recipe, "RECIPES_DIR", folder)
     return folder
 
 

@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild import cache, cacheprune
-from layerbuild.cacheprune import CacheSettingError, EntryInfo, parse_age, parse_size, select_for_pruning
+from layerbuild.cache import builds as cache
+from layerbuild.cache import prune as cacheprune
+from layerbuild.cache.prune import (
+    CacheSettingError,
+    EntryInfo,
+    parse_age,
+    parse_size,
+    select_for_pruning,
+)
 
 
 @pytest.fixture(autouse=True)

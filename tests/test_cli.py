@@ -25,7 +25,7 @@ def test_a_closed_pipe_ends_the_command_quietly():
 
 def test_only_our_own_output_going_away_counts_as_a_closed_pipe(monkeypatch):
     """Any other EPIPE (a pipe to a child process, say) is a bug to report, not a reason to go quiet."""
-    from layerbuild.cli import _stdout_is_gone
+    from layerbuild.cli.main import _stdout_is_gone
 
     read_end, write_end = os.pipe()
     with os.fdopen(write_end, "w") as healthy:
@@ -40,7 +40,7 @@ def test_ctrl_c_inside_a_string_exec_still_exits_130(tmp_path):
     die by SIGINT after printing 'error: interrupted' (CPython keeps such an interrupt marked as unhandled),
     so scripts saw -2 instead of 130 now and then. Raised here deterministically, without a signal."""
     (tmp_path / "interrupted_in_exec.py").write_text(
-        "from layerbuild.cli import main\n\n"
+        "from layerbuild.cli.main import main\n\n"
         "@main.command('boom')\n"
         "def boom():\n"
         "    exec('raise KeyboardInterrupt')\n\n"

@@ -4,7 +4,6 @@ import os
 
 import boto3
 import pytest
-
 from dbservers import mariadb_server, mariadb_sql
 
 PHOTO = "uploads/my photo 한글.jpg"

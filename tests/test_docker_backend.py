@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild.backends import docker as docker_backend
 from layerbuild.backends.base import BuildRequest
-from layerbuild.lockfile import parse_lock
-from layerbuild.recipe import parse_recipe
-from layerbuild.runtimes import make_target
-from layerbuild.uvdriver import IndexSettings
+from layerbuild.backends.docker import backend as docker_backend
+from layerbuild.backends.indexes import IndexSettings
+from layerbuild.model.lockfile import parse_lock
+from layerbuild.model.recipe import parse_recipe
+from layerbuild.model.runtimes import make_target
 
 DEFAULT_STANDIN = "layerbuild-standin-build:bookworm"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -508,7 +508,7 @@ def test_containers_left_by_killed_builds_are_removed_by_the_next_connection(doc
 
     import docker
 
-    from layerbuild.dockerengine import OWNER_LABEL, Engine, RunSpec
+    from layerbuild.backends.docker.engine import OWNER_LABEL, Engine, RunSpec
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -553,7 +553,8 @@ def test_a_sigkilled_docker_build_is_cleaned_up_by_the_next_build(write_recipe, 
     import time
 
     from conftest import REPO
-    from layerbuild.dockerengine import OWNER_LABEL
+
+    from layerbuild.backends.docker.engine import OWNER_LABEL
 
     path = _recipe(write_recipe, name="killed", packages=[SDIST_ONLY], backend="docker")
     out = tmp_path / "out"

@@ -1,4 +1,4 @@
-"""layerbuild.elf on real ELF files compiled on the host with gcc (and on the host's own libstdc++)."""
+"""layerbuild.audit.elf on real ELF files compiled on the host with gcc (and on the host's own libstdc++)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild.elf import ElfReadError, parse_version, read_elf_facts
+from layerbuild.audit.elf import ElfReadError, parse_version, read_elf_facts
 
 HOST_MACHINE = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}.get(platform.machine(), platform.machine())
 HOST_ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}.get(HOST_MACHINE, HOST_MACHINE)
@@ -100,7 +100,7 @@ def test_header_reader_sees_the_sections_pyelftools_sees(tmp_path):
 
     from elftools.elf.elffile import ELFFile
 
-    from layerbuild.elf import E_MACHINE_NUMBERS, read_section_names
+    from layerbuild.audit.elf import E_MACHINE_NUMBERS, read_section_names
 
     debug = compile_shared(tmp_path, "libdebug.so", PLAIN_SOURCE, "-g")
     plain = compile_shared(tmp_path, "libplain.so", PLAIN_SOURCE, "-s")

@@ -7,7 +7,7 @@ from urllib.parse import unquote_plus
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layerbuild.events import EVENTS, s3_key_in_event, s3_put
+from layerbuild.trial.events import EVENTS, s3_key_in_event, s3_put
 
 
 def test_s3_put_shape_matches_lambda(invoke):

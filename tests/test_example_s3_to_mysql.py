@@ -8,10 +8,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from conftest import REPO
 from dbservers import MariaDB, mariadb_sql
-from layerbuild.interpreters import find_local_python
+
+from layerbuild.verify.interpreters import find_local_python
 
 EXAMPLE = REPO / "examples" / "s3-to-mysql"
 PY = next((p for p in ("3.12", "3.11", "3.13") if find_local_python(p, "x86_64")), None)
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.network, pytest.mark.skipif(PY is None, reason="no loc
 def layer(tmp_path_factory):
     from click.testing import CliRunner
 
-    from layerbuild.cli import main
+    from layerbuild.cli.main import main
 
     out = tmp_path_factory.mktemp("example-dist")
     result = CliRunner().invoke(main, ["build", str(EXAMPLE / "recipe.yaml"), "--python", PY, "--out", str(out)])

@@ -11,14 +11,14 @@ from __future__ import annotations
 import string
 
 import pytest
+import reliability_figures
 import yaml
+from conftest import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import reliability_figures
-from conftest import REPO
 from layerbuild.errors import RecipeError
-from layerbuild.recipe import FIELDS, Recipe, load_recipe, parse_recipe
+from layerbuild.model.recipe import FIELDS, Recipe, load_recipe, parse_recipe
 
 SHIPPED = {p.stem: yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted((REPO / "recipes").glob("*.yaml"))}
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)

@@ -1,7 +1,7 @@
 """Hostile layer zips: every trick is refused with one clear line, and nothing lands outside a private dir.
 
 Zips are forged in-process (cheaply: bombs are a few MB that *claim* hundreds of MB). Each case is
-checked against layerbuild.safezip directly and then through every CLI command that reads layer
+checked against layerbuild.util.safezip directly and then through every CLI command that reads layer
 zips (audit, stack, test, invoke), as those commands exist.
 """
 
@@ -15,11 +15,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 import reliability_figures
 from conftest import tree_snapshot
-from layerbuild.errors import LayerbuildError
-from layerbuild.safezip import MAX_TOTAL_BYTES, UnsafeZipError, extract, open_layer_zip
+
+from layerbuild.util.safezip import (
+    MAX_TOTAL_BYTES,
+    UnsafeZipError,
+    extract,
+    open_layer_zip,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning")
 
@@ -314,7 +318,7 @@ def command_lines(zip_path: Path, work: Path) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("command", ["audit", "stack", "test", "invoke"])
 def test_cli_commands_refuse_hostile_zips_in_one_line(cli_zips, runner, tmp_path, monkeypatch, command):
-    from layerbuild.cli import main
+    from layerbuild.cli.main import main
 
     assert command in main.list_commands(None)  # commands load lazily (cli.LAZY_COMMANDS)
     private_tmp = tmp_path / "private-tmp"

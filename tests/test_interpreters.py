@@ -2,8 +2,8 @@
 
 import os
 
-from layerbuild import bytecode
-from layerbuild.interpreters import find_local_python, pyenv_installs
+from layerbuild.build import bytecode
+from layerbuild.verify.interpreters import find_local_python, pyenv_installs
 
 
 def fake_install(root, version, patch, probe_version=None):

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 import reliability_figures
 from conftest import REPO
 
@@ -257,9 +256,9 @@ def test_corrupted_cache_entry_is_detected_and_rebuilt(bench, tmp_path):
 
 def test_cache_stores_this_builds_bytes_even_if_dist_changes_right_after_publish(tmp_path, monkeypatch, write_recipe):
     """A concurrent build may publish other bytes into dist/ right after us: the cache keeps ours."""
-    import layerbuild.build as build_module
-    from layerbuild.recipe import load_recipe
-    from layerbuild.runtimes import make_target
+    import layerbuild.build.pipeline as build_module
+    from layerbuild.model.recipe import load_recipe
+    from layerbuild.model.runtimes import make_target
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     real_publish = build_module.publish_pair
@@ -286,7 +285,7 @@ def test_cache_stores_this_builds_bytes_even_if_dist_changes_right_after_publish
 
 def test_publishing_a_hard_link_of_the_current_zip_leaves_no_temp_name(tmp_path):
     """rename(2) is a no-op between two links to one inode (cache hits link entries into dist/)."""
-    from layerbuild.distlock import publish_pair
+    from layerbuild.build.outputs import publish_pair
 
     out = tmp_path / "dist"
     out.mkdir()
@@ -314,8 +313,8 @@ def test_repeated_cache_hits_leave_no_temp_files(bench, tmp_path):
 
 def test_interrupted_lock_write_leaves_no_temp_file_in_the_lock_directory(write_recipe, monkeypatch):
     """Lock directories are committed to git: a Ctrl-C while writing one must not litter it."""
-    import layerbuild.build as build_module
-    from layerbuild.recipe import load_recipe
+    import layerbuild.build.pipeline as build_module
+    from layerbuild.model.recipe import load_recipe
 
     path = write_recipe(name="lockint", packages=["six"])
     real_replace = os.replace
@@ -379,7 +378,7 @@ def test_ctrl_c_is_held_until_the_block_ends_even_with_worker_threads_alive():
     """A process-directed SIGINT may be handed to any thread; the hold must not depend on which."""
     import threading
 
-    from layerbuild.distlock import sigint_held
+    from layerbuild.util.process import sigint_held
 
     stop = threading.Event()
     worker = threading.Thread(target=stop.wait, daemon=True)
@@ -401,7 +400,7 @@ def test_ctrl_c_is_held_until_the_block_ends_even_with_worker_threads_alive():
 
 POOL_SCRIPT = """
 import json, os, signal, sys, threading, time
-from layerbuild.threadpool import ThreadPool
+from layerbuild.util.threadpool import ThreadPool
 
 started, finished = [], []
 

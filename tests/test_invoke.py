@@ -4,11 +4,11 @@ import json
 import os
 
 import pytest
-
-from layerbuild.interpreters import find_local_python
-from layerbuild.invoke import split_handler
-from layerbuild.runtimes import RUNTIMES
 from runtime_layers import build_real_layer, hostile_layer, make_layer
+
+from layerbuild.model.runtimes import RUNTIMES
+from layerbuild.trial.invoke import split_handler
+from layerbuild.verify.interpreters import find_local_python
 
 needs_py311 = pytest.mark.skipif(find_local_python("3.11", "x86_64") is None, reason="no local python3.11 for x86_64")
 
@@ -367,7 +367,8 @@ def test_a_runtime_that_exits_is_reported_like_lambda(invoke, code, s3_event):
 
 @needs_py311
 def test_init_longer_than_the_init_limit_is_stopped(code, s3_event):
-    from layerbuild.invoke import InvokeSpec, invoke as run_invoke
+    from layerbuild.trial.invoke import InvokeSpec
+    from layerbuild.trial.invoke import invoke as run_invoke
 
     (code / "slowinit.py").write_text("import time\ntime.sleep(60)\n\ndef handler(event, context):\n    return 1\n")
     result = run_invoke(InvokeSpec("slowinit.handler", (), s3_event, code, python="3.11", init_timeout=1.0))

@@ -8,12 +8,12 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from klayers_server import base_url, fixture_json, requests_to, serve_klayers
 from werkzeug import Response
 
-from klayers_server import base_url, fixture_json, requests_to, serve_klayers
 from layerbuild.errors import KlayersError, TargetError
-from layerbuild.klayers import KlayersClient, cache_dir
-from layerbuild.klayers_model import klayers_target, parse_layers, select
+from layerbuild.klayers.client import KlayersClient, cache_dir
+from layerbuild.klayers.model import klayers_target, parse_layers, select
 
 P38_APN2 = "/api/v2/p3.8/layers/latest/ap-northeast-2"
 P312_USE1 = "/api/v2/p3.12/layers/latest/us-east-1"

@@ -1,12 +1,18 @@
 import os
 import stat
 import zipfile
+from pathlib import Path
 
 import pytest
 
-from pathlib import Path
-
-from layerbuild.layout import FIXED_DATE_TIME, fix_records, glob_regex, remove_paths, walk_tree, write_deterministic_zip
+from layerbuild.util.tree import (
+    FIXED_DATE_TIME,
+    fix_records,
+    glob_regex,
+    remove_paths,
+    walk_tree,
+    write_deterministic_zip,
+)
 
 
 @pytest.mark.parametrize("pattern,path,expected", [
@@ -102,8 +108,8 @@ def test_zip_is_deterministic_and_normalised(tmp_path):
 
 
 def test_small_entries_go_to_the_pool_in_groups_and_keep_their_order():
-    from layerbuild.threadpool import in_batches
-    from layerbuild.zipwriter import BATCH_BYTES, Entry, _batch_size, _Job
+    from layerbuild.util.threadpool import in_batches
+    from layerbuild.util.zipwriter import BATCH_BYTES, Entry, _batch_size, _Job
 
     def job(name, size, chunk=None):
         return _Job(Entry(name, 0, name), *(chunk or ()), file_size=size)
@@ -122,8 +128,8 @@ def test_parallel_writer_output_is_a_valid_zip_equal_to_zipfiles(tmp_path):
     import shutil
     import subprocess
 
-    from layerbuild.layout import _write_with_zipfile
-    from layerbuild.zipwriter import Entry, write_zip
+    from layerbuild.util.tree import _write_with_zipfile
+    from layerbuild.util.zipwriter import Entry, write_zip
 
     root = tmp_path / "tree"
     root.mkdir()
@@ -131,7 +137,7 @@ def test_parallel_writer_output_is_a_valid_zip_equal_to_zipfiles(tmp_path):
     (root / "python" / "pkg" / "données.txt").write_text("é" * 5000)  # non-ASCII name: UTF-8 flag
     (root / "python" / "pkg" / "random.bin").write_bytes(os.urandom(70_000))  # incompressible: stored
     # Larger than a chunk: deflated in parallel chunks that must join into one valid stream (and one CRC).
-    from layerbuild.zipwriter import CHUNK
+    from layerbuild.util.zipwriter import CHUNK
     words = b" ".join(b"symbol_%d" % (i % 5000) for i in range(CHUNK // 3))
     (root / "python" / "pkg" / "big.so").write_bytes(words[: 2 * CHUNK + 12345])
     (root / "python" / "pkg" / "bigrandom.bin").write_bytes(os.urandom(CHUNK + 1))  # chunked, then stored
@@ -145,7 +151,13 @@ def test_parallel_writer_output_is_a_valid_zip_equal_to_zipfiles(tmp_path):
     assert methods["python/pkg/big.so"] == zipfile.ZIP_DEFLATED and methods["python/pkg/bigrandom.bin"] == zipfile.ZIP_STORED
     assert fast["python/pkg/big.so"][0] == (root / "python" / "pkg" / "big.so").read_bytes()
     # The zipfile fallback (used past plain-zip limits) holds exactly the same entries.
-    from layerbuild.layout import walk_tree, _external_attr, DIR_MODE, EXEC_MODE, FILE_MODE
+    from layerbuild.util.tree import (
+        DIR_MODE,
+        EXEC_MODE,
+        FILE_MODE,
+        _external_attr,
+        walk_tree,
+    )
     slow_entries = [Entry(e.rel + "/", _external_attr(DIR_MODE, True), None) if e.is_dir else
                     Entry(e.rel, _external_attr(EXEC_MODE if os.stat(e.path).st_mode & 0o100 else FILE_MODE, False), e.path)
                     for e in walk_tree(root)]

@@ -11,9 +11,17 @@ from __future__ import annotations
 import json
 
 import pytest
-
 import reliability_figures
-from faultproxy import DROP, STALL, STATUS, TRUNCATE, FaultPlan, PackageIndex, closed_url, make_wheel
+from faultproxy import (
+    DROP,
+    STALL,
+    STATUS,
+    TRUNCATE,
+    FaultPlan,
+    PackageIndex,
+    closed_url,
+    make_wheel,
+)
 
 RETRIES = 1
 TIMEOUT_S = 2
@@ -131,7 +139,7 @@ def test_tampered_mirror_fails_the_locked_build_naming_the_package(index, invoke
 
 
 def test_uv_error_line_keeps_what_failed_and_why_but_not_warnings():
-    from layerbuild.uvdriver import _first_error_line
+    from layerbuild.backends.wheels.uv import _first_error_line
 
     stderr = (
         "warning: A managed Python download is available\n"
@@ -155,8 +163,8 @@ def test_an_unresolvable_host_is_named_in_a_few_words():
     from urllib3.connection import HTTPSConnection
     from urllib3.exceptions import MaxRetryError, NameResolutionError
 
-    from layerbuild.index import short_reason
-    from layerbuild.klayers import _short
+    from layerbuild.klayers.client import _short
+    from layerbuild.util.http import short_reason
 
     lookup = NameResolutionError("api.example.invalid", HTTPSConnection("api.example.invalid", 443),
                                  socket.gaierror(-3, "Temporary failure in name resolution"))  # fmt: skip
@@ -170,8 +178,11 @@ def test_an_unresolvable_host_is_named_in_a_few_words():
 
 import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
-from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError  # noqa: E402
-
+from botocore.exceptions import (  # noqa: E402
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+)
 from faultproxy import THROTTLE, FaultProxy, free_port  # noqa: E402
 
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -297,9 +308,9 @@ PUBLISH_MATCH = "/versions"  # POST /2018-10-31/layers/NAME/versions is PublishL
 @pytest.fixture(scope="module")
 def built_layer(tmp_path_factory):
     """A real layer zip + manifest (six), built once for the publish fault tests."""
-    from layerbuild.build import build_target
-    from layerbuild.recipe import parse_recipe
-    from layerbuild.runtimes import make_target
+    from layerbuild.build.pipeline import build_target
+    from layerbuild.model.recipe import parse_recipe
+    from layerbuild.model.runtimes import make_target
 
     out = tmp_path_factory.mktemp("publish-dist")
     recipe = parse_recipe({"name": "faultpub", "packages": ["six"]}, "faultpub.yaml")
@@ -308,7 +319,7 @@ def built_layer(tmp_path_factory):
 
 @pytest.fixture
 def publish(aws_proxy, invoke, monkeypatch):
-    from layerbuild.cli import main
+    from layerbuild.cli.main import main
 
     assert "publish" in main.list_commands(None)  # commands load lazily (cli.LAZY_COMMANDS)
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_proxy.url)

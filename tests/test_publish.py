@@ -7,16 +7,22 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
-
 from faultproxy import closed_url
-from layerbuild.build import build_target
-from layerbuild.manifest import Manifest, PackagePin
-from layerbuild.publish_plan import (
-    DIRECT_UPLOAD_LIMIT, PublishError, bucket_for, describe, layer_to_publish, parse_share, sanitise_layer_name,
+
+from layerbuild.build.pipeline import build_target
+from layerbuild.model.manifest import Manifest, PackagePin
+from layerbuild.model.recipe import load_recipe, parse_recipe
+from layerbuild.model.runtimes import make_target
+from layerbuild.publish.plan import (
+    DIRECT_UPLOAD_LIMIT,
+    PublishError,
+    bucket_for,
+    describe,
+    layer_to_publish,
+    parse_share,
+    sanitise_layer_name,
 )
-from layerbuild.layout import write_deterministic_zip
-from layerbuild.recipe import load_recipe, parse_recipe
-from layerbuild.runtimes import make_target
+from layerbuild.util.tree import write_deterministic_zip
 
 SECRET = "fakeSECRETkeyDoNotPrint0123456789abcdef"
 TOKEN = "fakeSESSIONtokenDoNotPrint987654321"

@@ -4,10 +4,10 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import tree_snapshot
+
 from layerbuild.errors import RecipeError
-from layerbuild.recipe import list_recipe_names, load_recipe, parse_recipe
+from layerbuild.model.recipe import list_recipe_names, load_recipe, parse_recipe
 
 SHIPPED = ["cryptography", "lxml", "numpy", "pandas", "pillow", "psycopg2-binary", "pydantic", "pymysql", "requests"]
 

@@ -7,11 +7,11 @@ import sys
 import zipfile
 
 import pytest
-
 from conftest import HOST_PYTHON
-from layerbuild.build import build_target
-from layerbuild.recipe import list_recipe_names, load_recipe
-from layerbuild.runtimes import RUNTIMES, make_target
+
+from layerbuild.build.pipeline import build_target
+from layerbuild.model.recipe import list_recipe_names, load_recipe
+from layerbuild.model.runtimes import RUNTIMES, make_target
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 

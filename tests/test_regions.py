@@ -1,10 +1,10 @@
-"""layerbuild.regions: the known-region list and its one-line errors."""
+"""layerbuild.model.regions: the known-region list and its one-line errors."""
 
 import boto3
 import pytest
 
 from layerbuild.errors import LayerbuildError, TargetError
-from layerbuild.regions import REGIONS, check_region
+from layerbuild.model.regions import REGIONS, check_region
 
 
 def test_regions_are_unique_well_formed_and_cover_klayers():

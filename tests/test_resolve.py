@@ -6,14 +6,14 @@ import json
 import zipfile
 
 import pytest
+from klayers_server import base_url, requests_to, serve_klayers
 from packaging.requirements import Requirement
 
-from klayers_server import base_url, requests_to, serve_klayers
-from layerbuild.klayers_model import KlayersLayer
-from layerbuild.lockfile import Lock, requirements_digest
-from layerbuild.recipe import load_recipe
-from layerbuild.resolver import plan_target, shadowed
-from layerbuild.runtimes import make_target
+from layerbuild.klayers.model import KlayersLayer
+from layerbuild.klayers.plan import plan_target, shadowed
+from layerbuild.model.lockfile import Lock, requirements_digest
+from layerbuild.model.recipe import load_recipe
+from layerbuild.model.runtimes import make_target
 
 ACCOUNT = "770693421928"
 

@@ -3,7 +3,13 @@ import json
 import pytest
 
 from layerbuild.errors import TargetError
-from layerbuild.runtimes import RUNTIMES, get_runtime, make_target, matrix_rows, normalise_python
+from layerbuild.model.runtimes import (
+    RUNTIMES,
+    get_runtime,
+    make_target,
+    matrix_rows,
+    normalise_python,
+)
 
 
 def test_matrix_covers_lambda_python_runtimes():
@@ -74,8 +80,8 @@ def test_targets_command_table_and_json(invoke):
 
 
 def test_every_runtime_records_its_sdk_and_the_committed_lock_pins_exactly_it():
-    from layerbuild import runtimesdk
-    from layerbuild.lockfile import parse_lock
+    from layerbuild.model.lockfile import parse_lock
+    from layerbuild.verify import runtimesdk
 
     for runtime in RUNTIMES.values():
         assert runtime.sdk is not None and runtime.sdk.source, runtime.name
@@ -96,7 +102,7 @@ def test_the_runtime_sdk_installs_once_and_imports(tmp_path):
     import subprocess
     import sys
 
-    from layerbuild import runtimesdk
+    from layerbuild.verify import runtimesdk
 
     runtime = RUNTIMES["%d.%d" % sys.version_info[:2]] if "%d.%d" % sys.version_info[:2] in RUNTIMES else RUNTIMES["3.12"]
     site = runtimesdk.ensure(runtime, root=tmp_path / "builds")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild import scratch
-from layerbuild.build import build_target
-from layerbuild.recipe import parse_recipe
-from layerbuild.runtimes import make_target
+from layerbuild.build.pipeline import build_target
+from layerbuild.model.recipe import parse_recipe
+from layerbuild.model.runtimes import make_target
+from layerbuild.util import scratch
 
 GIB = 1 << 30
 ROOMY = scratch.RamDir(is_tmpfs=True, writable=True, free_bytes=12 * GIB, available_memory=20 * GIB)
@@ -138,7 +138,7 @@ def test_locking_in_a_full_temp_directory_is_a_one_line_error(tmp_path, tiny_scr
 
 
 def test_a_disk_that_filled_up_under_uv_is_reported_as_the_machines():
-    from layerbuild.uvdriver import raise_if_disk_full
+    from layerbuild.backends.wheels.uv import raise_if_disk_full
 
     stderr = "error: failed to write to file `/scratch/resolve/.tmpQ4PjRG`: No space left on device (os error 28)\n"
     with pytest.raises(OSError) as raised:

@@ -13,10 +13,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 import reliability_figures
 from faultproxy import PackageIndex, in_tree_sdist
-from layerbuild.uvdriver import uv_env
+
+from layerbuild.backends.wheels.uv import uv_env
 
 ACCESS_KEY = "AKIAFAKEMARKERQ7Z3X9"
 SECRET_KEY = "fakeSecretMARKER/k9Qp2Vw7+Zr4Ht8Lm1Ns6Bx3Cv5Df0"
@@ -140,8 +140,8 @@ STANDIN_IMAGE = "layerbuild-standin-build:bookworm"  # tests/images/build-standi
 
 def test_container_env_is_built_from_scratch_without_aws(monkeypatch):
     reliability_figures.count("faults", detail="fake AWS credentials planted")
-    from layerbuild.backends.docker import container_env
-    from layerbuild.uvdriver import IndexSettings
+    from layerbuild.backends.docker.backend import container_env
+    from layerbuild.backends.indexes import IndexSettings
 
     for key, value in AWS_ENV.items():
         monkeypatch.setenv(key, value)
@@ -154,7 +154,7 @@ def test_container_env_is_built_from_scratch_without_aws(monkeypatch):
 
 
 def test_container_mounts_expose_no_home_or_recipe_directory(tmp_path):
-    from layerbuild.backends.docker import _mounts
+    from layerbuild.backends.docker.backend import _mounts
 
     work = tmp_path / "layerbuild-work"
     mounts = _mounts(tmp_path / "ca.pem", "layerbuild-pip-cache", work)
@@ -167,10 +167,10 @@ def test_container_mounts_expose_no_home_or_recipe_directory(tmp_path):
 def test_a_real_container_sees_no_aws_variables(monkeypatch):
     """The environment layerbuild hands Docker, as a real container sees it (`env` inside it)."""
     reliability_figures.count("faults", detail="fake AWS credentials planted")
-    from layerbuild.backends.docker import container_env
-    from layerbuild.dockerengine import Engine, RunSpec
-    from layerbuild.runtimes import DOCKER_PLATFORM
-    from layerbuild.uvdriver import IndexSettings
+    from layerbuild.backends.docker.backend import container_env
+    from layerbuild.backends.docker.engine import Engine, RunSpec
+    from layerbuild.backends.indexes import IndexSettings
+    from layerbuild.model.runtimes import DOCKER_PLATFORM
 
     try:
         engine = Engine.connect()
@@ -230,7 +230,7 @@ def secrets_moto():
 @pytest.mark.network
 def test_publish_never_shows_or_writes_credentials(invoke, write_recipe, tmp_path, monkeypatch, secrets_moto):
     reliability_figures.count("faults", detail="fake AWS credentials planted")
-    from layerbuild.cli import main
+    from layerbuild.cli.main import main
 
     assert "publish" in main.list_commands(None)  # commands load lazily (cli.LAZY_COMMANDS)
     monkeypatch.chdir(tmp_path)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from layerbuild import importscan, slim
-from layerbuild.build import build_target
-from layerbuild.recipe import parse_recipe
-from layerbuild.runtimes import make_target
+from layerbuild.build import importscan, slim
+from layerbuild.build.pipeline import build_target
+from layerbuild.model.recipe import parse_recipe
+from layerbuild.model.runtimes import make_target
 
 HOST = "%d.%d" % sys.version_info[:2]
 HOST_TAG = sys.implementation.cache_tag
@@ -414,7 +414,7 @@ def import_every_module(site: Path, top: str) -> dict[str, str | None]:
 def test_slimming_real_packages_breaks_no_import(tmp_path):
     """boto3/botocore, aws-lambda-powertools, scikit-learn, matplotlib, pandas, sqlalchemy, pydantic: every
     module that imports from the unslimmed tree imports from the slimmed one (about 2,000 modules)."""
-    from layerbuild.uvdriver import run_uv, target_args
+    from layerbuild.backends.wheels.uv import run_uv, target_args
 
     target = make_target(HOST, "x86_64")
     full = tmp_path / "full" / "python"

@@ -6,10 +6,10 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from layerbuild.distinfo import top_level_modules
-from layerbuild.interpreters import find_local_python, parse_probe
 from runtime_layers import build_real_layer, hostile_layer, make_layer
+
+from layerbuild.backends.distinfo import top_level_modules
+from layerbuild.verify.interpreters import find_local_python, parse_probe
 
 HAVE_PY311 = find_local_python("3.11", "x86_64") is not None
 needs_py311 = pytest.mark.skipif(not HAVE_PY311, reason="no local python3.11 for x86_64")

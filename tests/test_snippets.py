@@ -1,10 +1,10 @@
-"""layerbuild.snippets: ARNs rendered in the forms users paste."""
+"""layerbuild.publish.snippets: ARNs rendered in the forms users paste."""
 
 import pytest
 import yaml
 
 from layerbuild.errors import LayerbuildError
-from layerbuild.snippets import FORMATS, normalise_format, render_arns
+from layerbuild.publish.snippets import FORMATS, normalise_format, render_arns
 
 ARNS = {
     "us-east-1": "arn:aws:lambda:us-east-1:123456789012:layer:pymysql-py312-x86_64:3",

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild.audit import UNZIPPED_LIMIT
-from layerbuild.build import build_target
-from layerbuild.recipe import load_recipe
-from layerbuild.runtimes import make_target
-from layerbuild.safezip import RATIO_MIN_BYTES
-from layerbuild.stack import StackLayer, simulate_stack, top_level_package
+from layerbuild.audit.stack import StackLayer, simulate_stack, top_level_package
+from layerbuild.build.pipeline import build_target
+from layerbuild.limits import UNZIPPED_LIMIT
+from layerbuild.model.recipe import load_recipe
+from layerbuild.model.runtimes import make_target
+from layerbuild.util.safezip import RATIO_MIN_BYTES
 
 STACK_KEYS = {"ok", "layers", "function", "errors", "warnings", "overrides", "shadowed_packages", "sizes",
               "common_runtimes", "common_architectures", "runtime_shadowed"}  # fmt: skip

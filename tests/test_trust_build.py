@@ -14,12 +14,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 import reliability_figures
 from faultproxy import PackageIndex, make_wheel
+
 from layerbuild.errors import RecipeError
 from layerbuild.limits import LOCK_MAX_BYTES, MANIFEST_MAX_BYTES, RECIPE_MAX_BYTES
-from layerbuild.recipe import load_recipe
+from layerbuild.model.recipe import load_recipe
 
 STEM = "myl-python3.12-x86_64"
 
@@ -120,7 +120,7 @@ def test_lock_that_is_not_utf8_is_one_line_naming_it(invoke, write_recipe, tmp_p
     reliability_figures.count("bad_inputs", detail="lock not UTF-8")
     line = one_error_line(invoke("build", recipe, "--out", tmp_path / "out"))
     assert str(lock) in line and "not UTF-8" in line
-    from layerbuild.commands.klayers import committed_pins  # what `resolve` reads
+    from layerbuild.cli.klayers import committed_pins  # what `resolve` reads
     from layerbuild.errors import LockError
 
     recipe_obj = load_recipe(str(recipe))
@@ -201,8 +201,8 @@ def test_build_env_allows_compiler_and_build_knobs(write_recipe):
 
 def test_docker_container_env_applies_the_same_rule(monkeypatch):
     """#16 finding 23: a Recipe made in code (no validation) still cannot smuggle them into the container."""
-    from layerbuild.backends.docker import container_env
-    from layerbuild.uvdriver import IndexSettings
+    from layerbuild.backends.docker.backend import container_env
+    from layerbuild.backends.indexes import IndexSettings
 
     index = IndexSettings("https://mirror.example/simple")
     env = container_env(index, (("CFLAGS", "-O1"), ("LD_PRELOAD", "/evil.so"), ("pip_index_url", "http://evil/"),
@@ -213,7 +213,7 @@ def test_docker_container_env_applies_the_same_rule(monkeypatch):
 
 def test_uv_never_receives_lower_case_aws_variables(monkeypatch):
     """#16 finding 23: credentials in lower case are removed from uv's environment as upper case ones are."""
-    from layerbuild.uvdriver import uv_env
+    from layerbuild.backends.wheels.uv import uv_env
 
     monkeypatch.setenv("aws_secret_access_key", "lower-secret")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "upper-secret")
@@ -268,8 +268,8 @@ def test_lock_pinning_a_version_the_recipe_excludes_is_refused():
     """#16 finding 2 (pure): the pinned version must be one the recipe's specifier allows, with a hash."""
     from packaging.requirements import Requirement
 
-    from layerbuild.lockfile import parse_lock, unsatisfied
-    from layerbuild.runtimes import Target, get_runtime
+    from layerbuild.model.lockfile import parse_lock, unsatisfied
+    from layerbuild.model.runtimes import Target, get_runtime
 
     target = Target(get_runtime("3.12"), "x86_64")
     digest = "a" * 64
@@ -401,7 +401,7 @@ def test_local_index_wheel_changed_after_locking_fails_naming_the_package(invoke
 
 def test_find_links_directory_is_given_to_uv_as_find_links(tmp_path):
     """#16 finding 20 (pure args): a flat directory is --find-links; a tree stays an index."""
-    from layerbuild.uvdriver import IndexSettings
+    from layerbuild.backends.indexes import IndexSettings
 
     flat, tree = _local_index(tmp_path / "flat", "flat"), _local_index(tmp_path / "tree", "tree")
     assert IndexSettings(flat).args() == ["--no-index", "--find-links", flat]
@@ -422,10 +422,10 @@ def test_file_index_with_a_host_or_relative_path_is_refused(write_recipe, url):
 
 def test_docker_backend_refuses_a_local_index_in_one_line(tmp_path, write_recipe):
     """#16 finding 20: the build container cannot see the host's folder: said before any engine is asked."""
-    from layerbuild.backends import docker
     from layerbuild.backends.base import BuildRequest
+    from layerbuild.backends.docker import backend as docker
+    from layerbuild.backends.indexes import IndexSettings
     from layerbuild.errors import BuildError
-    from layerbuild.uvdriver import IndexSettings
 
     url = _local_index(tmp_path / "wheels", "tree")
     recipe = load_recipe(str(write_recipe(name="dock", packages=["demo-a"], index_url=url, backend="docker")))

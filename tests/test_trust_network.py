@@ -28,18 +28,18 @@ from faultproxy import (
 )
 from klayers_server import base_url, serve_klayers
 
-from layerbuild import wheelstore
-from layerbuild.errors import KlayersError, ResolveError
-from layerbuild.index import IndexFile, IndexUnavailable, project_listing
-from layerbuild.klayers import KlayersClient, cache_dir
-from layerbuild.klayers_model import (
-    ascii_int,
-    klayers_target,
-    parse_layers,
-    valid_layer_arn,
+from layerbuild.backends.wheels import store as wheelstore
+from layerbuild.backends.wheels.index import (
+    IndexFile,
+    IndexUnavailable,
+    project_listing,
 )
-from layerbuild.netsafe import Deadline, redact_text, redact_url
-from layerbuild.uvdriver import run_uv
+from layerbuild.backends.wheels.uv import run_uv
+from layerbuild.errors import KlayersError, ResolveError
+from layerbuild.klayers.client import KlayersClient, cache_dir
+from layerbuild.klayers.model import klayers_target, parse_layers
+from layerbuild.model.arns import ascii_int, valid_layer_arn
+from layerbuild.util.netsafe import Deadline, redact_text, redact_url
 
 MARKER = "hunter2-MARKER-pw"
 P312_USE1 = "/api/v2/p3.12/layers/latest/us-east-1"
@@ -447,7 +447,7 @@ def built_zip(tmp_path_factory):
     """One small layer built from a loopback index (zip + manifest), for the publish tests."""
     from click.testing import CliRunner
 
-    from layerbuild.cli import main
+    from layerbuild.cli.main import main
 
     folder = tmp_path_factory.mktemp("pubzip")
     with PackageIndex() as server:

@@ -20,10 +20,10 @@ import reliability_figures
 from conftest import tree_snapshot
 from runtime_layers import make_layer
 
-from layerbuild import wheelinstall
-from layerbuild.distinfo import top_level_modules
-from layerbuild.interpreters import find_local_python
-from layerbuild.safetext import JsonInputError, loads, printable
+from layerbuild.backends.distinfo import top_level_modules
+from layerbuild.backends.wheels import install as wheelinstall
+from layerbuild.util.safetext import JsonInputError, loads, printable
+from layerbuild.verify.interpreters import find_local_python
 
 TITLE = "\x1b]0;PWNED\x07"  # sets the terminal's title when printed raw
 GOOD_MANIFEST = {"name": "demo", "runtime": "python3.12", "python": "3.12", "architecture": "x86_64", "backend": "wheels",
@@ -85,7 +85,7 @@ def test_test_command_shows_module_names_and_import_errors_escaped(invoke, tmp_p
 def test_tables_show_server_fields_escaped(capsys):
     """#16 finding 10: the tables klayers-lookup and publish print hold what servers answered: shown escaped."""
     reliability_figures.count("bad_inputs", detail="terminal escapes in Klayers fields")
-    from layerbuild.cli import print_table
+    from layerbuild.cli.output import print_table
 
     print_table([["numpy", f"1.0{TITLE}", "arn:aws:lambda:us-east-1:770693421928:layer:Klayers-p312-numpy:1"]],
                 ["PACKAGE", "VERSION", "ARN"])  # fmt: skip
@@ -232,6 +232,22 @@ def test_wheels_unpacked_ahead_count_towards_the_ceiling(tmp_path):
     assert not (tmp_path / "install" / ".unpack-ccc-1.0-py3-none-any.whl").exists()
 
 
+def test_wheels_unpacking_side_by_side_share_the_ceiling(tmp_path):
+    """#16 (re-check): each wheel unpacked as it arrived was checked alone, so three wheels under the ceiling
+    each wrote 1 GB together. They share one budget now: the one that would pass it writes nothing."""
+    reliability_figures.count("bad_inputs", detail="wheel bombs")
+    budget = wheelinstall.UnpackBudget(ceiling=5 << 20)  # the real one is 524,288,000 bytes
+    first = write_wheel(tmp_path / "wheels", "firstw", wheel_bytes("firstw", {"firstw/data.bin": 3 << 20}))
+    second = write_wheel(tmp_path / "wheels", "secondw", wheel_bytes("secondw", {"secondw/data.bin": 3 << 20}))
+    (done,) = wheelinstall.unpack_wheels([first], tmp_path / "pipeline", budget=budget)
+    assert done.declared_bytes >= 3 << 20
+    with pytest.raises(wheelinstall.UnsafeWheelError, match=r"^secondw-1.0-py3-none-any.whl: member 'secondw/data.bin' takes the wheels past 5,242,880 bytes"):
+        wheelinstall.unpack_wheels([second], tmp_path / "pipeline", budget=budget)
+    assert not (tmp_path / "pipeline" / f".unpack-{second.name}").exists()
+    written = sum(f.stat().st_size for f in (tmp_path / "pipeline").rglob("*") if f.is_file())
+    assert written <= 5 << 20
+
+
 def test_a_member_whose_header_lies_about_its_size_is_refused_without_inflating_it(tmp_path):
     """#16 finding 12: a member declaring 1,000 bytes that inflates to 64 MB is refused; memory stays small."""
     reliability_figures.count("bad_inputs", detail="wheel bombs")
@@ -318,9 +334,9 @@ def test_the_json_loader_bounds_depth_size_and_keys():
 
 def test_a_forged_deeply_nested_import_report_is_one_line():
     """#16 finding 15: a layer module printing the import runner's marker with 100,000 nested lists: one line."""
-    from layerbuild import _import_runner
     from layerbuild.errors import LayerbuildError
-    from layerbuild.verify import parse_runner_output
+    from layerbuild.verify import _import_runner
+    from layerbuild.verify.venues import parse_runner_output
 
     reliability_figures.count("bad_inputs", 2, detail="deeply nested JSON")
     for forged in ("[" * 100_000 + "]" * 100_000, "1"):
@@ -476,8 +492,9 @@ def test_a_deeply_nested_arns_record_is_replaced_not_a_crash(tmp_path):
     is a directory was an internal error too. Now the damaged record is replaced; a directory is one line."""
     from types import SimpleNamespace
 
-    from layerbuild.publish import record_arns
-    from layerbuild.publish_plan import PublishError
+    from layerbuild.publish.plan import PublishError
+
+    from layerbuild.publish.aws import record_arns
 
     zip_path = tmp_path / "demo-python3.12-x86_64.zip"
     arn = "arn:aws:lambda:us-east-1:123456789012:layer:demo:3"
@@ -497,7 +514,7 @@ def test_a_deeply_nested_arns_record_is_replaced_not_a_crash(tmp_path):
 
 def test_a_deeply_nested_cache_entry_record_is_a_corrupted_entry(tmp_path):
     """#16 (re-check): a build-cache entry.json nested 100,000 deep made the next build exit 70."""
-    from layerbuild import cache
+    from layerbuild.cache import builds as cache
 
     zip_path, manifest_path = tmp_path / "a.zip", tmp_path / "a.json"
     zip_path.write_bytes(b"PK\x05\x06" + b"\0" * 18)

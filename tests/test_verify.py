@@ -16,15 +16,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import tree_snapshot
 from faultproxy import PackageIndex
-from layerbuild import runtimesdk, verify
-from layerbuild.build import build_target
-from layerbuild.interpreters import find_local_python
-from layerbuild.optdir import layers_extracted, read_only_command
-from layerbuild.recipe import parse_recipe
-from layerbuild.runtimes import RUNTIMES, make_target
+
+from layerbuild.build.pipeline import build_target
+from layerbuild.model.recipe import parse_recipe
+from layerbuild.model.runtimes import RUNTIMES, make_target
+from layerbuild.verify import runtimesdk
+from layerbuild.verify import venues as verify
+from layerbuild.verify.interpreters import find_local_python
+from layerbuild.verify.optdir import layers_extracted, read_only_command
 
 PY = "3.11"
 HAVE_PY = find_local_python(PY, "x86_64") is not None

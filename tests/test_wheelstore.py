@@ -14,15 +14,24 @@ import zipfile
 import zlib
 
 import pytest
-
 from faultproxy import TRUNCATE, FaultPlan, PackageIndex, make_wheel
-from layerbuild import wheelstore
+
+from layerbuild.backends.wheels import store as wheelstore
+from layerbuild.backends.wheels.index import IndexFile, parse_listing, project_listing
+from layerbuild.backends.wheels.install import (
+    UnsafeWheelError,
+    install_wheels,
+    installed_path,
+)
+from layerbuild.backends.wheels.pick import (
+    LockedPin,
+    choose_wheel,
+    tag_runs_on,
+    target_priority,
+)
 from layerbuild.errors import ResolveError
-from layerbuild.index import IndexFile, parse_listing, project_listing
-from layerbuild.runtimes import RUNTIMES, Target
-from layerbuild.wheelinstall import UnsafeWheelError, install_wheels, installed_path
-from layerbuild.wheelpick import LockedPin, choose_wheel, tag_runs_on, target_priority
-from layerbuild.zipwriter import Entry, RawSource, write_zip
+from layerbuild.model.runtimes import RUNTIMES, Target
+from layerbuild.util.zipwriter import Entry, RawSource, write_zip
 
 PY311 = Target(RUNTIMES["3.11"], "x86_64")
 PY312_ARM = Target(RUNTIMES["3.12"], "arm64")
@@ -146,61 +155,6 @@ def test_listing_pages_say_which_files_are_yanked_and_which_pythons_they_need():
     assert [(f.yanked, f.requires_python) for f in files] == [(False, ">=3.9"), (True, None), (True, None), (True, None), (False, None)]
 
 
-@pytest.mark.parametrize("specifier,python,expected", [
-    ("", "3.11", "2.2.6"),  # 2.3 ships only manylinux_2_28 wheels: not for python3.11's glibc 2.26
-    ("", "3.12", "2.3.1"),  # 2.4.0rc1 is a pre-release, 2.3.2 is yanked
-    (">=2.4.0rc1", "3.12", "2.4.0rc1"),  # a specifier naming a pre-release admits them
-    ("<2.3", "3.12", "2.2.6"),
-    ("", "3.9", "1.26.4"),  # 2.x requires Python >= 3.10
-    (">=3", "3.12", None),
-])
-def test_the_likely_release_is_the_newest_the_requirement_and_the_target_admit(specifier, python, expected):
-    from packaging.specifiers import SpecifierSet
-
-    from layerbuild.wheelpick import likely_version
-
-    def wheel(version, tag="cp{v}-cp{v}-manylinux_2_17_x86_64.manylinux2014_x86_64", **extra):
-        files = []
-        for v in ("39", "311", "312"):
-            files.append(IndexFile(f"numpy-{version}-{tag.format(v=v)}.whl", f"https://f/{version}-{v}", None, **extra))
-        return files
-
-    listing = (wheel("1.26.4") + wheel("2.2.6", requires_python=">=3.10") + [IndexFile("numpy-2.2.6.tar.gz", "https://f/s")]
-               + wheel("2.3.1", "cp{v}-cp{v}-manylinux_2_28_x86_64", requires_python=">=3.10")
-               + wheel("2.3.2", "cp{v}-cp{v}-manylinux_2_28_x86_64", yanked=True)
-               + wheel("2.4.0rc1", "cp{v}-cp{v}-manylinux_2_28_x86_64"))  # fmt: skip
-    ranks = target_priority(Target(RUNTIMES[python], "x86_64"))
-    assert likely_version(listing, "NumPy", SpecifierSet(specifier), python, ranks) == expected
-
-
-def test_a_release_spelled_two_ways_is_one_release_for_the_guess():
-    from packaging.specifiers import SpecifierSet
-
-    from layerbuild.wheelpick import likely_version
-
-    ranks = target_priority(Target(RUNTIMES["3.12"], "x86_64"))
-    for first, second in (("1.0.0", "1.0"), ("1.0", "1.0.0")):
-        listing = [IndexFile(f"foo-{first}-py3-none-any.whl", "u"), IndexFile(f"foo-{second}-cp312-cp312-musllinux_1_1_x86_64.whl", "u"),
-                   IndexFile("foo-0.9-py3-none-any.whl", "u")]  # fmt: skip
-        assert likely_version(listing, "foo", SpecifierSet(), "3.12", ranks) == first  # the spelling of the file that fits
-
-
-def test_the_guess_sees_only_the_wheels_uv_can_resolve_with():
-    """uv resolves python3.11 (Amazon Linux 2, glibc 2.26) for manylinux_2_17: a release whose cp311 wheel is
-    tagged manylinux_2_24 only (pandas 3.1.1) runs there but is never locked, so the guess must skip it too."""
-    from packaging.specifiers import SpecifierSet
-
-    from layerbuild.wheelpick import likely_version, resolver_priority
-
-    target = Target(RUNTIMES["3.11"], "x86_64")
-    listing = [IndexFile("pandas-3.1.1-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl", "u"),
-               IndexFile("pandas-2.3.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", "u")]  # fmt: skip
-    assert likely_version(listing, "pandas", SpecifierSet(), "3.11", resolver_priority(target)) == "2.3.2"
-    assert likely_version(listing, "pandas", SpecifierSet(), "3.11", target_priority(target)) == "3.1.1"
-    assert RUNTIMES["3.11"].resolver_platform_tags("x86_64")[:2] == ["manylinux_2_17_x86_64", "manylinux2014_x86_64"]
-    assert RUNTIMES["3.12"].resolver_platform_tags("arm64") == RUNTIMES["3.12"].platform_tags("arm64")  # uv knows 2.34
-
-
 # --- unpacking ----------------------------------------------------------------------------------------
 
 
@@ -253,7 +207,7 @@ def test_install_places_data_schemes_rewrites_record_and_keeps_exec_bits(tmp_pat
 
 
 def test_large_members_are_streamed_with_the_same_result(tmp_path, monkeypatch):
-    import layerbuild.wheelinstall as wheelinstall
+    import layerbuild.backends.wheels.install as wheelinstall
 
     monkeypatch.setattr(wheelinstall, "STREAM_ABOVE", 1000)
     big = bytes(range(256)) * 40  # 10 KB: over the lowered threshold
@@ -361,7 +315,7 @@ def test_unchanged_files_reuse_the_wheels_deflated_bytes_and_changed_ones_are_co
 def test_copying_from_more_wheels_than_are_kept_open_gives_the_same_zip_and_leaves_none_open(tmp_path, monkeypatch):
     import os
 
-    from layerbuild import zipwriter
+    from layerbuild.util import zipwriter
 
     tree = tmp_path / "tree"
     tree.mkdir()

@@ -1,19 +1,22 @@
-"""What every build backend receives and returns."""
+"""What every build backend is, receives and returns.
+
+A backend is a module of its own subpackage (backends/wheels/backend.py, backends/docker/backend.py) with a
+NAME and two functions: resolve_lock(request) -> Lock (how `layerbuild lock` and an uncommitted build resolve)
+and build(request) -> LayerTree. The pipeline knows them only through the Backend protocol below.
+"""
 
 from __future__ import annotations
 
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
-from ..lockfile import Lock
-from ..manifest import PackagePin
-from ..recipe import Recipe
-from ..runtimes import Target
-from ..uvdriver import IndexSettings
-from ..zipwriter import RawSource
-
+from layerbuild.backends.indexes import IndexSettings
+from layerbuild.model.lockfile import Lock
+from layerbuild.model.manifest import PackagePin
+from layerbuild.model.recipe import Recipe
+from layerbuild.model.runtimes import Target
+from layerbuild.util.zipwriter import RawSource
 
 # The build image for every docker build, ranking right after --image (read by build.py, so the cache key has it).
 IMAGE_ENV = "LAYERBUILD_BUILD_IMAGE"
@@ -28,11 +31,6 @@ class BuildRequest:
     lock: Lock | None = None  # the committed lock, when there is a current one
     image: str | None = None  # docker backend: the build image to use
     out_dir: Path | None = None  # where the build's outputs go (the docker backend puts failure logs there)
-    # wheels backend: project pages fetched while uv resolves (canonical name -> Future of the listing).
-    listings: dict[str, Future] = field(default_factory=dict)
-    # wheels backend: exactly pinned wheels fetched and unpacked meanwhile (backends.wheels.WheelPipeline); build.py
-    # stops it before the scratch tree goes.
-    wheel_pipeline: Any = None
 
 
 @dataclass
@@ -50,3 +48,17 @@ class LayerTree:
     @property
     def site_packages(self) -> Path:
         return self.root / "python"
+
+
+class Backend(Protocol):
+    """How a layer tree is made for a target: a module with these names (a module satisfies a Protocol)."""
+
+    NAME: str
+
+    def resolve_lock(self, request: BuildRequest) -> Lock:
+        """A fresh lock for the request's target (no committed lock exists, or `layerbuild lock` asked)."""
+        ...
+
+    def build(self, request: BuildRequest) -> LayerTree:
+        """The layer tree, installed from request.lock (resolving first when it is None) under request.work_dir."""
+        ...

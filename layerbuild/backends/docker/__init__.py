@@ -1,0 +1,1 @@
+"""The docker backend: the engine client and builds in the Lambda build image."""

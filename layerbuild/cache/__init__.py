@@ -1,0 +1,1 @@
+"""The build cache, the bytecode cache and pruning."""

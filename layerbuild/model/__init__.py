@@ -1,0 +1,1 @@
+"""What the stages pass each other: runtimes, recipes, locks, manifests, errors, limits (pure)."""

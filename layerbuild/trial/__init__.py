@@ -1,0 +1,1 @@
+"""Trying a layer before it ships: smoke tests, sample events, local invoke."""
