@@ -32,7 +32,7 @@ INSTALLER = "pkg-1.0.dist-info/INSTALLER"
 def place(path: str) -> str | None:
     """Where a member of pkg-1.0's wheel lands (the wheel installer's rule, for these tests)."""
     if path.startswith("pkg-1.0.data/purelib/"):
-        return path[len("pkg-1.0.data/purelib/"):]
+        return path[len("pkg-1.0.data/purelib/") :]
     if path.startswith("pkg-1.0.data/headers/"):
         return None
     return path
@@ -59,7 +59,7 @@ def test_record_hash_is_sha256_in_urlsafe_base64_without_padding():
     data = b"\xfb\xff" * 100  # a digest with '-' or '_' in its base64 would differ from plain base64
     digest = hashlib.sha256(data).digest()
     assert record_hash(data) == "sha256=" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
-    assert "=" not in record_hash(data)[len("sha256="):]
+    assert "=" not in record_hash(data)[len("sha256=") :]
     assert record_hash(b"") == "sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
     assert entry_line("pkg/a.py", b"abc") == f"pkg/a.py,{record_hash(b'abc')},3"
 
@@ -84,18 +84,28 @@ def test_csv_form_round_trips_with_quoting_and_newline_ends():
 
 
 def test_installed_rows_move_drop_add_installer_and_sort():
-    rows = [["pkg/z.py", "sha256=z", "3"], ["pkg-1.0.data/purelib/pkg/moved.py", "sha256=m", "4"],
-            ["pkg-1.0.data/headers/pkg.h", "sha256=h", "5"], [], ["", "x", "y"],
-            [INSTALLER, "sha256=theirs", "3"], ["pkg-1.0.dist-info/RECORD", "", ""]]  # fmt: skip
+    rows = [
+        ["pkg/z.py", "sha256=z", "3"],
+        ["pkg-1.0.data/purelib/pkg/moved.py", "sha256=m", "4"],
+        ["pkg-1.0.data/headers/pkg.h", "sha256=h", "5"],
+        [],
+        ["", "x", "y"],
+        [INSTALLER, "sha256=theirs", "3"],
+        ["pkg-1.0.dist-info/RECORD", "", ""],
+    ]
     assert installed_rows(rows, place, INSTALLER) == [
-        [INSTALLER, "", ""], ["pkg-1.0.dist-info/RECORD", "", ""],
-        ["pkg/moved.py", "sha256=m", "4"], ["pkg/z.py", "sha256=z", "3"]]  # fmt: skip
+        [INSTALLER, "", ""],
+        ["pkg-1.0.dist-info/RECORD", "", ""],
+        ["pkg/moved.py", "sha256=m", "4"],
+        ["pkg/z.py", "sha256=z", "3"],
+    ]
 
 
 def test_rewrite_installed_gives_csv_bytes():
     data = b'pkg/z.py,sha256=z,3\r\n"pkg/a,b.py",sha256=a,1\r\npkg-1.0.data/purelib/pkg/m.py,sha256=m,4\r\n'
     assert rewrite_installed(data, place, INSTALLER) == (
-        INSTALLER.encode() + b',,\n"pkg/a,b.py",sha256=a,1\npkg/m.py,sha256=m,4\npkg/z.py,sha256=z,3\n')
+        INSTALLER.encode() + b',,\n"pkg/a,b.py",sha256=a,1\npkg/m.py,sha256=m,4\npkg/z.py,sha256=z,3\n'
+    )
     assert rewrite_installed(b"", place, INSTALLER) == INSTALLER.encode() + b",,\n"
 
 
@@ -117,10 +127,20 @@ def test_a_record_that_is_not_csv_is_one_line():
 
 
 def test_drop_removed_keeps_other_lines_as_they_are():
-    lines = ["pkg/a.py,sha256=a,1", "pkg/tests/t.py,sha256=t,2", "../../bin/tool,sha256=c,1",
-             '"pkg/q,1.py" , sha256=q,3', "", "pkg-1.0.dist-info/RECORD,,"]  # fmt: skip
+    lines = [
+        "pkg/a.py,sha256=a,1",
+        "pkg/tests/t.py,sha256=t,2",
+        "../../bin/tool,sha256=c,1",
+        '"pkg/q,1.py" , sha256=q,3',
+        "",
+        "pkg-1.0.dist-info/RECORD,,",
+    ]
     assert drop_removed(lines, {"pkg/tests/t.py"}) == [
-        "pkg/a.py,sha256=a,1", '"pkg/q,1.py" , sha256=q,3', "", "pkg-1.0.dist-info/RECORD,,"]
+        "pkg/a.py,sha256=a,1",
+        '"pkg/q,1.py" , sha256=q,3',
+        "",
+        "pkg-1.0.dist-info/RECORD,,",
+    ]
     assert drop_removed(lines, set()) == [line for line in lines if not line.startswith("../")]
 
 
@@ -128,15 +148,27 @@ def test_rehash_replaces_only_changed_lines_it_has_an_entry_for():
     lines = ["pkg/a.py,sha256=a,1", "pkg/_c.so,sha256=old,100", "pkg/gone.so,sha256=g,9"]
     entries = {"pkg/_c.so": "pkg/_c.so,sha256=new,50"}
     assert rehash(lines, {"pkg/_c.so", "pkg/gone.so"}, entries.get) == [
-        "pkg/a.py,sha256=a,1", "pkg/_c.so,sha256=new,50", "pkg/gone.so,sha256=g,9"]
+        "pkg/a.py,sha256=a,1",
+        "pkg/_c.so,sha256=new,50",
+        "pkg/gone.so,sha256=g,9",
+    ]
     assert rehash(lines, set(), entries.get) == lines
 
 
 def test_add_compiled_alongside_appends_sorted_entries_once():
-    lines = ["pkg/b.py,sha256=b,2", "pkg/a.py,sha256=a,1", "pkg/__pycache__/c.cpython-312.pyc,,",
-             "pkg/c.py,sha256=c,3", "pkg-1.0.dist-info/RECORD,,"]  # fmt: skip
-    compiled = {"pkg/a.py": "pkg/__pycache__/a.cpython-312.pyc", "pkg/b.py": "pkg/__pycache__/b.cpython-312.pyc",
-                "pkg/c.py": "pkg/__pycache__/c.cpython-312.pyc", "other/d.py": "other/__pycache__/d.cpython-312.pyc"}
+    lines = [
+        "pkg/b.py,sha256=b,2",
+        "pkg/a.py,sha256=a,1",
+        "pkg/__pycache__/c.cpython-312.pyc,,",
+        "pkg/c.py,sha256=c,3",
+        "pkg-1.0.dist-info/RECORD,,",
+    ]
+    compiled = {
+        "pkg/a.py": "pkg/__pycache__/a.cpython-312.pyc",
+        "pkg/b.py": "pkg/__pycache__/b.cpython-312.pyc",
+        "pkg/c.py": "pkg/__pycache__/c.cpython-312.pyc",
+        "other/d.py": "other/__pycache__/d.cpython-312.pyc",
+    }
     asked = []
 
     def entry_for(pyc: str) -> str:
@@ -144,7 +176,9 @@ def test_add_compiled_alongside_appends_sorted_entries_once():
         return f"{pyc},sha256=h,7"
 
     assert add_compiled(lines, compiled, entry_for, replace_source=False) == lines + [
-        "pkg/__pycache__/a.cpython-312.pyc,sha256=h,7", "pkg/__pycache__/b.cpython-312.pyc,sha256=h,7"]
+        "pkg/__pycache__/a.cpython-312.pyc,sha256=h,7",
+        "pkg/__pycache__/b.cpython-312.pyc,sha256=h,7",
+    ]
     assert sorted(asked) == ["pkg/__pycache__/a.cpython-312.pyc", "pkg/__pycache__/b.cpython-312.pyc"]
 
 
@@ -152,7 +186,10 @@ def test_add_compiled_sourceless_puts_the_pyc_in_the_source_line_place():
     lines = ["pkg/b.py,sha256=b,2", "pkg/a.py,sha256=a,1", "pkg/data.txt,sha256=d,4"]
     compiled = {"pkg/a.py": "pkg/a.pyc", "pkg/b.py": "pkg/b.pyc"}
     assert add_compiled(lines, compiled, lambda pyc: f"{pyc},sha256=h,7", replace_source=True) == [
-        "pkg/b.pyc,sha256=h,7", "pkg/a.pyc,sha256=h,7", "pkg/data.txt,sha256=d,4"]
+        "pkg/b.pyc,sha256=h,7",
+        "pkg/a.pyc,sha256=h,7",
+        "pkg/data.txt,sha256=d,4",
+    ]
     assert add_compiled(lines, {}, lambda pyc: "", replace_source=True) == lines
 
 
@@ -189,11 +226,15 @@ def test_rehash_files_with_nothing_changed_does_not_read_records(tmp_path):
 
 
 def test_list_compiled_adds_pyc_entries_hashed_from_disk(tmp_path):
-    site = site_with(tmp_path, "pkg/a.py,sha256=a,1\npkg-1.0.dist-info/RECORD,,\n",
-                     {"pkg/a.py": b"x = 1\n", "pkg/__pycache__/a.cpython-312.pyc": b"PYC"})  # fmt: skip
+    site = site_with(
+        tmp_path,
+        "pkg/a.py,sha256=a,1\npkg-1.0.dist-info/RECORD,,\n",
+        {"pkg/a.py": b"x = 1\n", "pkg/__pycache__/a.cpython-312.pyc": b"PYC"},
+    )
     records.list_compiled(site, [("pkg/a.py", "pkg/__pycache__/a.cpython-312.pyc")], replace_source=False)
-    assert read_record(site).decode() == ("pkg/a.py,sha256=a,1\npkg-1.0.dist-info/RECORD,,\n"
-                                          f"pkg/__pycache__/a.cpython-312.pyc,{record_hash(b'PYC')},3\n")  # fmt: skip
+    assert read_record(site).decode() == (
+        f"pkg/a.py,sha256=a,1\npkg-1.0.dist-info/RECORD,,\npkg/__pycache__/a.cpython-312.pyc,{record_hash(b'PYC')},3\n"
+    )
 
 
 def test_every_record_below_site_is_edited(tmp_path):

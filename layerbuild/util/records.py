@@ -125,8 +125,9 @@ def rehash(lines: list[str], changed: Collection[str], entry_for: Callable[[str]
     return new
 
 
-def add_compiled(lines: list[str], compiled: Mapping[str, str], entry_for: Callable[[str], str],
-                 replace_source: bool) -> list[str]:  # fmt: skip
+def add_compiled(
+    lines: list[str], compiled: Mapping[str, str], entry_for: Callable[[str], str], replace_source: bool
+) -> list[str]:
     """Lines listing compiled files, as pip does: for each line naming a source in compiled (source -> .pyc
     path) whose .pyc is not listed yet, entry_for(pyc) is added; at the end, sorted (alongside the source),
     or in the source's place (replace_source: the .pyc replaced the .py)."""
