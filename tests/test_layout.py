@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from layerbuild.util.records import drop_removed_files
 from layerbuild.util.tree import (
     FIXED_DATE_TIME,
-    fix_records,
     glob_regex,
     remove_paths,
     walk_tree,
@@ -68,12 +68,12 @@ def make_tree(root):
     os.chmod(root / "bin" / "tool", 0o700)
 
 
-def test_remove_paths_and_fix_records(tmp_path):
+def test_remove_paths_and_drop_removed_files(tmp_path):
     make_tree(tmp_path)
     removed = remove_paths(tmp_path, ["tests"])
     assert removed == ["python/pkg/tests/test_x.py"]
     assert not (tmp_path / "python/pkg/tests").exists()
-    fix_records(tmp_path / "python", {"pkg/tests/test_x.py"})
+    drop_removed_files(tmp_path / "python", {"pkg/tests/test_x.py"})
     record = (tmp_path / "python/pkg-1.0.dist-info/RECORD").read_text().splitlines()
     assert record == ["pkg/__init__.py,sha256=a,6", "pkg-1.0.dist-info/RECORD,,"]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from layerbuild.model.manifest import PackagePin
+from layerbuild.util.records import record_paths
 
 MAX_MODULE_NAME = 200  # bytes: a file or folder name is at most 255 on Linux, with room for .cpython-312-...so
 MAX_METADATA_BYTES = 16 << 20  # top_level.txt and RECORD: the largest real RECORDs are a few MB
@@ -60,8 +61,8 @@ def top_level_modules(site: Path) -> list[str]:
         else:
             record = dist_info / "RECORD"
             if record.is_file():
-                for line in _head_text(record).splitlines():
-                    first = line.split(",", 1)[0].split("/", 1)[0]
+                for path in record_paths(_head_text(record)):
+                    first = path.split("/", 1)[0]
                     if first.endswith(".py"):
                         found.add(first[:-3])
                     elif first and "." not in first and first != "__pycache__" and (site / first).is_dir():

@@ -13,8 +13,6 @@ gets no bytecode and the build says why.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import re
 import shutil
@@ -28,6 +26,7 @@ from typing import Callable
 
 from layerbuild.cache import bytecode as pyccache
 from layerbuild.verify.interpreters import pyenv_installs, pyenv_root
+from layerbuild.util.records import list_compiled
 from layerbuild.util.tree import walk_tree
 from layerbuild.util.threadpool import ThreadPool
 from layerbuild.util.zipwriter import RawSource
@@ -237,11 +236,6 @@ def compile_env() -> dict:
 _ERROR_LINE = re.compile(r"^\*\*\* Error compiling '(.+)'")
 
 
-def _record_hash(path: Path) -> str:
-    digest = hashlib.sha256(path.read_bytes()).digest()
-    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
 def compile_tree(site: Path, target_python: str, mode: str = "alongside", workers: int = 0,
                  while_compiling: Callable[[], None] | None = None) -> BytecodeResult:  # fmt: skip
     """Compile every .py below site (python/) for the target; rewrite RECORDs to list the .pyc files.
@@ -281,7 +275,7 @@ def _compile_tree(site: Path, target_python: str, mode: str, workers: int, start
     cached_form = {source: raws.get(site / pyc) for source, pyc in pairs}
     if mode == "only":
         pairs = _make_sourceless(site, pairs)
-    _update_records(site, pairs, replace_source=(mode == "only"))
+    list_compiled(site, pairs, replace_source=(mode == "only"))
     note = f"bytecode: {mode}, {len(pairs)} modules compiled with Python {interpreter.version} (unchecked-hash)"
     if failed:
         note += f"; {len(failed)} files did not compile and stay source only"
@@ -322,26 +316,3 @@ def _make_sourceless(site: Path, pairs: list[tuple[str, str]]) -> list[tuple[str
         if cache_dir.is_dir() and not any(cache_dir.iterdir()):
             cache_dir.rmdir()
     return moved
-
-
-def _update_records(site: Path, pairs: list[tuple[str, str]], replace_source: bool) -> None:
-    """List compiled files in their distribution's RECORD, as pip does; sorted, so deterministic."""
-    by_source = dict(pairs)
-    for record in sorted(site.glob("*.dist-info/RECORD")):
-        lines = record.read_text(encoding="utf-8").splitlines()
-        kept, added = [], []
-        listed = {line.split(",", 1)[0] for line in lines}
-        for line in lines:
-            path = line.split(",", 1)[0]
-            pyc = by_source.get(path)
-            if pyc and pyc not in listed:
-                entry = f"{pyc},{_record_hash(site / pyc)},{(site / pyc).stat().st_size}"
-                if replace_source:
-                    kept.append(entry)
-                    continue
-                added.append(entry)
-            kept.append(line)
-        if added or replace_source:
-            new = kept + sorted(added)
-            if new != lines:
-                record.write_text("\n".join(new) + "\n", encoding="utf-8")

@@ -25,7 +25,8 @@ from layerbuild.backends.base import IMAGE_ENV, Backend, BuildRequest, LayerTree
 from layerbuild.build.outputs import publish_pair, remove_stale_temps, temp_prefix, workdir_prefix
 from layerbuild.util.process import sigint_held
 from layerbuild.errors import BuildError, DockerUnavailableError, LockError, NeedsCompilingError
-from layerbuild.util.tree import fix_records, matches_any, remove_paths, write_deterministic_zip
+from layerbuild.util.records import drop_removed_files, record_paths
+from layerbuild.util.tree import matches_any, remove_paths, write_deterministic_zip
 from layerbuild.limits import LOCK_MAX_BYTES, read_capped_text
 from layerbuild.model.lockfile import Lock, parse_lock, requirements_digest, unsatisfied
 from layerbuild.model.manifest import Manifest, manifest_path_for
@@ -133,7 +134,7 @@ def finalize_tree(tree: LayerTree, recipe: Recipe) -> list[str]:
                          f"from packages")  # fmt: skip
     site_removed = {p[len("python/"):] for p in removed if p.startswith("python/")}
     if tree.site_packages.is_dir():
-        fix_records(tree.site_packages, site_removed)
+        drop_removed_files(tree.site_packages, site_removed)
     if recipe.exclude and removed:
         tree.notes.append(f"exclude removed {len(removed)} files")
     return removed
@@ -157,7 +158,7 @@ def requested_files(site: Path, names: list[str]) -> dict[str, list[str]]:
         name = canonicalize_name(meta.get("Name") or "")
         if name not in wanted:
             continue
-        paths = [line.split(",", 1)[0] for line in record.splitlines()]
+        paths = record_paths(record)
         found[name] = [f"python/{p}" for p in paths
                        if p and not p.startswith(("../", "/", f"{dist_info.name}/")) and (site / p).is_file()]  # fmt: skip
     return found

@@ -9,8 +9,6 @@ the loader needs, are kept) when a strip that understands that machine is instal
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import posixpath
 import re
@@ -21,7 +19,8 @@ from pathlib import Path
 
 from layerbuild.build import importscan
 from layerbuild.audit.elf import E_MACHINE_NUMBERS, ELF_MAGIC, read_section_names
-from layerbuild.util.tree import TreeEntry, fix_records, prune_empty_dirs, walk_tree
+from layerbuild.util.records import drop_removed_files, rehash_files
+from layerbuild.util.tree import TreeEntry, prune_empty_dirs, walk_tree
 from layerbuild.model.runtimes import MACHINE
 from layerbuild.util.threadpool import ThreadPool
 
@@ -330,7 +329,7 @@ def slim_tree(root: Path, arch: str, cache_tag: str, remove: bool = True) -> Sli
     if result.removed:
         prune_empty_dirs(root)
         if site.is_dir():
-            fix_records(site, {p[len("python/"):] for p in result.removed if p.startswith("python/")})
+            drop_removed_files(site, {p[len("python/"):] for p in result.removed if p.startswith("python/")})
     strip_debug(root, arch, result)
     return result
 
@@ -381,25 +380,4 @@ def strip_debug(root: Path, arch: str, result: SlimResult) -> None:
     result.stripped_bytes = before - sum(p.stat().st_size for p in candidates)
     site = root / "python"
     if site.is_dir():
-        rehash_records(site, {p.relative_to(site).as_posix() for p in candidates if p.is_relative_to(site)})
-
-
-def record_hash(path: Path) -> str:
-    digest = hashlib.sha256(path.read_bytes()).digest()
-    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def rehash_records(site: Path, changed: set[str]) -> None:
-    """Give rewritten files (stripped ELF) their new hash and size in RECORD, so it still verifies."""
-    if not changed:
-        return
-    for record in sorted(site.glob("*.dist-info/RECORD")):
-        lines = record.read_text(encoding="utf-8").splitlines()
-        new = []
-        for line in lines:
-            path = line.split(",", 1)[0]
-            if path in changed and (site / path).is_file():
-                line = f"{path},{record_hash(site / path)},{(site / path).stat().st_size}"
-            new.append(line)
-        if new != lines:
-            record.write_text("\n".join(new) + "\n", encoding="utf-8")
+        rehash_files(site, {p.relative_to(site).as_posix() for p in candidates if p.is_relative_to(site)})

@@ -2,8 +2,8 @@
 
 A layer tree is a directory holding what Lambda extracts into /opt: `python/` (on sys.path), `lib/`
 (on LD_LIBRARY_PATH), `bin/` (on PATH). This module prunes the tree (excludes, console scripts
-with host shebangs) keeping each distribution's RECORD consistent, and writes the zip so that the
-same tree always gives the same bytes.
+with host shebangs; util/records then keeps each distribution's RECORD consistent), and writes the
+zip so that the same tree always gives the same bytes.
 """
 
 from __future__ import annotations
@@ -138,24 +138,6 @@ def prune_empty_dirs(root: Path) -> None:
         path = Path(dirpath)
         if path != root and not any(path.iterdir()):
             path.rmdir()
-
-
-def fix_records(site_packages: Path, removed: set[str]) -> None:
-    """Drop RECORD lines naming files that are no longer in site_packages.
-
-    `removed` holds paths relative to site_packages. RECORD paths are relative to it too, with
-    '../' for files installed elsewhere (scripts), which never ship in a layer.
-    """
-    for record in sorted(site_packages.glob("*.dist-info/RECORD")):
-        lines = record.read_text(encoding="utf-8").splitlines()
-        kept = []
-        for line in lines:
-            path = line.split(",", 1)[0]
-            if path in removed or path.startswith("../"):
-                continue
-            kept.append(line)
-        if kept != lines:
-            record.write_text("\n".join(kept) + "\n", encoding="utf-8")
 
 
 @dataclass(frozen=True)

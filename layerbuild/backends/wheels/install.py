@@ -12,8 +12,6 @@ Member names are checked before anything is written: no absolute paths, no '..',
 
 from __future__ import annotations
 
-import csv
-import io
 import mmap
 import os
 import shutil
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from layerbuild.errors import BuildError
+from layerbuild.util.records import BadRecord, rewrite_installed
 from layerbuild.util.safezip import (
     MAX_RATIO,
     MAX_TOTAL_BYTES,
@@ -75,24 +74,6 @@ def _dist_info_dir(names: list[str], wheel: str) -> str:
     return found[0]
 
 
-def _rewrite_record(text: str, data_dir: str, dist_info: str) -> str:
-    """RECORD with moved .data paths, dropped uninstalled ones and our INSTALLER line; sorted as written."""
-    rows = []
-    for row in csv.reader(io.StringIO(text)):
-        if not row or not row[0]:
-            continue
-        path = installed_path(row[0], data_dir)
-        if path is None or path == f"{dist_info}/INSTALLER":
-            continue
-        rows.append([path, *row[1:]])
-    rows.append([f"{dist_info}/INSTALLER", "", ""])
-    rows.sort(key=lambda row: row[0])
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerows(rows)
-    return out.getvalue()
-
-
 def check_sizes(infos: list[zipfile.ZipInfo], wheel: str, ceiling: int = MAX_UNPACKED_BYTES, already: int = 0) -> int:
     """Pure: the bytes the members declare, plus already; UnsafeWheelError naming the member at which the
     total passes the ceiling, or a member that expands like a zip bomb (safezip's ratio rule)."""
@@ -123,10 +104,6 @@ class UnpackBudget:
             total = check_sizes(infos, wheel, self.ceiling, already=self.used)
             declared, self.used = total - self.used, total
             return declared
-
-
-class _BadRecord(Exception):
-    """A RECORD file we cannot read."""
 
 
 class _TooLarge(Exception):
@@ -199,14 +176,8 @@ def _write_member(archive: zipfile.ZipFile, mapped, member: _Member) -> None:
     if member.rewrite_record:
         dist_info = member.dest.parent.name
         data_dir = dist_info[: -len(".dist-info")] + ".data"
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _BadRecord(f"RECORD is not UTF-8 (byte {exc.start}), as the wheel spec requires") from None
-        try:
-            data = _rewrite_record(text, data_dir, dist_info).encode("utf-8")
-        except (csv.Error, UnicodeEncodeError) as exc:  # a NUL byte, a lone surrogate...
-            raise _BadRecord(f"RECORD is not valid CSV ({exc})") from None
+        # Moved .data paths, dropped uninstalled ones and our INSTALLER line; BadRecord if unreadable.
+        data = rewrite_installed(data, lambda path: installed_path(path, data_dir), f"{dist_info}/INSTALLER")
     # The file is new (its scratch directory is), so its mode is set as it is created.
     fd = os.open(member.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
@@ -303,9 +274,9 @@ def unpack_wheels(wheels: list[Path], parent: Path, stop: Callable[[], bool] = l
                     raise Stopped()
                 try:
                     _write_member(archive, mapped, member)
-                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, _TooLarge, _BadRecord) as exc:
+                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, _TooLarge, BadRecord) as exc:
                     failed.set()
-                    what = "refused" if isinstance(exc, (_TooLarge, _BadRecord)) else "damaged wheel"
+                    what = "refused" if isinstance(exc, (_TooLarge, BadRecord)) else "damaged wheel"
                     raise UnsafeWheelError(f"{Path(archive.filename).name}: {what}, member "
                                            f"{member.info.filename!r} ({exc}); nothing was installed") from None  # fmt: skip
 
